@@ -1,0 +1,112 @@
+"""The reading and spike schemas: the single source of truth.
+
+Everything else is derived from the tables below: the Arrow schemas written to Parquet, the
+JSON Schema of the API Gateway request model, the Glue column lists in Terraform (checked by a
+test), the Athena DDL and the README's field table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+METRICS = ("temperature", "humidity", "co2")
+METRIC_UNITS = {"temperature": "°C", "humidity": "%RH", "co2": "ppm"}
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    arrow: pa.DataType
+    glue: str
+    comment: str
+
+
+READING_COLUMNS: tuple[Column, ...] = (
+    Column("greenhouse_id", pa.string(), "string", "greenhouse, 1-64 of [A-Za-z0-9_-]"),
+    Column("device_id", pa.string(), "string", "device within the greenhouse, same charset"),
+    Column("timestamp", pa.timestamp("ms"), "timestamp", "event time, UTC"),
+    Column("temperature", pa.float64(), "double", "degrees Celsius"),
+    Column("humidity", pa.float64(), "double", "relative humidity, percent"),
+    Column("co2", pa.float64(), "double", "CO2, ppm"),
+    Column("error_code", pa.int32(), "int", "0 = healthy, anything else is a sensor fault"),
+)
+
+SPIKE_EXTRA_COLUMNS: tuple[Column, ...] = (
+    Column("rule", pa.string(), "string", "sensor_error | impossible | out_of_band | jump"),
+    Column("metric", pa.string(), "string", "temperature | humidity | co2 | error_code"),
+    Column("severity", pa.string(), "string", "critical | warning"),
+    Column("detail", pa.string(), "string", "human-readable reason"),
+    Column("source_key", pa.string(), "string", "log object the reading came from"),
+)
+
+SPIKE_COLUMNS: tuple[Column, ...] = READING_COLUMNS + SPIKE_EXTRA_COLUMNS
+
+# Hive-style partition keys, zero-padded strings (year=2026/month=01/...).
+READING_PARTITIONS: tuple[str, ...] = ("year", "month", "day", "hour")
+SPIKE_PARTITIONS: tuple[str, ...] = ("year", "month", "day")
+
+READING_SCHEMA = pa.schema([pa.field(c.name, c.arrow) for c in READING_COLUMNS])
+SPIKE_SCHEMA = pa.schema([pa.field(c.name, c.arrow) for c in SPIKE_COLUMNS])
+
+FIELD_NAMES = tuple(c.name for c in READING_COLUMNS)
+
+
+def glue_columns(columns: tuple[Column, ...] = READING_COLUMNS) -> list[dict[str, str]]:
+    """Column list as Glue (and Terraform's `columns` blocks) expect it."""
+    return [{"name": c.name, "type": c.glue, "comment": c.comment} for c in columns]
+
+
+def athena_ddl(table: str, location: str, *, spikes: bool = False) -> str:
+    """CREATE EXTERNAL TABLE statement for Athena (partitions as zero-padded strings)."""
+    columns = SPIKE_COLUMNS if spikes else READING_COLUMNS
+    partitions = SPIKE_PARTITIONS if spikes else READING_PARTITIONS
+    cols = ",\n  ".join(f"`{c.name}` {c.glue}" for c in columns)
+    parts = ", ".join(f"`{p}` string" for p in partitions)
+    return (
+        f"CREATE EXTERNAL TABLE {table} (\n  {cols}\n)\nPARTITIONED BY ({parts})\n"
+        f"STORED AS PARQUET\nLOCATION '{location}'"
+    )
+
+
+_NUMBER_OR_STRING = {"type": ["number", "string"]}
+
+
+def reading_json_schema() -> dict:
+    """JSON Schema (draft-04, as API Gateway models require) for one reading.
+
+    It checks shape only; value rules (charset, ranges, timestamp forms) live in validate.py,
+    because devices may send epoch numbers, ISO strings and numeric strings.
+    """
+    return {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "title": "Reading",
+        "type": "object",
+        "required": list(FIELD_NAMES),
+        "properties": {
+            "greenhouse_id": {"type": "string", "pattern": ID_PATTERN},
+            "device_id": {"type": "string", "pattern": ID_PATTERN},
+            "timestamp": {"type": ["string", "number"]},
+            "temperature": {"type": ["number", "string", "null"]},
+            "humidity": {"type": ["number", "string", "null"]},
+            "co2": {"type": ["number", "string", "null"]},
+            "error_code": {"type": ["integer", "string"]},
+        },
+    }
+
+
+def batch_json_schema(max_items: int = 500) -> dict:
+    """JSON Schema for `{"records": [reading, ...]}`, the PutRecords-style batch body."""
+    reading = reading_json_schema()
+    reading.pop("$schema")
+    return {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "title": "ReadingBatch",
+        "type": "object",
+        "required": ["records"],
+        "properties": {
+            "records": {"type": "array", "minItems": 1, "maxItems": max_items, "items": reading}
+        },
+    }
