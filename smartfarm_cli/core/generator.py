@@ -1,0 +1,127 @@
+"""Plausible greenhouse readings, vectorised with pyarrow compute (no numpy needed in Lambda).
+
+Temperature, humidity and CO2 follow a diurnal curve (warmest at 14:00 local time, CO2 drawn
+down by daytime photosynthesis) plus seeded Gaussian noise. Anomalies are injected at a rate,
+on even time steps only so that two injected readings of one device are never adjacent (an
+adjacent pair would make the jump rule see a healthy return reading as a jump).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .schema import READING_SCHEMA
+
+ANOMALY_KINDS = ("sensor_error", "impossible", "out_of_band", "jump")
+SEOUL_UTC_OFFSET_H = 9
+
+
+@dataclass(frozen=True)
+class Generated:
+    table: pa.Table
+    injected: pa.Array  # per row: the anomaly kind injected, or null for a healthy reading
+
+    def count(self, kind: str) -> int:
+        return pc.sum(pc.equal(self.injected, kind)).as_py() or 0
+
+
+def _gaussian(n: int, seed: int) -> pa.Array:
+    """Standard normal noise by Box-Muller over two seeded uniform streams."""
+    u1 = pc.subtract(1.0, pc.random(n, initializer=seed))  # (0, 1]: safe for ln
+    u2 = pc.random(n, initializer=seed + 1)
+    return pc.multiply(pc.sqrt(pc.multiply(-2.0, pc.ln(u1))), pc.cos(pc.multiply(2 * math.pi, u2)))
+
+
+def _clip(values, low: float, high: float):
+    return pc.min_element_wise(pc.max_element_wise(values, low), high)
+
+
+def generate(
+    start_ms: int,
+    steps: int,
+    interval_s: float = 60.0,
+    greenhouses: int = 3,
+    devices: int = 2,
+    anomaly_rate: float = 0.0,
+    seed: int = 0,
+    utc_offset_h: float = SEOUL_UTC_OFFSET_H,
+) -> Generated:
+    """`steps` time steps from `start_ms`, each with one reading per greenhouse x device.
+
+    Rows are in time order (then greenhouse, then device), as a stream would carry them.
+    """
+    per_step = greenhouses * devices
+    n = steps * per_step
+    if n == 0:
+        return Generated(READING_SCHEMA.empty_table(), pa.array([], pa.string()))
+    index = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n)), 1)  # 0..n-1
+    step = pc.divide(index, per_step)  # integer division
+    slot = pc.subtract(index, pc.multiply(step, per_step))
+    gh = pc.divide(slot, devices)
+    dev = pc.subtract(slot, pc.multiply(gh, devices))
+
+    ts_ms = pc.add(
+        start_ms,
+        pc.cast(pc.round(pc.multiply(pc.cast(step, pa.float64()), interval_s * 1000)), pa.int64()),
+    )
+    hours = pc.add(pc.divide(pc.cast(ts_ms, pa.float64()), 3_600_000.0), utc_offset_h)
+    day_curve = pc.sin(pc.multiply(pc.subtract(hours, 8.0), 2 * math.pi / 24))  # peak 14:00
+    # Fixed per-greenhouse climate offset in [-2, +2] °C.
+    gh_offset = pc.subtract(pc.cast(_mod(pc.multiply(gh, 7), 5), pa.float64()), 2.0)
+
+    temperature = pc.add(pc.add(21.0, gh_offset), pc.multiply(6.0, day_curve))
+    temperature = pc.add(temperature, pc.multiply(0.3, _gaussian(n, seed * 8 + 1)))
+    humidity = pc.subtract(70.0, pc.multiply(12.0, day_curve))
+    humidity = _clip(pc.add(humidity, pc.multiply(1.5, _gaussian(n, seed * 8 + 3))), 25.0, 93.0)
+    co2 = pc.subtract(750.0, pc.multiply(250.0, day_curve))
+    co2 = _clip(pc.add(co2, pc.multiply(25.0, _gaussian(n, seed * 8 + 5))), 350.0, 1800.0)
+    error_code = pa.nulls(n, pa.int32()).fill_null(0)
+
+    injected = pa.nulls(n, pa.string())
+    if anomaly_rate > 0:
+        even_step = pc.equal(_mod(step, 2), 0)
+        draw = pc.random(n, initializer=seed * 8 + 7)
+        hit = pc.and_(even_step, pc.less(draw, min(1.0, 2 * anomaly_rate)))
+        # Reuse the draw to pick the kind: draw / threshold spreads hits evenly over kinds.
+        which = pc.cast(
+            pc.floor(pc.multiply(pc.divide(draw, min(1.0, 2 * anomaly_rate)), len(ANOMALY_KINDS))),
+            pa.int64(),
+        )
+        for number, kind in enumerate(ANOMALY_KINDS):
+            injected = pc.if_else(pc.and_(hit, pc.equal(which, number)), kind, injected)
+        is_kind = {kind: pc.fill_null(pc.equal(injected, kind), False) for kind in ANOMALY_KINDS}
+        error_code = pc.if_else(is_kind["sensor_error"], pa.scalar(1, pa.int32()), error_code)
+        temperature = pc.if_else(is_kind["impossible"], 400.0, temperature)  # the seed's example
+        humidity = pc.if_else(is_kind["out_of_band"], 99.0, humidity)
+        temperature = pc.if_else(is_kind["jump"], pc.add(temperature, 12.0), temperature)
+
+    table = pa.Table.from_arrays(
+        [
+            pc.binary_join_element_wise("gh-", pc.cast(pc.add(gh, 1), pa.string()), ""),
+            pc.binary_join_element_wise("dev-", pc.cast(pc.add(dev, 1), pa.string()), ""),
+            pc.cast(ts_ms, pa.timestamp("ms")),
+            pc.round(temperature, 2),
+            pc.round(humidity, 2),
+            pc.round(co2, 1),
+            error_code,
+        ],
+        schema=READING_SCHEMA,
+    )
+    return Generated(table, injected)
+
+
+def _mod(values, divisor: int):
+    """Integer modulo (pyarrow compute has none)."""
+    return pc.subtract(values, pc.multiply(pc.divide(values, divisor), divisor))
+
+
+def to_json_records(table: pa.Table) -> list[dict]:
+    """Rows as JSON-ready dicts, timestamps as ISO-8601 UTC strings (what a device would send)."""
+    records = table.to_pylist()
+    for record in records:
+        record["timestamp"] = record["timestamp"].isoformat(timespec="milliseconds") + "Z"
+    return records

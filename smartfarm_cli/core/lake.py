@@ -1,0 +1,84 @@
+"""Layout of the log and spike stores, shared by S3 and the local disk.
+
+`logs/year=YYYY/month=MM/day=DD/hour=HH/<name>.parquet` by event time, and
+`spikes/year=YYYY/month=MM/day=DD/<digest>.parquet` where the digest is derived from the source
+log key: re-processing the same log object writes the same spike key, so a repeated S3 event or
+a repeated local delivery overwrites instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .rules import Rules, detect
+from .validate import partition_prefix
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+LOG_ROOT = "logs"
+SPIKE_ROOT = "spikes"
+ALERT_ROOT = "alerts"
+
+
+class ObjectStore(Protocol):
+    """The two bucket operations the pipeline needs: an S3 bucket or a folder on disk."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+
+def split_by_time(table: pa.Table, bucket_ms: int) -> Iterator[tuple[int, pa.Table]]:
+    """Yield (bucket start ms, rows in that bucket) in time order, rows sorted by time."""
+    if table.num_rows == 0:
+        return
+    table = table.sort_by("timestamp")
+    buckets = pc.divide(pc.cast(table["timestamp"], pa.int64()), bucket_ms)
+    counts = pc.value_counts(buckets)  # first-seen order == ascending on sorted input
+    offset = 0
+    for entry in counts:
+        bucket, count = entry["values"].as_py(), entry["counts"].as_py()
+        yield bucket * bucket_ms, table.slice(offset, count)
+        offset += count
+
+
+def log_prefix(hour_ms: int) -> str:
+    return partition_prefix(hour_ms, LOG_ROOT)
+
+
+def source_digest(source_key: str) -> str:
+    return hashlib.sha256(source_key.encode()).hexdigest()[:24]
+
+
+def spike_objects(
+    log_table: pa.Table, source_key: str, rules: Rules
+) -> tuple[pa.Table, dict[str, pa.Table]]:
+    """Run the rules on one delivered log file -> (all spikes, {spike key: spikes of that day})."""
+    spikes = detect(log_table, rules, source_key)
+    digest = source_digest(source_key)
+    objects = {
+        partition_prefix(day_ms, SPIKE_ROOT, ("year", "month", "day")) + f"{digest}.parquet": rows
+        for day_ms, rows in split_by_time(spikes, DAY_MS)
+    }
+    return spikes, objects
+
+
+def alert_key(source_key: str) -> str:
+    """Where the alert outcome for one source object is recorded (idempotency marker)."""
+    return f"{ALERT_ROOT}/{source_digest(source_key)}.json"
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="snappy")
+    return sink.getvalue().to_pybytes()
+
+
+def read_parquet_bytes(data: bytes) -> pa.Table:
+    return pq.read_table(pa.BufferReader(data))

@@ -1,0 +1,195 @@
+"""Anomaly rules over a whole table of readings, vectorised with pyarrow compute.
+
+One spike row per (reading, rule, metric). A reading with a sensor error is reported only as
+`sensor_error` (its values cannot be trusted); a value outside the sensor's physical range is
+`impossible` and not also `out_of_band`; critical readings are left out of the `jump` baseline,
+so the healthy reading after a 400 °C glitch is not flagged.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .schema import METRIC_UNITS, METRICS, SPIKE_SCHEMA
+from .validate import conform
+
+DEFAULT_RULES_PATH = Path(__file__).with_name("rules.toml")
+RULES_ENV = "SMARTFARM_RULES"
+SEVERITY_ORDER = {"critical": 0, "warning": 1}
+
+
+class RulesError(ValueError):
+    """The rules file is unreadable or holds a value that makes no sense."""
+
+
+@dataclass(frozen=True)
+class Rules:
+    severity: dict[str, str]
+    impossible: dict[str, tuple[float, float]]
+    band: dict[str, tuple[float, float]]
+    jump_per_minute: dict[str, float]
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = {k: dict(v) for k, v in base.items()}
+    for section, values in override.items():
+        if section not in merged or not isinstance(values, dict):
+            raise RulesError(
+                f"unknown rules section [{section}]; expected one of {', '.join(base)}"
+            )
+        merged[section].update(values)
+    return merged
+
+
+def load_rules(path: str | os.PathLike | None = None) -> Rules:
+    """Defaults from the packaged rules.toml, overridden by `path` or $SMARTFARM_RULES."""
+    with open(DEFAULT_RULES_PATH, "rb") as handle:
+        data = tomllib.load(handle)
+    path = path or os.environ.get(RULES_ENV)
+    if path:
+        try:
+            with open(path, "rb") as handle:
+                data = _merge(data, tomllib.load(handle))
+        except OSError as exc:
+            raise RulesError(f"cannot read rules file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise RulesError(f"rules file {path} is not valid TOML: {exc}") from None
+    try:
+        rules = Rules(
+            severity={name: str(section["severity"]) for name, section in data.items()},
+            impossible={m: _bounds(data["impossible"][m]) for m in METRICS},
+            band={m: _bounds(data["out_of_band"][m]) for m in METRICS},
+            jump_per_minute={m: float(data["jump"][m]) for m in METRICS},
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RulesError(f"rules file has a missing or malformed value: {exc}") from None
+    for name, severity in rules.severity.items():
+        if severity not in SEVERITY_ORDER:
+            raise RulesError(f"[{name}] severity must be critical or warning, got {severity!r}")
+    return rules
+
+
+def _bounds(value) -> tuple[float, float]:
+    low, high = (float(v) for v in value)
+    if low >= high:
+        raise ValueError(f"bounds {value} must be [low, high] with low < high")
+    return low, high
+
+
+def _outside(values, bounds: tuple[float, float]):
+    return pc.fill_null(pc.or_(pc.less(values, bounds[0]), pc.greater(values, bounds[1])), False)
+
+
+def _text(*parts) -> pa.Array:
+    """Concatenate string scalars and arrays element-wise; numbers are cast to text."""
+    parts = [p if isinstance(p, str) else pc.cast(p, pa.string()) for p in parts]
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def _shift(array: pa.Array, by: int) -> pa.Array:
+    """array[i - by], null where that falls before the start."""
+    array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+    by = min(by, len(array))
+    return pa.concat_arrays([pa.nulls(by, array.type), array.slice(0, len(array) - by)])
+
+
+def _jump_masks(table: pa.Table, rules: Rules) -> dict[str, pa.Array]:
+    """Per metric, a mask over `table` (already sorted by device and time, critical-free)."""
+    device = pc.binary_join_element_wise(table["greenhouse_id"], table["device_id"], "\x1f")
+    minutes = pc.divide(pc.cast(pc.cast(table["timestamp"], pa.int64()), pa.float64()), 60_000.0)
+    same_1 = pc.fill_null(pc.equal(device, _shift(device, 1)), False)
+    same_2 = pc.fill_null(pc.equal(device, _shift(device, 2)), False)
+    gap_1 = pc.max_element_wise(pc.subtract(minutes, _shift(minutes, 1)), 1.0)
+    gap_2 = pc.max_element_wise(pc.subtract(minutes, _shift(minutes, 2)), 1.0)
+    masks = {}
+    for metric in METRICS:
+        values = table[metric].combine_chunks()
+        limit = rules.jump_per_minute[metric]
+        fast = pc.greater(pc.divide(pc.abs(pc.subtract(values, _shift(values, 1))), gap_1), limit)
+        fast = pc.fill_null(pc.and_(same_1, fast), False)
+        back = pc.less_equal(
+            pc.divide(pc.abs(pc.subtract(values, _shift(values, 2))), gap_2), limit
+        )
+        returning = pc.fill_null(pc.and_(pc.and_(same_2, _shift(fast, 1)), back), False)
+        masks[metric] = pc.and_(fast, pc.invert(returning))
+    return masks
+
+
+def detect(table: pa.Table, rules: Rules, source_key: str = "") -> pa.Table:
+    """All anomalies in `table` as a spike table (SPIKE_SCHEMA), most severe first."""
+    table = conform(table)
+    pieces: list[tuple[pa.Table, str, str, pa.Array]] = []
+
+    faulty = pc.fill_null(pc.not_equal(table["error_code"], 0), False)
+    rows = table.filter(faulty)
+    pieces.append(
+        (
+            rows,
+            "sensor_error",
+            "error_code",
+            _text("sensor reported error_code ", rows["error_code"]),
+        )
+    )
+
+    healthy = pc.invert(faulty)
+    critical = faulty
+    for metric in METRICS:
+        unit = METRIC_UNITS[metric]
+        low, high = rules.impossible[metric]
+        impossible = pc.and_(healthy, _outside(table[metric], (low, high)))
+        critical = pc.or_(critical, impossible)
+        rows = table.filter(impossible)
+        detail = _text(
+            f"{metric} ", rows[metric], f" {unit} is outside the sensor range {low:g}..{high:g}"
+        )
+        pieces.append((rows, "impossible", metric, detail))
+
+        low, high = rules.band[metric]
+        band = pc.and_(
+            pc.and_(healthy, pc.invert(impossible)), _outside(table[metric], (low, high))
+        )
+        rows = table.filter(band)
+        detail = _text(
+            f"{metric} ", rows[metric], f" {unit} is outside the crop band {low:g}..{high:g}"
+        )
+        pieces.append((rows, "out_of_band", metric, detail))
+
+    ordered = table.filter(pc.invert(critical)).sort_by(
+        [("greenhouse_id", "ascending"), ("device_id", "ascending"), ("timestamp", "ascending")]
+    )
+    for metric, mask in _jump_masks(ordered, rules).items():
+        rows = ordered.filter(mask)
+        limit = rules.jump_per_minute[metric]
+        detail = _text(
+            f"{metric} changed faster than {limit:g} {METRIC_UNITS[metric]}/min, to ", rows[metric]
+        )
+        pieces.append((rows, "jump", metric, detail))
+
+    spikes = []
+    for rows, rule, metric, detail in pieces:
+        if rows.num_rows == 0:
+            continue
+        n = rows.num_rows
+        extra = {
+            "rule": pa.repeat(rule, n),
+            "metric": pa.repeat(metric, n),
+            "severity": pa.repeat(rules.severity[rule], n),
+            "detail": detail,
+            "source_key": pa.repeat(source_key, n),
+        }
+        for name, values in extra.items():
+            rows = rows.append_column(name, pc.cast(values, pa.string()))
+        spikes.append(rows.cast(SPIKE_SCHEMA))
+    if not spikes:
+        return SPIKE_SCHEMA.empty_table()
+    result = pa.concat_tables(spikes)
+    rank = pc.if_else(pc.equal(result["severity"], "critical"), 0, 1)
+    result = result.append_column("_rank", rank)
+    result = result.sort_by([("_rank", "ascending"), ("timestamp", "ascending")])
+    return result.drop_columns(["_rank"])

@@ -1,0 +1,290 @@
+"""Validation and normalisation of incoming readings.
+
+Two stages, so that every value rule is written once:
+
+1. ``coerce`` turns one raw JSON object into typed Python values (numeric strings, epoch
+   seconds / milliseconds and ISO-8601 timestamps are accepted) or gives the reason it cannot.
+2. ``check_table`` applies the value rules (id charset, finite numbers, sane timestamps, metrics
+   present unless the sensor reported an error) to a whole Arrow table at once. Ingest and
+   backfill both end here, so a generated history obeys the same rules as a device's reading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .schema import FIELD_NAMES, ID_PATTERN, METRICS, READING_SCHEMA
+
+# Readings older than this are refused as a clock error rather than stored in 1970.
+EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+# Device clocks drift; anything further ahead than this is refused.
+MAX_FUTURE_MS = 5 * 60 * 1000
+# Epoch numbers at or above this are milliseconds (1e11 s is the year 5138).
+EPOCH_MS_THRESHOLD = 100_000_000_000
+MAX_STRING = 64
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """One refused input item: its position in the input, why, and what it was."""
+
+    index: int
+    reason: str
+    raw: str
+
+
+class CoercionError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Unparsable:
+    """A line of input that was not JSON; it stays in place so positions keep their meaning."""
+
+    reason: str
+    raw: str
+
+
+def _number(name: str, value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise CoercionError(f"{name} must be a number, got a boolean")
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > MAX_STRING:
+            raise CoercionError(f"{name} must be a number, got {_show(value)}")
+        try:
+            number = float(text)
+        except ValueError:
+            raise CoercionError(f"{name} must be a number, got {_show(value)}") from None
+    else:
+        raise CoercionError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(number):
+        raise CoercionError(f"{name} must be finite, got {_show(value)}")
+    return number
+
+
+def _error_code(value) -> int:
+    number = _number("error_code", value)
+    if number is None:
+        raise CoercionError("error_code is required (0 when the sensor is healthy)")
+    if not number.is_integer() or abs(number) > 2**31 - 1:
+        raise CoercionError(f"error_code must be a whole number, got {_show(value)}")
+    return int(number)
+
+
+def parse_timestamp_ms(value) -> int:
+    """Epoch seconds, epoch milliseconds or ISO-8601 with an offset -> epoch milliseconds."""
+    if isinstance(value, bool) or value is None:
+        raise CoercionError("timestamp must be ISO-8601 with an offset or epoch s/ms")
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > MAX_STRING:
+            raise CoercionError("timestamp is too long to be a timestamp")
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(text)
+            except ValueError:
+                raise CoercionError(
+                    f"timestamp {_show(value)} is not ISO-8601 (e.g. 2026-11-28T15:00:00Z) "
+                    "or epoch seconds/milliseconds"
+                ) from None
+            if parsed.tzinfo is None:
+                raise CoercionError(
+                    f"timestamp {_show(value)} has no UTC offset; add Z or +09:00"
+                ) from None
+            return int(parsed.timestamp() * 1000)
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise CoercionError(f"timestamp must be ISO-8601 or epoch s/ms, got {_show(value)}")
+    return int(value) if abs(value) >= EPOCH_MS_THRESHOLD else int(value * 1000)
+
+
+def coerce(item) -> tuple:
+    """One raw reading -> a tuple in schema order (timestamp as epoch ms).
+
+    Unknown extra fields are ignored, as the Glue/OpenX path on AWS ignores them.
+    """
+    if isinstance(item, Unparsable):
+        raise CoercionError(item.reason)
+    if not isinstance(item, dict):
+        raise CoercionError(f"a reading must be a JSON object, got {type(item).__name__}")
+    missing = [name for name in FIELD_NAMES if name not in item]
+    if missing:
+        raise CoercionError(f"missing field(s): {', '.join(missing)}")
+    ids = []
+    for name in ("greenhouse_id", "device_id"):
+        value = item[name]
+        if not isinstance(value, str):
+            raise CoercionError(f"{name} must be a string, got {type(value).__name__}")
+        ids.append(value)
+    return (
+        *ids,
+        parse_timestamp_ms(item["timestamp"]),
+        *(_number(metric, item[metric]) for metric in METRICS),
+        _error_code(item["error_code"]),
+    )
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """A table read from a log file -> exactly READING_SCHEMA (extra columns dropped).
+
+    Raises ValueError naming the missing or mistyped column, so one odd file is reported
+    instead of crashing whoever reads it.
+    """
+    missing = [name for name in FIELD_NAMES if name not in table.column_names]
+    if missing:
+        raise ValueError(f"log file lacks column(s) {', '.join(missing)}")
+    try:
+        return table.select(list(FIELD_NAMES)).cast(READING_SCHEMA, safe=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(f"log file columns do not match the reading schema: {exc}") from None
+
+
+def table_from_rows(rows: list[tuple]) -> pa.Table:
+    """Tuples in schema order -> a reading table."""
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in FIELD_NAMES]
+    arrays = [pa.array(col, type=field.type) for col, field in zip(columns, READING_SCHEMA)]
+    return pa.Table.from_arrays(arrays, schema=READING_SCHEMA)
+
+
+def _reasons(table: pa.Table, now_ms: int) -> pa.Array:
+    """Per row: the first broken value rule, or null. Vectorised over the whole table."""
+    checks: list[tuple[pa.Array, str]] = []
+    for name in ("greenhouse_id", "device_id"):
+        ok = pc.match_substring_regex(table[name], ID_PATTERN)
+        checks.append(
+            (pc.invert(pc.fill_null(ok, False)), f"{name} must be 1-64 of A-Z a-z 0-9 _ -")
+        )
+    ts = pc.cast(table["timestamp"], pa.int64())
+    checks.append(
+        (pc.less(ts, EARLIEST_MS), "timestamp is before 2000-01-01; check the device clock")
+    )
+    checks.append(
+        (
+            pc.greater(ts, now_ms + MAX_FUTURE_MS),
+            "timestamp is in the future; check the device clock",
+        )
+    )
+    healthy = pc.equal(table["error_code"], 0)
+    for metric in METRICS:
+        checks.append(
+            (
+                pc.and_(healthy, pc.is_null(table[metric])),
+                f"{metric} is required when error_code is 0",
+            )
+        )
+    reason = pa.nulls(len(table), pa.string())
+    for failed, text in reversed(checks):  # first rule wins: apply in reverse
+        reason = pc.if_else(pc.fill_null(failed, False), text, reason)
+    return reason
+
+
+def check_table(table: pa.Table, now_ms: int | None = None) -> tuple[pa.Table, pa.Table, pa.Array]:
+    """Split a typed reading table into (good rows, bad rows, reasons of the bad rows)."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    reason = _reasons(table, now_ms)
+    bad = pc.is_valid(reason)
+    return table.filter(pc.invert(bad)), table.filter(bad), reason.filter(bad)
+
+
+@dataclass
+class Batch:
+    """The outcome of validating a batch: the accepted table and every rejection."""
+
+    accepted: pa.Table
+    rejected: list[Rejected]
+
+
+def _raw(item) -> str:
+    if isinstance(item, Unparsable):
+        return item.raw
+    try:
+        text = json.dumps(item, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(item)
+    return text if len(text) <= 2000 else text[:2000] + "…"
+
+
+def validate(items: Iterable, now_ms: int | None = None) -> Batch:
+    """Validate raw readings item by item; one bad item never drops its neighbours."""
+    rows: list[tuple] = []
+    positions: list[int] = []
+    items = list(items)
+    rejected: list[Rejected] = []
+    for index, item in enumerate(items):
+        try:
+            rows.append(coerce(item))
+            positions.append(index)
+        except CoercionError as exc:
+            rejected.append(Rejected(index, str(exc), _raw(item)))
+    table = table_from_rows(rows)
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    reason = _reasons(table, now_ms)
+    for row, text in enumerate(reason.to_pylist()):
+        if text is not None:
+            index = positions[row]
+            rejected.append(Rejected(index, text, _raw(items[index])))
+    rejected.sort(key=lambda r: r.index)
+    return Batch(table.filter(pc.is_null(reason)), rejected)
+
+
+def parse_json_lines(text: str) -> list:
+    """NDJSON, one JSON array or one object -> items; a line that is not JSON becomes Unparsable."""
+    stripped = text.strip()
+    if not stripped:
+        return []
+    if stripped[0] in "[{":
+        try:
+            data = json.loads(stripped)
+            return data if isinstance(data, list) else [data]
+        except json.JSONDecodeError:
+            if stripped[0] == "[":
+                return [
+                    Unparsable(
+                        "input is not a valid JSON array; fix it or send NDJSON", stripped[:2000]
+                    )
+                ]
+    items: list = []
+    for number, line in enumerate(stripped.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            items.append(Unparsable(f"line {number} is not valid JSON: {exc.msg}", line[:2000]))
+    return items
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def partition_values(ts_ms: int) -> dict[str, str]:
+    """Event-time partition values (zero-padded strings) for one epoch-ms timestamp."""
+    t = time.gmtime(ts_ms // 1000)
+    return {
+        "year": f"{t.tm_year:04d}",
+        "month": f"{t.tm_mon:02d}",
+        "day": f"{t.tm_mday:02d}",
+        "hour": f"{t.tm_hour:02d}",
+    }
+
+
+def partition_prefix(ts_ms: int, root: str = "logs", keys=("year", "month", "day", "hour")) -> str:
+    """`logs/year=YYYY/month=MM/day=DD/hour=HH/` for one timestamp (event time, UTC)."""
+    values = partition_values(ts_ms)
+    return root + "/" + "".join(f"{k}={values[k]}/" for k in keys)

@@ -1,0 +1,527 @@
+"""The embedded target: the whole pipeline on one machine, no AWS account needed.
+
+stream    SQLite in WAL mode (`stream.db`): append-only, one writer and many readers at once
+delivery  stream -> Parquet under `sensor-log-bucket/logs/year=/month=/day=/hour=/`, flushed by
+          size or age. Before writing, the batch range is recorded as pending; file names are
+          derived from that range, so a delivery interrupted anywhere is redone with the same
+          names (overwrite, never duplicate), and the checkpoint advances only after the files
+          are durable (temp file, fsync, rename).
+anomalies the core rules on each delivered file; spikes under `spike-log-bucket/spikes/`, then the
+          alert hook (Discord when configured), exactly as the anomaly Lambda does on S3.
+queries   the Athena SQL of core.queries, transpiled by sqlglot to DuckDB over the Parquet files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..core import generator, lake, queries
+from ..core.rules import Rules, load_rules
+from ..core.schema import (
+    FIELD_NAMES,
+    READING_PARTITIONS,
+    READING_SCHEMA,
+    SPIKE_PARTITIONS,
+    SPIKE_SCHEMA,
+)
+from ..core.validate import Rejected, check_table, table_from_rows, validate
+
+HOME_ENV = "SMARTFARM_HOME"
+LOG_BUCKET = "sensor-log-bucket"
+SPIKE_BUCKET = "spike-log-bucket"
+DEFAULT_FLUSH_ROWS = 5_000
+DEFAULT_FLUSH_AGE_S = 10.0
+MAX_FILE_ROWS = 100_000
+
+# Called after each delivered file's spikes are stored: (source key, spikes table).
+AlertHook = Callable[[str, pa.Table], None]
+
+_STREAM_DDL = """
+CREATE TABLE IF NOT EXISTS stream (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_ms INTEGER NOT NULL,
+    greenhouse_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    temperature REAL,
+    humidity REAL,
+    co2 REAL,
+    error_code INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rejected (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_ms INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    raw TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS delivery (
+    name TEXT PRIMARY KEY,
+    delivered_seq INTEGER NOT NULL,
+    pending_from INTEGER,
+    pending_to INTEGER
+);
+INSERT OR IGNORE INTO delivery (name, delivered_seq) VALUES ('lake', 0);
+"""
+_STREAM_COLUMNS = "greenhouse_id, device_id, ts_ms, temperature, humidity, co2, error_code"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get(HOME_ENV) or ".smartfarm")
+
+
+class LocalBucket:
+    """A folder that behaves like the S3 bucket of the same name (durable whole-object writes)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write to a temp file, fsync, rename over the key, fsync the folder."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def keys(self, prefix: str, suffix: str = ".parquet") -> list[str]:
+        base = self.path(prefix)
+        if not base.exists():
+            return []
+        return sorted(
+            str(p.relative_to(self.root))
+            for p in base.rglob(f"*{suffix}")
+            if not p.name.startswith(".")
+        )
+
+
+@dataclass
+class IngestResult:
+    accepted: int
+    rejected: list[Rejected]
+    first_seq: int | None = None
+    last_seq: int | None = None
+
+
+@dataclass
+class DeliveryReport:
+    files: list[str] = field(default_factory=list)
+    readings: int = 0
+    spikes: int = 0
+    spike_files: list[str] = field(default_factory=list)
+
+    def add(self, other: DeliveryReport) -> None:
+        self.files += other.files
+        self.readings += other.readings
+        self.spikes += other.spikes
+        self.spike_files += other.spike_files
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple]
+    note: str = ""  # e.g. "scanned 1.2 MB, $0.00001" on Athena
+
+    def records(self) -> list[dict]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
+class LocalTarget:
+    name = "local"
+
+    def __init__(
+        self,
+        home: Path | str | None = None,
+        rules: Rules | None = None,
+        alert_hook: AlertHook | None = None,
+        flush_rows: int = DEFAULT_FLUSH_ROWS,
+        flush_age_s: float = DEFAULT_FLUSH_AGE_S,
+    ):
+        self.home = Path(home) if home else default_home()
+        self.rules = rules or load_rules()
+        self.alert_hook = alert_hook
+        self.flush_rows = flush_rows
+        self.flush_age_s = flush_age_s
+        self.logs = LocalBucket(self.home / LOG_BUCKET)
+        self.spike_store = LocalBucket(self.home / SPIKE_BUCKET)
+        self._db: sqlite3.Connection | None = None
+
+    # -- stream ---------------------------------------------------------------------------
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.home.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.home / "stream.db", timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
+            db.execute("PRAGMA busy_timeout=30000")
+            db.executescript(_STREAM_DDL)
+            self._db = db
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def append(self, table: pa.Table) -> tuple[int, int] | None:
+        """Append validated readings to the stream in one transaction -> (first, last) seq."""
+        if table.num_rows == 0:
+            return None
+        now = int(time.time() * 1000)
+        columns = [table[name] for name in FIELD_NAMES]
+        columns[2] = pc.cast(columns[2], pa.int64())
+        rows = zip(*(c.to_pylist() for c in columns), strict=True)
+        with self._transaction() as db:
+            first = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM stream").fetchone()[0]
+            db.executemany(
+                f"INSERT INTO stream (received_ms, {_STREAM_COLUMNS}) VALUES ({now}, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            last = db.execute("SELECT max(seq) FROM stream").fetchone()[0]
+        return first, last
+
+    def record_rejected(self, rejected: Iterable[Rejected], source: str) -> None:
+        now = int(time.time() * 1000)
+        rows = [(now, source, r.reason, r.raw) for r in rejected]
+        if rows:
+            with self._transaction() as db:
+                db.executemany(
+                    "INSERT INTO rejected (received_ms, source, reason, raw) VALUES (?, ?, ?, ?)",
+                    rows,
+                )
+
+    def ingest(self, items: Iterable, source: str = "ingest", deliver: bool = True) -> IngestResult:
+        """Validate raw readings, append the good ones, keep the bad ones with their reason."""
+        batch = validate(items)
+        self.record_rejected(batch.rejected, source)
+        seqs = self.append(batch.accepted)
+        if deliver:
+            self.deliver()
+        return IngestResult(batch.accepted.num_rows, batch.rejected, *(seqs or (None, None)))
+
+    def read_stream(self, after_seq: int, limit: int = 10_000) -> tuple[pa.Table, int]:
+        """Readings with seq > after_seq (oldest first) and the last seq returned."""
+        rows = self.db.execute(
+            f"SELECT seq, {_STREAM_COLUMNS} FROM stream WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ).fetchall()
+        if not rows:
+            return READING_SCHEMA.empty_table(), after_seq
+        return table_from_rows([r[1:] for r in rows]), rows[-1][0]
+
+    def rejected(self, limit: int = 50) -> QueryResult:
+        rows = self.db.execute(
+            "SELECT id, received_ms, source, reason, raw FROM rejected ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        rows = [(i, _iso(ms), src, reason, raw) for i, ms, src, reason, raw in rows]
+        return QueryResult(["id", "received", "source", "reason", "raw"], rows)
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # -- delivery -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _delivery_lock(self, wait: bool):
+        """One deliverer per home; others skip (or wait, for an explicit flush)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "delivery.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def deliver(self, force: bool = False, wait: bool = False) -> DeliveryReport:
+        """Deliver pending stream rows when the size or age threshold is reached (or `force`)."""
+        report = DeliveryReport()
+        with self._delivery_lock(wait or force) as locked:
+            if not locked:
+                return report
+            while (batch := self._next_batch(force)) is not None:
+                report.add(self._deliver_range(*batch))
+        return report
+
+    def _next_batch(self, force: bool) -> tuple[int, int] | None:
+        delivered, pending_from, pending_to = self.db.execute(
+            "SELECT delivered_seq, pending_from, pending_to FROM delivery WHERE name = 'lake'"
+        ).fetchone()
+        if pending_from is not None:  # an interrupted delivery: redo exactly that range
+            return pending_from, pending_to
+        last, oldest_ms = self.db.execute(
+            "SELECT max(seq), min(received_ms) FROM stream WHERE seq > ?", (delivered,)
+        ).fetchone()
+        if last is None:
+            return None
+        due = (
+            force
+            or last - delivered >= self.flush_rows
+            or time.time() * 1000 - oldest_ms >= self.flush_age_s * 1000
+        )
+        if not due:
+            return None
+        upper = min(last, delivered + MAX_FILE_ROWS)
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE delivery SET pending_from = ?, pending_to = ? WHERE name = 'lake'",
+                (delivered + 1, upper),
+            )
+        return delivered + 1, upper
+
+    def _deliver_range(self, first: int, last: int) -> DeliveryReport:
+        rows = self.db.execute(
+            f"SELECT {_STREAM_COLUMNS} FROM stream WHERE seq BETWEEN ? AND ? ORDER BY seq",
+            (first, last),
+        ).fetchall()
+        report = self.write_logs(table_from_rows(rows), f"stream-{first:012d}-{last:012d}")
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE delivery SET delivered_seq = ?, pending_from = NULL, pending_to = NULL "
+                "WHERE name = 'lake'",
+                (last,),
+            )
+        return report
+
+    def write_logs(self, table: pa.Table, name: str, alerts: bool = True) -> DeliveryReport:
+        """Write readings into hourly log files named `name`, then process each file's spikes."""
+        report = DeliveryReport()
+        for hour_ms, part in lake.split_by_time(table, lake.HOUR_MS):
+            key = f"{lake.log_prefix(hour_ms)}{name}.parquet"
+            self.logs.put(key, lake.parquet_bytes(part))
+            report.files.append(key)
+            report.readings += part.num_rows
+            report.add(self.process_log_file(key, part, alerts))
+        return report
+
+    def process_log_file(self, key: str, table: pa.Table, alerts: bool = True) -> DeliveryReport:
+        """What the anomaly Lambda does for one new object: rules, store spikes, then alert."""
+        spikes, objects = lake.spike_objects(table, key, self.rules)
+        for spike_key, rows in objects.items():
+            self.spike_store.put(spike_key, lake.parquet_bytes(rows))
+        if alerts and self.alert_hook is not None and spikes.num_rows:
+            self.alert_hook(key, spikes)
+        return DeliveryReport(spikes=spikes.num_rows, spike_files=list(objects))
+
+    def pending(self) -> int:
+        (count,) = self.db.execute(
+            "SELECT count(*) FROM stream WHERE seq > (SELECT delivered_seq FROM delivery WHERE name = 'lake')"
+        ).fetchone()
+        return count
+
+    # -- history ----------------------------------------------------------------------------
+
+    def backfill(
+        self,
+        days: float,
+        greenhouses: int = 3,
+        devices: int = 2,
+        interval_s: float = 60.0,
+        anomaly_rate: float = 0.0,
+        seed: int = 0,
+        end: datetime | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[DeliveryReport, int]:
+        """Generate `days` of history ending at `end` straight into the lake, a day at a time.
+
+        Each hour gets one `backfill.parquet`, so running the same backfill again replaces it.
+        Returns the delivery report and the number of generated rows that failed validation.
+        Backfilled files get spikes but no alerts: history is not news.
+        """
+        end = (end or datetime.now(UTC)).replace(second=0, microsecond=0)
+        end_ms = int(end.timestamp() * 1000)
+        step_ms = int(interval_s * 1000)
+        total = int(days * 86_400_000 / step_ms)
+        start_ms = end_ms - total * step_ms
+        report, bad, done = DeliveryReport(), 0, 0
+        # Chunks end on UTC midnights so that every hour file is written by exactly one chunk.
+        while done < total:
+            next_midnight = (start_ms + done * step_ms) // lake.DAY_MS * lake.DAY_MS + lake.DAY_MS
+            upto = min(total, -(-(next_midnight - start_ms) // step_ms))
+            generated = generator.generate(
+                start_ms + done * step_ms,
+                upto - done,
+                interval_s,
+                greenhouses,
+                devices,
+                anomaly_rate,
+                seed + done,
+            )
+            good, rejected, _ = check_table(generated.table, now_ms=end_ms + lake.HOUR_MS)
+            bad += rejected.num_rows
+            report.add(self.write_logs(good, "backfill", alerts=False))
+            done = upto
+            if progress:
+                progress(done, total)
+        return report, bad
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def query(self, sql: str, params: list | None = None) -> QueryResult:
+        """Run Athena-dialect SQL over the local lake (transpiled to DuckDB)."""
+        import duckdb
+        import sqlglot
+
+        try:
+            statements = sqlglot.transpile(sql, read="athena", write="duckdb")
+        except sqlglot.errors.ParseError as exc:
+            raise queries.QueryError(f"cannot parse the SQL: {str(exc).splitlines()[0]}") from None
+        if len(statements) != 1:
+            raise queries.QueryError("give exactly one SQL statement")
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            self._create_views(con)
+            result = con.execute(statements[0], params or [])
+            columns = [d[0] for d in result.description]
+            return QueryResult(columns, result.fetchall())
+        except duckdb.Error as exc:
+            raise queries.QueryError(str(exc).splitlines()[0]) from None
+        finally:
+            con.close()
+
+    def _create_views(self, con) -> None:
+        for view, bucket, root, schema, partitions in (
+            (queries.READINGS_TABLE, self.logs, lake.LOG_ROOT, READING_SCHEMA, READING_PARTITIONS),
+            (
+                queries.SPIKES_TABLE,
+                self.spike_store,
+                lake.SPIKE_ROOT,
+                SPIKE_SCHEMA,
+                SPIKE_PARTITIONS,
+            ),
+        ):
+            base = bucket.path(root)
+            glob = str(base) + "/*" * len(partitions) + "/*.parquet"
+            has_files = base.exists() and any(base.rglob("*.parquet"))
+            if has_files:
+                hive_types = ", ".join(f"'{p}': 'VARCHAR'" for p in partitions)
+                con.execute(
+                    f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{_sql_str(glob)}', "
+                    f"hive_partitioning = true, hive_types = {{{hive_types}}})"
+                )
+            else:
+                typed = ", ".join(
+                    f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema
+                ) + "".join(f", CAST(NULL AS VARCHAR) AS {p}" for p in partitions)
+                con.execute(f"CREATE VIEW {view} AS SELECT {typed} WHERE false")
+
+    def trend(
+        self, metric: str, days: float, every: str = "1h", greenhouse: str | None = None
+    ) -> QueryResult:
+        query = queries.trend(metric, days, every, greenhouse)
+        return self.query(query.sql, query.params)
+
+    def spikes(
+        self,
+        since: str = "24h",
+        severity: str | None = None,
+        greenhouse: str | None = None,
+        limit: int = 200,
+    ) -> QueryResult:
+        query = queries.spikes(since, severity, greenhouse, limit)
+        return self.query(query.sql, query.params)
+
+    def latest(self) -> QueryResult:
+        query = queries.latest_per_device(timedelta(days=1))
+        return self.query(query.sql, query.params)
+
+    # -- status -----------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        delivered, pending_from = self.db.execute(
+            "SELECT delivered_seq, pending_from FROM delivery WHERE name = 'lake'"
+        ).fetchone()
+        streamed, newest_ms, oldest_pending_ms = self.db.execute(
+            "SELECT count(*), max(ts_ms), min(CASE WHEN seq > ? THEN received_ms END) FROM stream",
+            (delivered,),
+        ).fetchone()
+        (rejected,) = self.db.execute("SELECT count(*) FROM rejected").fetchone()
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        lake_rows = self.query(
+            f'SELECT count(*), max("timestamp") FROM {queries.READINGS_TABLE}'
+        ).rows[0]
+        spike_q = queries.spike_count(today)
+        (spikes_today,) = self.query(spike_q.sql, spike_q.params).rows[0]
+        lag = 0.0 if oldest_pending_ms is None else time.time() - oldest_pending_ms / 1000
+        return {
+            "target": "local",
+            "home": str(self.home.resolve()),
+            "stream readings": streamed,
+            "delivered up to seq": delivered,
+            "pending delivery": self.pending(),
+            "interrupted delivery": "yes, redone on next flush" if pending_from else "no",
+            "delivery lag (s)": round(lag, 1),
+            "newest streamed reading": _iso(newest_ms) if newest_ms else "-",
+            "lake readings": lake_rows[0],
+            "newest lake reading": lake_rows[1].isoformat() + "Z" if lake_rows[1] else "-",
+            "spikes today (UTC)": spikes_today,
+            "rejected readings": rejected,
+        }
+
+
+def _duck_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMP"
+    return {"string": "VARCHAR", "double": "DOUBLE", "int32": "INTEGER"}[str(arrow_type)]
+
+
+def _sql_str(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _iso(ms: int) -> str:
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
