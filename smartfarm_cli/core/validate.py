@@ -156,7 +156,9 @@ def conform(table: pa.Table) -> pa.Table:
 def table_from_rows(rows: list[tuple]) -> pa.Table:
     """Tuples in schema order -> a reading table."""
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in FIELD_NAMES]
-    arrays = [pa.array(col, type=field.type) for col, field in zip(columns, READING_SCHEMA)]
+    arrays = [
+        pa.array(col, type=field.type) for col, field in zip(columns, READING_SCHEMA, strict=True)
+    ]
     return pa.Table.from_arrays(arrays, schema=READING_SCHEMA)
 
 

@@ -211,7 +211,8 @@ class LocalTarget:
         with self._transaction() as db:
             first = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM stream").fetchone()[0]
             db.executemany(
-                f"INSERT INTO stream (received_ms, {_STREAM_COLUMNS}) VALUES ({now}, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO stream (received_ms, {_STREAM_COLUMNS}) "
+                f"VALUES ({now}, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             last = db.execute("SELECT max(seq) FROM stream").fetchone()[0]
@@ -354,7 +355,8 @@ class LocalTarget:
 
     def pending(self) -> int:
         (count,) = self.db.execute(
-            "SELECT count(*) FROM stream WHERE seq > (SELECT delivered_seq FROM delivery WHERE name = 'lake')"
+            "SELECT count(*) FROM stream "
+            "WHERE seq > (SELECT delivered_seq FROM delivery WHERE name = 'lake')"
         ).fetchone()
         return count
 
