@@ -2,8 +2,9 @@
 
 Temperature, humidity and CO2 follow a diurnal curve (warmest at 14:00 local time, CO2 drawn
 down by daytime photosynthesis) plus seeded Gaussian noise. Anomalies are injected at a rate,
-on even time steps only so that two injected readings of one device are never adjacent (an
-adjacent pair would make the jump rule see a healthy return reading as a jump).
+on odd time steps only: two injected readings of one device are never adjacent (an adjacent
+pair would make the jump rule see a healthy return reading as a jump), and the first reading,
+which has no predecessor to jump from, stays healthy.
 """
 
 from __future__ import annotations
@@ -83,9 +84,9 @@ def generate(
 
     injected = pa.nulls(n, pa.string())
     if anomaly_rate > 0:
-        even_step = pc.equal(_mod(step, 2), 0)
+        odd_step = pc.equal(_mod(step, 2), 1)
         draw = pc.random(n, initializer=seed * 8 + 7)
-        hit = pc.and_(even_step, pc.less(draw, min(1.0, 2 * anomaly_rate)))
+        hit = pc.and_(odd_step, pc.less(draw, min(1.0, 2 * anomaly_rate)))
         # Reuse the draw to pick the kind: draw / threshold spreads hits evenly over kinds.
         which = pc.cast(
             pc.floor(pc.multiply(pc.divide(draw, min(1.0, 2 * anomaly_rate)), len(ANOMALY_KINDS))),

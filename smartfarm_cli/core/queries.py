@@ -79,8 +79,13 @@ def trend(
     every: str = "1h",
     greenhouse: str | None = None,
     now: datetime | None = None,
+    valid_range: tuple[float, float] | None = None,
 ) -> Query:
-    """Average, min, max and count of one metric per time bucket and greenhouse."""
+    """Average, min, max and count of one metric per time bucket and greenhouse.
+
+    Readings with a sensor error, and values outside `valid_range` (the rules' physically
+    possible range), are left out: a 400 °C glitch belongs in `spikes`, not in an average.
+    """
     if metric not in METRICS:
         raise QueryError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     if not days or days <= 0:
@@ -88,6 +93,8 @@ def trend(
     now = now or datetime.now(UTC)
     bucket = _bucket(parse_duration(every))
     where = [_window(now - timedelta(days=days)), "error_code = 0"]
+    if valid_range:
+        where.append(f"{metric} BETWEEN {float(valid_range[0])!r} AND {float(valid_range[1])!r}")
     params: list = []
     if greenhouse:
         where.append("greenhouse_id = ?")

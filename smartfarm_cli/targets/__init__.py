@@ -1,0 +1,60 @@
+"""Targets: `local` (embedded, the default) and `aws` (the deployed stack), one interface.
+
+Both offer: ingest, deliver, backfill, query, trend, spikes, latest, follow (for watch),
+status and rejected, returning the same result types, so the CLI renders them identically.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+
+TARGET_ENV = "SMARTFARM_TARGET"
+TARGETS = ("local", "aws")
+
+
+@dataclass
+class TargetOptions:
+    name: str | None = None
+    home: Path | None = None
+    rules_path: str | None = None
+    profile: str | None = None
+    region: str | None = None
+    stack_dir: Path | None = None
+
+
+def resolve_name(options: TargetOptions) -> str:
+    """--target, else $SMARTFARM_TARGET, else aws when a deployed stack is known, else local."""
+    name = options.name or os.environ.get(TARGET_ENV)
+    if name is None:
+        from .local import default_home
+
+        outputs = (options.home or default_home()) / "aws-outputs.json"
+        name = "aws" if outputs.exists() else "local"
+    if name not in TARGETS:
+        raise UserError(f"unknown target {name!r}; use --target local or --target aws")
+    return name
+
+
+def open_target(options: TargetOptions, alert_hook_factory=None):
+    """Build the chosen target; `alert_hook_factory(target)` gives the local Discord hook."""
+    from ..core.rules import RulesError, load_rules
+
+    try:
+        rules = load_rules(options.rules_path)
+    except RulesError as exc:
+        raise UserError(str(exc)) from None
+    name = resolve_name(options)
+    if name == "aws":
+        from .aws import AwsTarget
+
+        return AwsTarget(options, rules)
+    from .local import LocalTarget
+
+    target = LocalTarget(options.home, rules)
+    if alert_hook_factory is not None:
+        target.alert_hook = alert_hook_factory(target)
+    return target

@@ -19,8 +19,7 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from ..core.schema import (
     SPIKE_SCHEMA,
 )
 from ..core.validate import Rejected, check_table, table_from_rows, validate
+from .results import DeliveryReport, IngestResult, QueryResult, SimulateReport
 
 HOME_ENV = "SMARTFARM_HOME"
 LOG_BUCKET = "sensor-log-bucket"
@@ -129,38 +129,6 @@ class LocalBucket:
         )
 
 
-@dataclass
-class IngestResult:
-    accepted: int
-    rejected: list[Rejected]
-    first_seq: int | None = None
-    last_seq: int | None = None
-
-
-@dataclass
-class DeliveryReport:
-    files: list[str] = field(default_factory=list)
-    readings: int = 0
-    spikes: int = 0
-    spike_files: list[str] = field(default_factory=list)
-
-    def add(self, other: DeliveryReport) -> None:
-        self.files += other.files
-        self.readings += other.readings
-        self.spikes += other.spikes
-        self.spike_files += other.spike_files
-
-
-@dataclass
-class QueryResult:
-    columns: list[str]
-    rows: list[tuple]
-    note: str = ""  # e.g. "scanned 1.2 MB, $0.00001" on Athena
-
-    def records(self) -> list[dict]:
-        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
-
-
 class LocalTarget:
     name = "local"
 
@@ -237,6 +205,48 @@ class LocalTarget:
             self.deliver()
         return IngestResult(batch.accepted.num_rows, batch.rejected, *(seqs or (None, None)))
 
+    def simulate(
+        self,
+        count: int,
+        interval_s: float,
+        greenhouses: int = 1,
+        devices: int = 1,
+        anomaly_rate: float = 0.0,
+        seed: int | None = None,
+        direct: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> SimulateReport:
+        """`count` sends, `interval_s` apart, each one reading per greenhouse x device.
+
+        Readings go through the same path as `ingest` (JSON -> validation -> stream), stamped
+        with the time they are sent; delivery runs by size/age as they flow, then once at the end.
+        """
+        del direct  # one path only: the local stream is always written directly
+        seed = int.from_bytes(os.urandom(4), "big") if seed is None else seed
+        generated = generator.generate(
+            int(time.time() * 1000), count, interval_s, greenhouses, devices, anomaly_rate, seed
+        )
+        per_send = greenhouses * devices
+        accepted = rejected = 0
+        delivery = DeliveryReport()
+        started = time.monotonic()
+        for step in range(count):
+            rows = generated.table.slice(step * per_send, per_send)
+            now = pa.scalar(int(time.time() * 1000), pa.timestamp("ms"))
+            rows = rows.set_column(2, "timestamp", pa.repeat(now, per_send))
+            result = self.ingest(generator.to_json_records(rows), source="simulate", deliver=False)
+            accepted += result.accepted
+            rejected += len(result.rejected)
+            delivery.add(self.deliver())
+            if progress:
+                progress(step + 1, count)
+            if step + 1 < count:
+                sleep(max(0.0, started + (step + 1) * interval_s - time.monotonic()))
+        delivery.add(self.deliver(force=True))
+        injected = {kind: generated.count(kind) for kind in generator.ANOMALY_KINDS}
+        return SimulateReport(count, count * per_send, accepted, rejected, injected, delivery)
+
     def read_stream(self, after_seq: int, limit: int = 10_000) -> tuple[pa.Table, int]:
         """Readings with seq > after_seq (oldest first) and the last seq returned."""
         rows = self.db.execute(
@@ -246,6 +256,16 @@ class LocalTarget:
         if not rows:
             return READING_SCHEMA.empty_table(), after_seq
         return table_from_rows([r[1:] for r in rows]), rows[-1][0]
+
+    def follow(self, poll_s: float = 0.2, backlog: int = 500) -> Iterator[pa.Table]:
+        """Yield batches of new stream readings forever (the last `backlog` ones first)."""
+        (last,) = self.db.execute("SELECT coalesce(max(seq), 0) FROM stream").fetchone()
+        after = max(0, last - backlog)
+        while True:
+            table, after = self.read_stream(after)
+            yield table
+            if table.num_rows == 0:
+                time.sleep(poll_s)
 
     def rejected(self, limit: int = 50) -> QueryResult:
         rows = self.db.execute(
@@ -460,7 +480,9 @@ class LocalTarget:
     def trend(
         self, metric: str, days: float, every: str = "1h", greenhouse: str | None = None
     ) -> QueryResult:
-        query = queries.trend(metric, days, every, greenhouse)
+        query = queries.trend(
+            metric, days, every, greenhouse, valid_range=self.rules.impossible.get(metric)
+        )
         return self.query(query.sql, query.params)
 
     def spikes(

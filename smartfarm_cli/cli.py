@@ -1,0 +1,370 @@
+"""farmctl: drive the smartfarm pipeline on the local (embedded) or the aws target.
+
+Commands only parse options, call a target and render. Heavy libraries (pyarrow, duckdb,
+boto3, awswrangler) are imported inside the commands, so `farmctl --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from .errors import FarmctlError, UserError
+from .render import OutputFormat, print_result
+from .targets import TargetOptions, open_target
+
+app = typer.Typer(
+    help="Greenhouse sensor pipeline: simulate, ingest, query, watch and alert.\n\n"
+    "Runs on the embedded `local` target (no AWS account needed) or the deployed `aws` stack.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+OutputOption = typer.Option(OutputFormat.table, "--output", "-o", help="table, json or csv.")
+
+
+class State:
+    options = TargetOptions()
+    _target = None
+
+    @classmethod
+    def target(cls):
+        if cls._target is None:
+            from .alerting import local_alert_hook
+
+            cls._target = open_target(cls.options, alert_hook_factory=local_alert_hook)
+        return cls._target
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def command(*names: str, **kwargs):
+    """Register a command under one or more names; user mistakes end in one line, not a trace."""
+
+    def register(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kw):
+            from .core.queries import QueryError
+            from .core.rules import RulesError
+
+            try:
+                return fn(*args, **kw)
+            except (UserError, QueryError, RulesError) as exc:
+                _fail(str(exc), 2)
+            except FarmctlError as exc:
+                _fail(str(exc), exc.exit_code)
+            except KeyboardInterrupt:
+                err_console.print("interrupted")
+                raise typer.Exit(130) from None
+
+        for index, name in enumerate(names):
+            app.command(name, hidden=index > 0 and kwargs.get("hide_aliases", False))(wrapper)
+        return wrapper
+
+    return register
+
+
+@app.callback()
+def main(
+    target: str = typer.Option(
+        None,
+        "--target",
+        "-t",
+        envvar="SMARTFARM_TARGET",
+        help="local or aws. Default: aws when a deployed stack is known, else local.",
+    ),
+    home: Path = typer.Option(
+        None,
+        "--home",
+        envvar="SMARTFARM_HOME",
+        help="Local target's data folder (stream, lake, spikes). Default ./.smartfarm",
+    ),
+    rules: str = typer.Option(
+        None, "--rules", envvar="SMARTFARM_RULES", help="TOML file overriding the anomaly rules."
+    ),
+    profile: str = typer.Option(None, "--profile", envvar="AWS_PROFILE", help="AWS profile (aws)."),
+    region: str = typer.Option(None, "--region", envvar="AWS_REGION", help="AWS region (aws)."),
+    stack_dir: Path = typer.Option(
+        None, "--stack-dir", help="Terraform folder of the aws stack. Default ./terraform"
+    ),
+) -> None:
+    State.options = TargetOptions(target, home, rules, profile, region, stack_dir)
+    State._target = None
+
+
+# -- feeding the pipeline -----------------------------------------------------------------
+
+
+@command("simulate", "send-fake-logs")
+def simulate(
+    count: int = typer.Option(12, "--count", "-n", min=1, max=10_000, help="Sends (time steps)."),
+    interval: float = typer.Option(
+        10.0, "--interval", "-i", min=0, max=300, help="Seconds between sends."
+    ),
+    greenhouses: int = typer.Option(
+        1, "--greenhouses", "-g", min=1, max=100, help="Greenhouses per send."
+    ),
+    devices: int = typer.Option(
+        1, "--devices", "-d", min=1, max=100, help="Devices per greenhouse."
+    ),
+    anomaly_rate: float = typer.Option(
+        0.0, "--anomaly-rate", min=0, max=1, help="Share of anomalous readings."
+    ),
+    seed: int = typer.Option(None, "--seed", help="Seed for repeatable readings."),
+    direct: bool = typer.Option(
+        False, "--direct", help="aws: send from this machine, not via pseudo_api_gw."
+    ),
+) -> None:
+    """Send fake readings, like the seed's `{"count": 12, "interval": 10}`.
+
+    Example: farmctl simulate --count 12 --interval 10 --greenhouses 3 --anomaly-rate 0.05
+    """
+    from rich.progress import Progress
+
+    target = State.target()
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("sending", total=count)
+        report = target.simulate(
+            count=count,
+            interval_s=interval,
+            greenhouses=greenhouses,
+            devices=devices,
+            anomaly_rate=anomaly_rate,
+            seed=seed,
+            direct=direct,
+            progress=lambda done, total: progress.update(task, completed=done),
+        )
+    console.print(report.summary())
+
+
+@command("ingest")
+def ingest(
+    source: str = typer.Argument("-", help="NDJSON or JSON-array file; - reads stdin."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when any reading is rejected."),
+    output: OutputFormat = OutputOption,
+) -> None:
+    """Send readings from a file or stdin through the target's ingest path.
+
+    Example: farmctl ingest readings.ndjson   |   cat readings.json | farmctl ingest -
+    """
+    from .core.validate import parse_json_lines
+
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"no such file: {source}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{source} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    result = State.target().ingest(parse_json_lines(text))
+    err_console.print(f"accepted {result.accepted}, rejected {len(result.rejected)}")
+    if result.rejected:
+        rows = [(r.index + 1, r.reason, r.raw[:80]) for r in result.rejected]
+        print_result(console, ["item", "reason", "input"], rows, output, title="rejected")
+    if strict and result.rejected:
+        raise typer.Exit(1)
+
+
+@command("backfill")
+def backfill(
+    days: float = typer.Option(7, "--days", min=0.01, max=3660, help="Days of history to write."),
+    greenhouses: int = typer.Option(3, "--greenhouses", "-g", min=1, max=1000),
+    devices: int = typer.Option(2, "--devices", "-d", min=1, max=100),
+    every: str = typer.Option("1m", "--every", help="Reading interval, e.g. 1m, 5m, 1h."),
+    anomaly_rate: float = typer.Option(0.001, "--anomaly-rate", min=0, max=1),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Write generated history straight into the lake (spikes included, no alerts).
+
+    Example: farmctl backfill --days 7 --greenhouses 20 --every 1m
+    """
+    from rich.progress import Progress
+
+    from .core.queries import parse_duration
+
+    interval = parse_duration(every).total_seconds()
+    started = time.perf_counter()
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("backfilling", total=None)
+        report, bad = State.target().backfill(
+            days=days,
+            greenhouses=greenhouses,
+            devices=devices,
+            interval_s=interval,
+            anomaly_rate=anomaly_rate,
+            seed=seed,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    elapsed = time.perf_counter() - started
+    rate = report.readings / elapsed if elapsed else 0
+    console.print(
+        f"wrote {report.readings:,} readings in {len(report.files)} files "
+        f"({elapsed:.2f} s, {rate:,.0f} readings/s); {report.spikes:,} spikes; {bad} rejected"
+    )
+
+
+@command("flush")
+def flush() -> None:
+    """Deliver everything waiting in the local stream to the lake now."""
+    report = State.target().deliver(force=True)
+    console.print(
+        f"delivered {report.readings} readings in {len(report.files)} files, {report.spikes} spikes"
+    )
+
+
+# -- asking questions ---------------------------------------------------------------------
+
+
+@command("trend")
+def trend(
+    metric: str = typer.Argument(..., help="temperature, humidity or co2."),
+    days: float = typer.Option(7, "--days", help="Window length in days."),
+    every: str = typer.Option("1h", "--every", help="Bucket size: 1m, 15m, 1h, 6h, 1d..."),
+    greenhouse: str = typer.Option(None, "--greenhouse", "-g", help="Only this greenhouse."),
+    chart: bool = typer.Option(True, "--chart/--no-chart", help="Draw a terminal chart."),
+    output: OutputFormat = OutputOption,
+) -> None:
+    """Average / min / max of a metric per time bucket and greenhouse.
+
+    Example: farmctl trend temperature --days 7 --every 6h --greenhouse gh-1
+    """
+    from .core.schema import METRIC_UNITS
+    from .render import trend_chart
+
+    result = State.target().trend(metric, days, every, greenhouse)
+    if not result.rows:
+        err_console.print(f"no {metric} readings in the last {days:g} days")
+        return
+    if chart and output is OutputFormat.table:
+        console.print(
+            trend_chart(result.rows, metric, METRIC_UNITS[metric], width=console.width - 2)
+        )
+    print_result(
+        console, result.columns, result.rows, output, title=f"{metric}, last {days:g} days"
+    )
+    _note(result)
+
+
+@command("query")
+def query(
+    sql: str = typer.Argument(..., help="One SQL statement in Athena (Trino) dialect."),
+    output: OutputFormat = OutputOption,
+) -> None:
+    """Run Athena-dialect SQL on the `readings` and `spikes` tables.
+
+    Example: farmctl query "SELECT greenhouse_id, max(co2) FROM readings GROUP BY 1"
+    """
+    result = State.target().query(sql)
+    print_result(console, result.columns, result.rows, output)
+    _note(result)
+
+
+@command("spikes")
+def spikes(
+    since: str = typer.Option("24h", "--since", help="Window, e.g. 30m, 24h, 7d."),
+    severity: str = typer.Option(None, "--severity", "-s", help="critical or warning."),
+    greenhouse: str = typer.Option(None, "--greenhouse", "-g"),
+    limit: int = typer.Option(200, "--limit", min=1, max=100_000),
+    output: OutputFormat = OutputOption,
+) -> None:
+    """Stored anomalies, most severe and newest first.
+
+    Example: farmctl spikes --since 7d --severity critical
+    """
+    result = State.target().spikes(since, severity, greenhouse, limit)
+    print_result(console, result.columns, result.rows, output, title=f"spikes, last {since}")
+    _note(result)
+
+
+@command("latest")
+def latest(output: OutputFormat = OutputOption) -> None:
+    """The newest reading of every device in the lake (last 24 h).
+
+    Example: farmctl latest -o json
+    """
+    result = State.target().latest()
+    print_result(console, result.columns, result.rows, output, title="latest per device")
+    _note(result)
+
+
+@command("rejected")
+def rejected(
+    limit: int = typer.Option(50, "--limit", min=1), output: OutputFormat = OutputOption
+) -> None:
+    """Readings the pipeline refused, with the reason (newest first).
+
+    Example: farmctl rejected --limit 10
+    """
+    result = State.target().rejected(limit)
+    print_result(console, result.columns, result.rows, output, title="rejected readings")
+
+
+@command("status")
+def status(output: OutputFormat = OutputOption) -> None:
+    """Target, counts, newest reading, delivery lag and today's spikes.
+
+    Example: farmctl status
+    """
+    info = State.target().status()
+    print_result(console, ["item", "value"], list(info.items()), output, title="smartfarm status")
+
+
+@command("watch")
+def watch(
+    duration: float = typer.Option(
+        0, "--duration", help="Stop after N seconds (0 = until Ctrl-C)."
+    ),
+    refresh: float = typer.Option(0.2, "--refresh", min=0.05, help="Seconds between polls."),
+) -> None:
+    """Live table of the latest reading per device; anomalies highlighted.
+
+    Example: farmctl watch   (then run `farmctl simulate` in another terminal)
+    """
+    from rich.live import Live
+
+    from .watch import LatestBoard
+
+    target = State.target()
+    board = LatestBoard(target.rules)
+    deadline = time.monotonic() + duration if duration else None
+    with Live(board.render(), console=console, refresh_per_second=8, transient=False) as live:
+        for batch in target.follow(poll_s=refresh):
+            if batch.num_rows:
+                board.update(batch)
+                live.update(board.render())
+            if deadline and time.monotonic() >= deadline:
+                break
+
+
+@command("demo")
+def demo() -> None:
+    """Backfill a week, stream a live burst with anomalies, show the trend and the spikes.
+
+    Example: farmctl demo   (uses ./.smartfarm-demo unless --home is given)
+    """
+    from .demo import run_demo
+
+    if State.options.name == "aws":
+        raise UserError("the demo runs on the local target; drop --target aws")
+    State.options.home = State.options.home or Path(".smartfarm-demo")
+    State.options.name = "local"
+    run_demo(State.target(), console)
+
+
+def _note(result) -> None:
+    if result.note:
+        err_console.print(result.note, style="dim")
+
+
+if __name__ == "__main__":
+    app()

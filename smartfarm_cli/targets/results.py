@@ -1,0 +1,65 @@
+"""Result types shared by the targets, so the CLI renders both the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..core.validate import Rejected
+
+
+@dataclass
+class IngestResult:
+    accepted: int
+    rejected: list[Rejected]
+    first_seq: int | None = None
+    last_seq: int | None = None
+
+
+@dataclass
+class DeliveryReport:
+    files: list[str] = field(default_factory=list)
+    readings: int = 0
+    spikes: int = 0
+    spike_files: list[str] = field(default_factory=list)
+
+    def add(self, other: DeliveryReport) -> None:
+        self.files += other.files
+        self.readings += other.readings
+        self.spikes += other.spikes
+        self.spike_files += other.spike_files
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple]
+    note: str = ""  # e.g. "scanned 1.2 MB, $0.00001" on Athena
+
+    def records(self) -> list[dict]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
+@dataclass
+class SimulateReport:
+    sends: int
+    readings: int
+    accepted: int
+    rejected: int
+    injected: dict[str, int]
+    delivery: DeliveryReport | None = None
+    run_id: str | None = None  # aws: the pseudo_sensor_log run started server-side
+
+    def summary(self) -> str:
+        injected = ", ".join(f"{k} {v}" for k, v in self.injected.items() if v) or "none"
+        text = (
+            f"sent {self.readings} readings in {self.sends} sends: "
+            f"{self.accepted} accepted, {self.rejected} rejected; injected anomalies: {injected}"
+        )
+        if self.delivery is not None:
+            text += (
+                f"\ndelivered {self.delivery.readings} readings "
+                f"in {len(self.delivery.files)} files, {self.delivery.spikes} spikes"
+            )
+        if self.run_id:
+            text += f"\nrun id {self.run_id}"
+        return text
