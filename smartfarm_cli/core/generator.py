@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .arrays import arange, mod
 from .schema import READING_SCHEMA
 
 ANOMALY_KINDS = ("sensor_error", "impossible", "out_of_band", "jump")
@@ -59,7 +60,7 @@ def generate(
     n = steps * per_step
     if n == 0:
         return Generated(READING_SCHEMA.empty_table(), pa.array([], pa.string()))
-    index = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n)), 1)  # 0..n-1
+    index = arange(n)
     step = pc.divide(index, per_step)  # integer division
     slot = pc.subtract(index, pc.multiply(step, per_step))
     gh = pc.divide(slot, devices)
@@ -72,7 +73,7 @@ def generate(
     hours = pc.add(pc.divide(pc.cast(ts_ms, pa.float64()), 3_600_000.0), utc_offset_h)
     day_curve = pc.sin(pc.multiply(pc.subtract(hours, 8.0), 2 * math.pi / 24))  # peak 14:00
     # Fixed per-greenhouse climate offset in [-2, +2] °C.
-    gh_offset = pc.subtract(pc.cast(_mod(pc.multiply(gh, 7), 5), pa.float64()), 2.0)
+    gh_offset = pc.subtract(pc.cast(mod(pc.multiply(gh, 7), 5), pa.float64()), 2.0)
 
     temperature = pc.add(pc.add(21.0, gh_offset), pc.multiply(6.0, day_curve))
     temperature = pc.add(temperature, pc.multiply(0.3, _gaussian(n, seed * 8 + 1)))
@@ -84,7 +85,7 @@ def generate(
 
     injected = pa.nulls(n, pa.string())
     if anomaly_rate > 0:
-        odd_step = pc.equal(_mod(step, 2), 1)
+        odd_step = pc.equal(mod(step, 2), 1)
         draw = pc.random(n, initializer=seed * 8 + 7)
         hit = pc.and_(odd_step, pc.less(draw, min(1.0, 2 * anomaly_rate)))
         # Reuse the draw to pick the kind: draw / threshold spreads hits evenly over kinds.
@@ -113,11 +114,6 @@ def generate(
         schema=READING_SCHEMA,
     )
     return Generated(table, injected)
-
-
-def _mod(values, divisor: int):
-    """Integer modulo (pyarrow compute has none)."""
-    return pc.subtract(values, pc.multiply(pc.divide(values, divisor), divisor))
 
 
 def to_json_records(table: pa.Table) -> list[dict]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .arrays import arange, shift
 from .schema import METRIC_UNITS, METRICS, SPIKE_SCHEMA
 from .validate import conform
 
@@ -92,32 +93,44 @@ def _text(*parts) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "")
 
 
-def _shift(array: pa.Array, by: int) -> pa.Array:
-    """array[i - by], null where that falls before the start."""
-    array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-    by = min(by, len(array))
-    return pa.concat_arrays([pa.nulls(by, array.type), array.slice(0, len(array) - by)])
+def _departures(fast: pa.Array, back: pa.Array) -> pa.Array:
+    """jump[i] = fast[i] and not (jump[i-1] and back[i]): a fast change that returns to the
+    level before a jump ends that spike instead of starting a new one.
+
+    The recursion only links consecutive fast rows, which are rare, so the loop runs over the
+    fast rows alone; everything per-row stays vectorised.
+    """
+    candidates = pc.indices_nonzero(fast).to_pylist()
+    if not candidates:
+        return fast
+    returns = set(pc.indices_nonzero(back).to_pylist())
+    jumps, previous = [], False
+    for position, index in enumerate(candidates):
+        adjacent = position > 0 and candidates[position - 1] == index - 1
+        is_jump = not (adjacent and previous and index in returns)
+        if is_jump:
+            jumps.append(index)
+        previous = is_jump
+    return pc.is_in(arange(len(fast)), value_set=pa.array(jumps, pa.int64()))
 
 
 def _jump_masks(table: pa.Table, rules: Rules) -> dict[str, pa.Array]:
     """Per metric, a mask over `table` (already sorted by device and time, critical-free)."""
     device = pc.binary_join_element_wise(table["greenhouse_id"], table["device_id"], "\x1f")
     minutes = pc.divide(pc.cast(pc.cast(table["timestamp"], pa.int64()), pa.float64()), 60_000.0)
-    same_1 = pc.fill_null(pc.equal(device, _shift(device, 1)), False)
-    same_2 = pc.fill_null(pc.equal(device, _shift(device, 2)), False)
-    gap_1 = pc.max_element_wise(pc.subtract(minutes, _shift(minutes, 1)), 1.0)
-    gap_2 = pc.max_element_wise(pc.subtract(minutes, _shift(minutes, 2)), 1.0)
+    same_1 = pc.fill_null(pc.equal(device, shift(device, 1)), False)
+    same_2 = pc.fill_null(pc.equal(device, shift(device, 2)), False)
+    gap_1 = pc.max_element_wise(pc.subtract(minutes, shift(minutes, 1)), 1.0)
+    gap_2 = pc.max_element_wise(pc.subtract(minutes, shift(minutes, 2)), 1.0)
     masks = {}
     for metric in METRICS:
         values = table[metric].combine_chunks()
         limit = rules.jump_per_minute[metric]
-        fast = pc.greater(pc.divide(pc.abs(pc.subtract(values, _shift(values, 1))), gap_1), limit)
+        fast = pc.greater(pc.divide(pc.abs(pc.subtract(values, shift(values, 1))), gap_1), limit)
         fast = pc.fill_null(pc.and_(same_1, fast), False)
-        back = pc.less_equal(
-            pc.divide(pc.abs(pc.subtract(values, _shift(values, 2))), gap_2), limit
-        )
-        returning = pc.fill_null(pc.and_(pc.and_(same_2, _shift(fast, 1)), back), False)
-        masks[metric] = pc.and_(fast, pc.invert(returning))
+        back = pc.less_equal(pc.divide(pc.abs(pc.subtract(values, shift(values, 2))), gap_2), limit)
+        back = pc.fill_null(pc.and_(same_2, back), False)
+        masks[metric] = _departures(fast, back)
     return masks
 
 

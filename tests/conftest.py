@@ -1,0 +1,24 @@
+import pytest
+
+from smartfarm_cli.targets.local import LocalTarget
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No test sees the developer's settings, webhook or AWS credentials."""
+    for name in (
+        "SMARTFARM_HOME",
+        "SMARTFARM_TARGET",
+        "SMARTFARM_RULES",
+        "SMARTFARM_DISCORD_WEBHOOK",
+        "AWS_PROFILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def target(tmp_path):
+    t = LocalTarget(tmp_path / "home")
+    yield t
+    t.close()
