@@ -1,0 +1,266 @@
+import subprocess
+import sys
+import textwrap
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import pyarrow.parquet as pq
+import pytest
+
+from smartfarm_cli.core.queries import QueryError
+from smartfarm_cli.targets.local import LocalTarget
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def reading(ts, temperature=21.0, greenhouse="gh-1", device="d1", error_code=0):
+    return {
+        "greenhouse_id": greenhouse,
+        "device_id": device,
+        "timestamp": ts,
+        "temperature": temperature,
+        "humidity": 60,
+        "co2": 800,
+        "error_code": error_code,
+    }
+
+
+def lake_rows(target):
+    return pq.read_table(target.logs.path("logs")).to_pylist() if target.logs.keys("logs") else []
+
+
+def test_ingest_keeps_good_neighbours_and_stores_rejections(target):
+    now = datetime.now(UTC)
+    items = [
+        reading(iso(now)),
+        {"greenhouse_id": "gh-1"},
+        reading(iso(now), temperature="warm"),
+        reading(iso(now), device="d2"),
+    ]
+    result = target.ingest(items)
+    assert result.accepted == 2
+    assert [r.index for r in result.rejected] == [1, 2]
+    target.deliver(force=True)
+    assert sorted(r["device_id"] for r in lake_rows(target)) == ["d1", "d2"]
+    listed = target.rejected().records()
+    assert [r["reason"] for r in listed] == [
+        "temperature must be a number, got 'warm'",
+        "missing field(s): device_id, timestamp, temperature, humidity, co2, error_code",
+    ]
+    assert '"warm"' in listed[0]["raw"]
+
+
+def test_reading_from_six_days_ago_lands_in_its_own_partition(target):
+    old = datetime.now(UTC) - timedelta(days=6)
+    target.ingest([reading(iso(old)), reading(iso(datetime.now(UTC)))], deliver=False)
+    report = target.deliver(force=True)
+    expected = f"logs/year={old:%Y}/month={old:%m}/day={old:%d}/hour={old:%H}/"
+    assert any(key.startswith(expected) for key in report.files)
+    [old_file] = [k for k in report.files if k.startswith(expected)]
+    assert pq.read_table(target.logs.path(old_file)).num_rows == 1
+
+
+def test_delivery_waits_for_size_or_age(tmp_path):
+    target = LocalTarget(tmp_path / "h", flush_rows=3, flush_age_s=3600)
+    now = iso(datetime.now(UTC))
+    target.ingest([reading(now), reading(now, device="d2")])
+    assert target.pending() == 2 and target.logs.keys("logs") == []
+    target.ingest([reading(now, device="d3")])  # size threshold reached
+    assert target.pending() == 0 and len(lake_rows(target)) == 3
+
+
+def test_repeated_delivery_never_duplicates(target):
+    now = iso(datetime.now(UTC))
+    target.ingest([reading(now, device=f"d{i}") for i in range(5)])
+    target.deliver(force=True)
+    target.deliver(force=True)
+    assert len(lake_rows(target)) == 5
+
+
+def test_crash_between_file_write_and_checkpoint_loses_and_duplicates_nothing(tmp_path):
+    home = tmp_path / "h"
+    now = datetime.now(UTC)
+    crashing = LocalTarget(home)
+    # Two hours in one batch -> two files; crash after the first file is durable.
+    crashing.ingest(
+        [reading(iso(now - timedelta(hours=1)), device=f"a{i}") for i in range(3)]
+        + [reading(iso(now), device=f"b{i}") for i in range(4)],
+        deliver=False,
+    )
+    original = crashing.process_log_file
+    calls = []
+
+    def crash_after_first(key, table, alerts=True):
+        calls.append(key)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated crash")
+        return original(key, table, alerts)
+
+    crashing.process_log_file = crash_after_first
+    with pytest.raises(KeyboardInterrupt):
+        crashing.deliver(force=True)
+    crashing.close()
+
+    restarted = LocalTarget(home)
+    assert restarted.status()["interrupted delivery"].startswith("yes")
+    # New readings arrived in the meantime; the redo must still cover exactly the old range.
+    restarted.ingest([reading(iso(now), device="late")], deliver=False)
+    restarted.deliver(force=True)
+    rows = lake_rows(restarted)
+    assert sorted(r["device_id"] for r in rows) == [
+        "a0",
+        "a1",
+        "a2",
+        "b0",
+        "b1",
+        "b2",
+        "b3",
+        "late",
+    ]
+    assert restarted.pending() == 0
+
+
+def test_spikes_are_stored_and_alert_hook_called_once_per_file(target):
+    seen = []
+    target.alert_hook = lambda key, spikes: seen.append((key, spikes.num_rows))
+    now = iso(datetime.now(UTC))
+    target.ingest(
+        [
+            reading(now, temperature="400"),
+            reading(now, device="d2", error_code="1"),
+            reading(now, device="d3"),
+        ]
+    )
+    target.deliver(force=True)
+    result = target.spikes("1h").records()
+    assert sorted((r["device_id"], r["rule"], r["severity"]) for r in result) == [
+        ("d1", "impossible", "critical"),
+        ("d2", "sensor_error", "critical"),
+    ]
+    assert len(seen) == 1 and seen[0][1] == 2
+    assert result[0]["source_key"] == seen[0][0]
+
+
+def test_trend_equals_hand_computation(target):
+    now = (datetime.now(UTC) - timedelta(hours=1)).replace(minute=30, second=0, microsecond=0)
+    expected_rows, items = [], []
+    for hours_ago in range(0, 30):
+        for minute in (0, 10, 20):
+            ts = now - timedelta(hours=hours_ago, minutes=minute)
+            for gh in ("gh-1", "gh-2"):
+                temp = round(15 + hours_ago * 0.37 + minute * 0.05 + (gh == "gh-2") * 3, 2)
+                items.append(reading(iso(ts), temperature=temp, greenhouse=gh))
+                expected_rows.append((ts, gh, temp))
+    # Excluded from the trend: sensor errors and physically impossible values.
+    items.append(reading(iso(now), temperature=22, error_code=2))
+    items.append(reading(iso(now), temperature=400))
+    target.ingest(items)
+    target.deliver(force=True)
+    since = datetime.now(UTC) - timedelta(days=1)  # the window trend() will use
+    result = target.trend("temperature", days=1, every="1h")
+    values = defaultdict(list)
+    for ts, gh, temp in expected_rows:
+        if ts >= since:
+            values[(ts.replace(minute=0, tzinfo=None), gh)].append(temp)
+    got = {
+        (r["bucket"], r["greenhouse_id"]): (r["avg"], r["min"], r["max"], r["readings"])
+        for r in result.records()
+    }
+    expected = {k: (round(sum(v) / len(v), 2), min(v), max(v), len(v)) for k, v in values.items()}
+    assert got == expected
+    only = target.trend("temperature", days=1, every="1h", greenhouse="gh-2").records()
+    assert {r["greenhouse_id"] for r in only} == {"gh-2"}
+
+
+def test_trend_every_15_minutes_buckets(target):
+    base = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    base = base.replace(minute=0)
+    target.ingest(
+        [reading(iso(base + timedelta(minutes=m)), temperature=m) for m in (1, 14, 16, 44)]
+    )
+    target.deliver(force=True)
+    rows = target.trend("temperature", days=1, every="15m").records()
+    assert [(r["bucket"].minute, r["avg"]) for r in rows] == [(0, 7.5), (15, 16.0), (30, 44.0)]
+
+
+def test_queries_on_an_empty_lake_return_no_rows(target):
+    assert target.trend("co2", days=7).rows == []
+    assert target.spikes("7d").rows == []
+    assert target.query("SELECT count(*) FROM readings").rows == [(0,)]
+
+
+@pytest.mark.parametrize("sql", ["SELEC 1", "SELECT nope FROM readings", "SELECT 1; SELECT 2"])
+def test_bad_sql_is_a_clear_query_error(target, sql):
+    with pytest.raises(QueryError):
+        target.query(sql)
+
+
+def test_athena_functions_translate(target):
+    target.ingest(
+        [
+            reading("2026-11-28T10:15:00Z", temperature=20),
+            reading("2026-11-28T10:45:00Z", temperature=24),
+        ]
+    )
+    target.deliver(force=True)
+    rows = target.query(
+        "SELECT date_format(date_trunc('hour', \"timestamp\"), '%Y-%m-%d %H:%i'), "
+        'max_by(temperature, "timestamp"), count_if(temperature > 21), '
+        "approx_percentile(temperature, 0.5) FROM readings GROUP BY 1"
+    ).rows
+    assert rows[0][:3] == ("2026-11-28 10:00", 24.0, 1)
+
+
+def test_backfill_is_vectorised_history_and_rerun_replaces(target):
+    end = datetime(2026, 11, 28, 12, 7, tzinfo=UTC)
+    progress = []
+    report, bad = target.backfill(
+        2,
+        greenhouses=3,
+        devices=2,
+        interval_s=300,
+        end=end,
+        progress=lambda done, total: progress.append((done, total)),
+    )
+    assert bad == 0 and report.readings == 2 * 288 * 6
+    assert progress[-1] == (576, 576)
+    assert target.query("SELECT count(*) FROM readings").rows == [(3456,)]
+    target.backfill(2, greenhouses=3, devices=2, interval_s=300, end=end)
+    assert target.query('SELECT count(*), count(DISTINCT "timestamp") FROM readings').rows == [
+        (3456, 576)
+    ]
+
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    from datetime import UTC, datetime
+    from smartfarm_cli.targets.local import LocalTarget
+    t = LocalTarget(sys.argv[1])
+    for batch in range(int(sys.argv[2])):
+        now = datetime.now(UTC).isoformat()
+        t.ingest([{"greenhouse_id": "gh-1", "device_id": f"d{i}", "timestamp": now,
+                   "temperature": 20, "humidity": 50, "co2": 700, "error_code": 0}
+                  for i in range(10)])
+        time.sleep(0.01)
+""")
+
+
+def test_writer_and_reader_processes_share_one_stream(tmp_path):
+    home = tmp_path / "shared"
+    LocalTarget(home).db  # create the stream first so the reader's backlog is empty
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(home), "100"], stderr=subprocess.PIPE, text=True
+    )
+    reader = LocalTarget(home)
+    seen = 0
+    deadline = datetime.now() + timedelta(seconds=60)
+    for batch in reader.follow(poll_s=0.01, backlog=0):
+        seen += batch.num_rows
+        if seen >= 1000 or datetime.now() > deadline:
+            break
+    _, err = writer.communicate(timeout=60)
+    assert writer.returncode == 0, err
+    assert "locked" not in err
+    assert seen == 1000
