@@ -249,7 +249,7 @@ WRITER = textwrap.dedent("""
 
 def test_writer_and_reader_processes_share_one_stream(tmp_path):
     home = tmp_path / "shared"
-    LocalTarget(home).db  # create the stream first so the reader's backlog is empty
+    assert LocalTarget(home).pending() == 0  # creates the stream: the reader starts empty
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(home), "100"], stderr=subprocess.PIPE, text=True
     )

@@ -113,6 +113,48 @@ def _sorted_by_severity(spikes: pa.Table) -> pa.Table:
     return ranked.drop_columns(["_rank"])
 
 
+def most_severe(spikes: pa.Table, limit: int) -> list[dict]:
+    """Up to `limit` rows, most severe first, taking turns between (rule, metric) kinds so that
+    one flood of a single kind does not hide the others; oldest first within a kind."""
+    ordered = _sorted_by_severity(spikes)
+    kinds: list[tuple[str, str]] = []
+    for rule, metric in zip(
+        ordered["rule"].to_pylist(), ordered["metric"].to_pylist(), strict=True
+    ) if ordered.num_rows <= 10 * limit else _distinct_kinds(ordered):
+        if (rule, metric) not in kinds:
+            kinds.append((rule, metric))
+    queues = []
+    for rule, metric in kinds:
+        mask = pc.and_(pc.equal(ordered["rule"], rule), pc.equal(ordered["metric"], metric))
+        queues.append(ordered.filter(pc.fill_null(mask, False)).slice(0, limit).to_pylist())
+    picked: list[dict] = []
+    # Round-robin within each severity, the more severe severity first.
+    for severity in sorted({q[0]["severity"] for q in queues if q}, key=_severity_rank):
+        group = [q for q in queues if q and q[0]["severity"] == severity]
+        depth = 0
+        while len(picked) < limit and any(depth < len(q) for q in group):
+            picked += [q[depth] for q in group if depth < len(q)][: limit - len(picked)]
+            depth += 1
+    return picked[:limit]
+
+
+def _severity_rank(severity) -> int:
+    return SEVERITY_ORDER.get(severity, len(SEVERITY_ORDER))
+
+
+def _distinct_kinds(ordered: pa.Table) -> list[tuple[str, str]]:
+    """(rule, metric) pairs in order of first appearance in the severity-sorted table."""
+    index = pa.array(range(ordered.num_rows), pa.int64())
+    firsts = (
+        ordered.select(["rule", "metric"])
+        .append_column("_i", index)
+        .group_by(["rule", "metric"], use_threads=False)
+        .aggregate([("_i", "min")])
+        .sort_by("_i_min")
+    )
+    return list(zip(firsts["rule"].to_pylist(), firsts["metric"].to_pylist(), strict=True))
+
+
 def _counts(spikes: pa.Table, keys: list[str]) -> list[tuple]:
     """[(key values..., count)] most frequent first, then by key."""
     grouped = spikes.group_by(keys).aggregate([(keys[0], "count")]).to_pylist()
@@ -194,10 +236,9 @@ def build_alert_message(
 ) -> dict:
     """The webhook body for one delivered file's anomalies (SPIKE_SCHEMA rows)."""
     total = spikes.num_rows
-    ordered = _sorted_by_severity(spikes) if total else spikes
     critical = (pc.sum(pc.equal(spikes["severity"], "critical")).as_py() or 0) if total else 0
     warning = total - critical
-    items = ordered.slice(0, max(0, min(max_items, MAX_ITEM_EMBEDS))).to_pylist()
+    items = most_severe(spikes, max(0, min(max_items, MAX_ITEM_EMBEDS))) if total else []
     item_embeds = [_item_embed(row) for row in items]
 
     # Fit the item embeds into the budget left by the summary (its text depends on `shown`).
