@@ -1,6 +1,7 @@
 import subprocess
 import sys
 import textwrap
+import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
@@ -63,12 +64,17 @@ def test_reading_from_six_days_ago_lands_in_its_own_partition(target):
 
 
 def test_delivery_waits_for_size_or_age(tmp_path):
-    target = LocalTarget(tmp_path / "h", flush_rows=3, flush_age_s=3600)
+    target = LocalTarget(tmp_path / "h", flush_rows=3, flush_age_s=0.5)
     now = iso(datetime.now(UTC))
-    target.ingest([reading(now), reading(now, device="d2")])
-    assert target.pending() == 2 and target.logs.keys("logs") == []
-    target.ingest([reading(now, device="d3")])  # size threshold reached
-    assert target.pending() == 0 and len(lake_rows(target)) == 3
+    target.ingest([reading(now), reading(now, device="d2")], deliver=False)
+    assert target.deliver().files == [] and target.pending() == 2
+    target.ingest([reading(now, device="d3")], deliver=False)
+    assert target.deliver().readings == 3  # size threshold reached
+    target.ingest([reading(now, device="d4")], deliver=False)
+    assert target.deliver().readings == 0
+    time.sleep(0.6)
+    assert target.deliver().readings == 1  # age threshold reached
+    assert target.pending() == 0 and len(lake_rows(target)) == 4
 
 
 def test_repeated_delivery_never_duplicates(target):

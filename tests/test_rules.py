@@ -136,3 +136,11 @@ def test_generator_is_seeded_and_plausible():
     warm = pc.mean(temps.filter(pc.equal(hour, 5))).as_py()
     cold = pc.mean(temps.filter(pc.equal(hour, 20))).as_py()
     assert warm - cold > 8
+
+
+def test_tables_with_no_jump_baseline_do_not_crash():
+    # Only a critical reading: the jump baseline is empty (pyarrow used to segfault here).
+    assert rules_of(detect(rows_for([400.0]), load_rules())) == [
+        ("impossible", "temperature", 400.0)
+    ]
+    assert detect(rows_for([20.0]).slice(0, 0), load_rules()).num_rows == 0

@@ -117,14 +117,8 @@ def most_severe(spikes: pa.Table, limit: int) -> list[dict]:
     """Up to `limit` rows, most severe first, taking turns between (rule, metric) kinds so that
     one flood of a single kind does not hide the others; oldest first within a kind."""
     ordered = _sorted_by_severity(spikes)
-    kinds: list[tuple[str, str]] = []
-    for rule, metric in zip(
-        ordered["rule"].to_pylist(), ordered["metric"].to_pylist(), strict=True
-    ) if ordered.num_rows <= 10 * limit else _distinct_kinds(ordered):
-        if (rule, metric) not in kinds:
-            kinds.append((rule, metric))
     queues = []
-    for rule, metric in kinds:
+    for rule, metric in _distinct_kinds(ordered):
         mask = pc.and_(pc.equal(ordered["rule"], rule), pc.equal(ordered["metric"], metric))
         queues.append(ordered.filter(pc.fill_null(mask, False)).slice(0, limit).to_pylist())
     picked: list[dict] = []
@@ -144,7 +138,7 @@ def _severity_rank(severity) -> int:
 
 def _distinct_kinds(ordered: pa.Table) -> list[tuple[str, str]]:
     """(rule, metric) pairs in order of first appearance in the severity-sorted table."""
-    index = pa.array(range(ordered.num_rows), pa.int64())
+    index = pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), ordered.num_rows))
     firsts = (
         ordered.select(["rule", "metric"])
         .append_column("_i", index)

@@ -100,6 +100,8 @@ def _departures(fast: pa.Array, back: pa.Array) -> pa.Array:
     The recursion only links consecutive fast rows, which are rare, so the loop runs over the
     fast rows alone; everything per-row stays vectorised.
     """
+    # Plain arrays: pyarrow 25 crashes on indices_nonzero of a ChunkedArray with no chunks.
+    fast, back = (a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in (fast, back))
     candidates = pc.indices_nonzero(fast).to_pylist()
     if not candidates:
         return fast

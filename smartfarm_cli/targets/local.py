@@ -197,12 +197,16 @@ class LocalTarget:
                 )
 
     def ingest(self, items: Iterable, source: str = "ingest", deliver: bool = True) -> IngestResult:
-        """Validate raw readings, append the good ones, keep the bad ones with their reason."""
+        """Validate raw readings, append the good ones, keep the bad ones with their reason.
+
+        With `deliver`, everything pending is flushed to the lake before returning (a one-shot
+        command has no later moment to do it); without, delivery is left to size/age flushes.
+        """
         batch = validate(items)
         self.record_rejected(batch.rejected, source)
         seqs = self.append(batch.accepted)
         if deliver:
-            self.deliver()
+            self.deliver(force=True)
         return IngestResult(batch.accepted.num_rows, batch.rejected, *(seqs or (None, None)))
 
     def simulate(

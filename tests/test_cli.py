@@ -1,0 +1,155 @@
+import csv
+import io
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+from typer.testing import CliRunner
+
+from smartfarm_cli.cli import app
+from smartfarm_cli.core.generator import ANOMALY_KINDS
+from smartfarm_cli.targets.local import LocalTarget
+
+runner = CliRunner()
+
+
+def farmctl(home, *args, input=None):
+    result = runner.invoke(app, ["--home", str(home), *args], input=input, env={"COLUMNS": "160"})
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def test_help_loads_no_heavy_library():
+    code = (
+        "import sys\n"
+        "from smartfarm_cli.cli import app\n"
+        "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = {'boto3', 'botocore', 'awswrangler', 'pandas', 'duckdb', 'pyarrow', 'sqlglot'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert "simulate" in out.stdout and "send-fake-logs" in out.stdout
+
+
+def test_demo_shows_real_trend_and_every_injected_kind(tmp_path):
+    home = tmp_path / "demo"
+    result = farmctl(home, "demo")
+    assert result.exit_code == 0, result.output
+    assert "temperature, last 7 days" in result.output
+    assert "daily temperature" in result.output
+    target = LocalTarget(home)
+    spikes = target.spikes("10m", limit=10_000).records()
+    assert {s["rule"] for s in spikes} >= set(ANOMALY_KINDS)
+    # Every spike is explained by the values of its own reading.
+    for s in spikes:
+        if s["rule"] == "sensor_error":
+            assert s["error_code"] != 0
+        elif s["rule"] == "impossible":
+            assert s["temperature"] == 400.0
+        elif s["rule"] == "out_of_band":
+            assert s["humidity"] == 99.0 or s["temperature"] > 40
+    daily = target.trend("temperature", 7, "1d").records()
+    assert len({r["greenhouse_id"] for r in daily}) == 4
+    assert all(10 < r["avg"] < 35 for r in daily)
+
+
+def test_ingest_reports_counts_and_reasons_from_stdin(tmp_path):
+    now = datetime.now(UTC).isoformat()
+    good = {
+        "greenhouse_id": "gh-1",
+        "device_id": "d1",
+        "timestamp": now,
+        "temperature": "400",
+        "humidity": "50",
+        "co2": "700",
+        "error_code": "0",
+    }
+    text = json.dumps(good) + "\n{broken\n" + json.dumps({**good, "co2": "lots"}) + "\n"
+    result = farmctl(tmp_path, "ingest", "-", input=text)
+    assert result.exit_code == 0
+    assert "accepted 1, rejected 2" in result.output
+    assert "line 2 is not valid JSON" in result.output
+    assert "co2 must be a number" in result.output
+    strict = farmctl(tmp_path, "ingest", "--strict", "-", input=text)
+    assert strict.exit_code == 1
+    spikes = farmctl(tmp_path, "spikes", "-o", "json")
+    assert [s["rule"] for s in json.loads(spikes.stdout)] == ["impossible", "impossible"]
+    rejected = farmctl(tmp_path, "rejected", "-o", "csv")
+    assert len(list(csv.DictReader(io.StringIO(rejected.stdout)))) == 4
+
+
+def test_simulate_and_alias_and_status(tmp_path):
+    result = farmctl(
+        tmp_path, "simulate", "--count", "3", "--interval", "0", "-g", "2", "-d", "2", "--seed", "1"
+    )
+    assert result.exit_code == 0, result.output
+    assert "sent 12 readings in 3 sends: 12 accepted, 0 rejected" in result.output
+    alias = farmctl(tmp_path, "send-fake-logs", "--count", "2", "--interval", "0")
+    assert "sent 2 readings in 2 sends" in alias.output
+    status = json.loads(farmctl(tmp_path, "status", "-o", "json").stdout)
+    values = {row["item"]: row["value"] for row in status}
+    assert values["stream readings"] == 14
+    assert values["lake readings"] == 14
+    assert values["pending delivery"] == 0
+
+
+def test_trend_table_json_and_csv_agree(tmp_path):
+    farmctl(tmp_path, "backfill", "--days", "1", "-g", "2", "-d", "1", "--every", "10m")
+    table = farmctl(tmp_path, "trend", "humidity", "--days", "1", "--every", "6h")
+    assert table.exit_code == 0 and "humidity (%RH)" in table.output
+    as_json = json.loads(
+        farmctl(tmp_path, "trend", "humidity", "--days", "1", "--every", "6h", "-o", "json").stdout
+    )
+    as_csv = list(
+        csv.DictReader(
+            io.StringIO(
+                farmctl(
+                    tmp_path, "trend", "humidity", "--days", "1", "--every", "6h", "-o", "csv"
+                ).stdout
+            )
+        )
+    )
+    assert len(as_json) == len(as_csv) >= 8
+    assert [r["greenhouse_id"] for r in as_json] == [r["greenhouse_id"] for r in as_csv]
+    assert float(as_csv[0]["avg"]) == as_json[0]["avg"]
+
+
+def test_watch_shows_latest_reading_per_device(tmp_path):
+    farmctl(tmp_path, "simulate", "--count", "2", "--interval", "0", "-g", "2", "--seed", "3")
+    result = farmctl(tmp_path, "watch", "--duration", "0.5")
+    assert result.exit_code == 0
+    assert "2 devices" in result.output and "gh-2" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["trend", "pressure"], "unknown metric 'pressure'"),
+        (["trend", "co2", "--every", "90s"], "whole minutes"),
+        (["spikes", "--since", "5x"], "is not a duration"),
+        (["spikes", "--severity", "meh"], "unknown severity"),
+        (["ingest", "nowhere.ndjson"], "no such file: nowhere.ndjson"),
+        (["query", "SELEC 1"], "cannot parse the SQL"),
+        (["--target", "mars", "status"], "unknown target 'mars'"),
+        (["demo", "--help"], None),
+    ],
+)
+def test_user_mistakes_end_in_one_line_with_exit_2(tmp_path, args, message):
+    result = farmctl(tmp_path, *args)
+    if message is None:
+        assert result.exit_code == 0
+        return
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bad_rules_file_is_a_user_error(tmp_path):
+    bad = tmp_path / "rules.toml"
+    bad.write_text("[jump]\ntemperature = 'fast'\n")
+    result = runner.invoke(app, ["--home", str(tmp_path), "--rules", str(bad), "status"])
+    assert result.exit_code == 2
+    assert "rules file has a missing or malformed value" in result.output
