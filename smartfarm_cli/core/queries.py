@@ -41,10 +41,18 @@ def parse_duration(text: str) -> timedelta:
 class Query:
     sql: str
     params: list
+    # The smallest partition key the query can touch ("YYYYMMDDHH" or "YYYYMMDD"). Athena's
+    # partition projection derives it from the SQL; the local target uses it to list only the
+    # folders at or after it, instead of every file of the lake.
+    partitions_from: str | None = None
 
 
 def _ts(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _partition_floor(since: datetime, with_hour: bool = True) -> str:
+    return since.astimezone(UTC).strftime("%Y%m%d%H" if with_hour else "%Y%m%d")
 
 
 def _window(since: datetime, with_hour: bool = True) -> str:
@@ -53,13 +61,8 @@ def _window(since: datetime, with_hour: bool = True) -> str:
     The partition predicate compares the zero-padded partition strings as one key, which both
     Athena's partition projection and DuckDB's hive pruning evaluate before opening files.
     """
-    since = since.astimezone(UTC)
-    if with_hour:
-        key = "concat(year, month, day, hour)"
-        bound = since.strftime("%Y%m%d%H")
-    else:
-        key = "concat(year, month, day)"
-        bound = since.strftime("%Y%m%d")
+    key = "concat(year, month, day, hour)" if with_hour else "concat(year, month, day)"
+    bound = _partition_floor(since, with_hour)
     return f"{key} >= '{bound}' AND \"timestamp\" >= TIMESTAMP '{_ts(since)}'"
 
 
@@ -92,7 +95,8 @@ def trend(
         raise QueryError("--days must be a positive number")
     now = now or datetime.now(UTC)
     bucket = _bucket(parse_duration(every))
-    where = [_window(now - timedelta(days=days)), "error_code = 0"]
+    since = now - timedelta(days=days)
+    where = [_window(since), "error_code = 0"]
     if valid_range:
         where.append(f"{metric} BETWEEN {float(valid_range[0])!r} AND {float(valid_range[1])!r}")
     params: list = []
@@ -106,7 +110,7 @@ def trend(
         f"FROM {READINGS_TABLE}\nWHERE {' AND '.join(where)}\n"
         f"GROUP BY 1, 2\nORDER BY 1, 2"
     )
-    return Query(sql, params)
+    return Query(sql, params, _partition_floor(since))
 
 
 def latest_per_device(since: timedelta = timedelta(days=1), now: datetime | None = None) -> Query:
@@ -118,7 +122,7 @@ def latest_per_device(since: timedelta = timedelta(days=1), now: datetime | None
         f"FROM {READINGS_TABLE}\nWHERE {_window(now - since)}\n"
         f"GROUP BY 1, 2\nORDER BY 1, 2"
     )
-    return Query(sql, [])
+    return Query(sql, [], _partition_floor(now - since))
 
 
 def spikes(
@@ -129,8 +133,8 @@ def spikes(
     now: datetime | None = None,
 ) -> Query:
     """Stored spikes in the window, most severe and newest first."""
-    now = now or datetime.now(UTC)
-    where = [_window(now - parse_duration(since), with_hour=False)]
+    start = (now or datetime.now(UTC)) - parse_duration(since)
+    where = [_window(start, with_hour=False)]
     params: list = []
     if severity:
         if severity not in SEVERITIES:
@@ -151,9 +155,9 @@ def spikes(
         f"ORDER BY CASE severity WHEN 'critical' THEN 0 ELSE 1 END, \"timestamp\" DESC\n"
         f"LIMIT {int(limit)}"
     )
-    return Query(sql, params)
+    return Query(sql, params, _partition_floor(start, with_hour=False))
 
 
 def spike_count(since: datetime) -> Query:
     sql = f"SELECT count(*) AS spikes FROM {SPIKES_TABLE} WHERE {_window(since, with_hour=False)}"
-    return Query(sql, [])
+    return Query(sql, [], _partition_floor(since, with_hour=False))

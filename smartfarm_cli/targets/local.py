@@ -432,8 +432,14 @@ class LocalTarget:
 
     # -- queries ----------------------------------------------------------------------------
 
-    def query(self, sql: str, params: list | None = None) -> QueryResult:
-        """Run Athena-dialect SQL over the local lake (transpiled to DuckDB)."""
+    def query(
+        self, sql: str, params: list | None = None, partitions_from: str | None = None
+    ) -> QueryResult:
+        """Run Athena-dialect SQL over the local lake (transpiled to DuckDB).
+
+        `partitions_from` (see core.queries.Query) limits the files DuckDB is shown to the
+        partition folders at or after it, as Athena's partition projection would.
+        """
         import duckdb
         import sqlglot
 
@@ -446,7 +452,7 @@ class LocalTarget:
         con = duckdb.connect()
         try:
             con.execute("SET TimeZone = 'UTC'")
-            self._create_views(con)
+            self._create_views(con, partitions_from)
             result = con.execute(statements[0], params or [])
             columns = [d[0] for d in result.description]
             return QueryResult(columns, result.fetchall())
@@ -455,8 +461,11 @@ class LocalTarget:
         finally:
             con.close()
 
-    def _create_views(self, con) -> None:
-        for view, bucket, root, schema, partitions in (
+    def run(self, query: queries.Query) -> QueryResult:
+        return self.query(query.sql, query.params, query.partitions_from)
+
+    def _create_views(self, con, partitions_from: str | None) -> None:
+        views = (
             (queries.READINGS_TABLE, self.logs, lake.LOG_ROOT, READING_SCHEMA, READING_PARTITIONS),
             (
                 queries.SPIKES_TABLE,
@@ -465,14 +474,20 @@ class LocalTarget:
                 SPIKE_SCHEMA,
                 SPIKE_PARTITIONS,
             ),
-        ):
+        )
+        for view, bucket, root, schema, partitions in views:
             base = bucket.path(root)
-            glob = str(base) + "/*" * len(partitions) + "/*.parquet"
-            has_files = base.exists() and any(base.rglob("*.parquet"))
-            if has_files:
+            if partitions_from:
+                files = _partition_files(base, partitions, partitions_from)
+                source = "[" + ", ".join(f"'{_sql_str(f)}'" for f in files) + "]" if files else None
+            else:
+                has_files = base.exists() and any(base.rglob("*.parquet"))
+                glob = str(base) + "/*" * len(partitions) + "/*.parquet"
+                source = f"'{_sql_str(glob)}'" if has_files else None
+            if source:
                 hive_types = ", ".join(f"'{p}': 'VARCHAR'" for p in partitions)
                 con.execute(
-                    f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{_sql_str(glob)}', "
+                    f"CREATE VIEW {view} AS SELECT * FROM read_parquet({source}, "
                     f"hive_partitioning = true, hive_types = {{{hive_types}}})"
                 )
             else:
@@ -484,10 +499,8 @@ class LocalTarget:
     def trend(
         self, metric: str, days: float, every: str = "1h", greenhouse: str | None = None
     ) -> QueryResult:
-        query = queries.trend(
-            metric, days, every, greenhouse, valid_range=self.rules.impossible.get(metric)
-        )
-        return self.query(query.sql, query.params)
+        valid = self.rules.impossible.get(metric)
+        return self.run(queries.trend(metric, days, every, greenhouse, valid_range=valid))
 
     def spikes(
         self,
@@ -496,12 +509,10 @@ class LocalTarget:
         greenhouse: str | None = None,
         limit: int = 200,
     ) -> QueryResult:
-        query = queries.spikes(since, severity, greenhouse, limit)
-        return self.query(query.sql, query.params)
+        return self.run(queries.spikes(since, severity, greenhouse, limit))
 
     def latest(self) -> QueryResult:
-        query = queries.latest_per_device(timedelta(days=1))
-        return self.query(query.sql, query.params)
+        return self.run(queries.latest_per_device(timedelta(days=1)))
 
     # -- status -----------------------------------------------------------------------------
 
@@ -518,8 +529,7 @@ class LocalTarget:
         lake_rows = self.query(
             f'SELECT count(*), max("timestamp") FROM {queries.READINGS_TABLE}'
         ).rows[0]
-        spike_q = queries.spike_count(today)
-        (spikes_today,) = self.query(spike_q.sql, spike_q.params).rows[0]
+        (spikes_today,) = self.run(queries.spike_count(today)).rows[0]
         lag = 0.0 if oldest_pending_ms is None else time.time() - oldest_pending_ms / 1000
         return {
             "target": "local",
@@ -535,6 +545,30 @@ class LocalTarget:
             "spikes today (UTC)": spikes_today,
             "rejected readings": rejected,
         }
+
+
+def _partition_files(base: Path, keys: tuple[str, ...], floor: str) -> list[str]:
+    """Parquet files under `base` whose partition key (e.g. 2026112115) is >= `floor`.
+
+    Walks one partition level at a time and never enters a folder whose key prefix already
+    sorts before the floor, so a 7-day window on a year-long lake lists about 170 folders.
+    """
+    level = [(str(base), "")]
+    for key in keys:
+        deeper = []
+        for path, prefix in level:
+            with contextlib.suppress(FileNotFoundError), os.scandir(path) as entries:
+                for entry in entries:
+                    if entry.is_dir() and entry.name.startswith(f"{key}="):
+                        value = prefix + entry.name[len(key) + 1 :]
+                        if value >= floor[: len(value)]:
+                            deeper.append((entry.path, value))
+        level = deeper
+    files = []
+    for path, _ in level:
+        with os.scandir(path) as entries:
+            files += [e.path for e in entries if e.name.endswith(".parquet") and e.name[0] != "."]
+    return sorted(files)
 
 
 def _duck_type(arrow_type: pa.DataType) -> str:
