@@ -74,18 +74,23 @@ def _field(name: str, value: str, inline: bool = False) -> dict:
     }
 
 
-def _lines(lines: list[str], limit: int = FIELD_VALUE_MAX) -> str:
-    """Join lines, stopping (with a count of what was left out) before `limit` characters."""
+def _lines(
+    lines: list[str], limit: int = FIELD_VALUE_MAX, max_lines: int | None = None, noun: str = "more"
+) -> str:
+    """Join lines, ending with "… and N <noun>" for those that do not fit in `limit` chars."""
+    shown_max = len(lines) if max_lines is None else min(max_lines, len(lines))
     out: list[str] = []
     used = 0
-    for number, line in enumerate(lines):
+    for number, line in enumerate(lines[:shown_max]):
         rest = len(lines) - number
-        reserve = 0 if rest == 1 else len(f"… and {rest} more") + 1
+        reserve = 0 if rest == 1 else len(f"… and {rest} {noun}") + 1
         if used + len(line) + reserve > limit:
-            out.append(f"… and {rest} more")
             break
         out.append(line)
         used += len(line) + 1
+    left = len(lines) - len(out)
+    if left:
+        out.append(f"… and {left} {noun}")
     return clip("\n".join(out), limit)
 
 
@@ -182,12 +187,9 @@ def _summary_embed(spikes: pa.Table, source_key: str, shown: int) -> dict:
         _field(
             f"By greenhouse ({len(by_greenhouse)})",
             _lines(
-                [f"`{g}`: {n:,}" for g, n in by_greenhouse[:GREENHOUSE_LINES]]
-                + (
-                    [f"… and {len(by_greenhouse) - GREENHOUSE_LINES} more greenhouses"]
-                    if len(by_greenhouse) > GREENHOUSE_LINES
-                    else []
-                )
+                [f"`{g}`: {n:,}" for g, n in by_greenhouse],
+                max_lines=GREENHOUSE_LINES,
+                noun="more greenhouses",
             ),
             inline=True,
         ),
@@ -319,6 +321,8 @@ def mask_webhook_url(url: str) -> str:
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
+        return "****"
+    if not parts.scheme or not host:
         return "****"
     segments = parts.path.split("/")
     if "webhooks" in segments:

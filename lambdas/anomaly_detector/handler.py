@@ -1,0 +1,280 @@
+"""anomaly_detector: S3 ObjectCreated on sensor-log-bucket -> spikes + one Discord message.
+
+Per record of the event (an event may hold several; keys are URL-encoded, `+` is a space):
+read the Parquet object, run the shared rules (`smartfarm_cli/core`), store the spikes at the
+deterministic key `spikes/year=/month=/day=/<digest of source key>.parquet` in SPIKE_BUCKET, then
+announce them once on Discord (core.alerts: marker `alerts/<digest>.json` beside the spikes).
+
+A duplicate event overwrites the same spike object and finds the marker `delivered`, so it
+creates no second file and no second message; an `undelivered` alert is retried by it.
+
+Failure policy: an object that cannot be read or is not a valid log file is logged and reported
+in the result, and the other records go on. The invocation fails (raises, so Lambda retries it
+and the on-failure destination sees it) only when something could not be STORED (spikes or the
+alert marker). An undelivered Discord message is not a failure: it is recorded in the marker.
+
+Environment:
+  SPIKE_BUCKET                    required, the spike-log-bucket name
+  DISCORD_WEBHOOK_SSM_PARAMETER   optional, SecureString holding the webhook URL (no alert if unset)
+  RULES_PATH                      optional rules.toml override (relative to this file's folder)
+Logs are JSON lines on stdout; they never contain the webhook URL.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote_plus
+
+from smartfarm_cli.core import alerts, lake
+from smartfarm_cli.core.rules import Rules, load_rules
+
+USER_AGENT = "smartfarm-anomaly-detector (aws lambda, 0.1)"
+WEBHOOK_CACHE_S = 300.0
+ALERT_POLICY = alerts.RetryPolicy(
+    max_attempts=5, timeout_s=10.0, backoff_base_s=1.0, max_total_s=60.0
+)
+DEADLINE_MARGIN_S = 10.0  # keep this much of the invocation for writing markers and logs
+
+
+def log(level: str, event: str, **fields) -> None:
+    """One structured JSON log line (CloudWatch Logs Insights can filter on every field)."""
+    record = {"level": level, "event": event, **fields}
+    sys.stdout.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+class StoreError(RuntimeError):
+    """Something could not be written: the invocation must fail so it is retried."""
+
+
+class S3Store:
+    """lake.ObjectStore over one S3 bucket."""
+
+    def __init__(self, client, bucket: str):
+        self.client = client
+        self.bucket = bucket
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+
+def urllib_post(url: str, body: dict, timeout: float):
+    """One JSON POST with the stdlib; an HTTP error status is returned, not raised."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers.items()), response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, dict(exc.headers.items()), exc.read()
+    except http.client.HTTPException as exc:
+        raise ConnectionError(f"bad HTTP answer: {type(exc).__name__}") from None
+
+
+def s3_records(event: dict) -> list[tuple[str, str]]:
+    """(bucket, decoded key) of every ObjectCreated record in an S3 notification event."""
+    found = []
+    for record in event.get("Records") or []:
+        if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+            continue
+        s3 = record.get("s3") or {}
+        bucket = (s3.get("bucket") or {}).get("name")
+        key = (s3.get("object") or {}).get("key")
+        if bucket and key:
+            found.append((bucket, unquote_plus(key)))
+    return found
+
+
+@dataclass
+class Deps:
+    """Everything the processing needs from the outside world (replaceable in tests)."""
+
+    s3: object
+    spike_store: lake.ObjectStore
+    rules: Rules
+    webhook_url: object  # () -> str | None, raises on failure
+    post: object = urllib_post
+    sleep: object = time.sleep
+    clock: object = time.monotonic
+    deadline: float | None = None
+    policy: alerts.RetryPolicy = ALERT_POLICY
+
+
+@dataclass
+class ObjectResult:
+    bucket: str
+    key: str
+    status: str = "ok"  # ok | skipped | failed | store_failed
+    spikes: int = 0
+    spike_files: list[str] = field(default_factory=list)
+    alert: str = ""
+    error: str = ""
+
+
+def process_object(bucket: str, key: str, deps: Deps) -> ObjectResult:
+    """One log object: rules, spikes stored, then the alert. Raises StoreError on write failure."""
+    result = ObjectResult(bucket, key)
+    if not key.startswith(lake.LOG_ROOT + "/"):
+        result.status = "skipped"
+        result.error = f"not under {lake.LOG_ROOT}/"
+        return result
+    try:
+        data = S3Store(deps.s3, bucket).get(key)
+        if data is None:
+            raise ValueError("object no longer exists")
+        table = lake.read_parquet_bytes(data)
+        spikes, objects = lake.spike_objects(table, key, deps.rules)
+    except Exception as exc:  # unreadable, not Parquet, wrong columns: report, go on
+        result.status = "failed"
+        result.error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        return result
+    result.spikes = spikes.num_rows
+    for spike_key, rows in objects.items():
+        try:
+            deps.spike_store.put(spike_key, lake.parquet_bytes(rows))
+        except Exception as exc:
+            raise StoreError(f"cannot store spikes {spike_key}: {type(exc).__name__}") from exc
+        result.spike_files.append(spike_key)
+    if spikes.num_rows == 0:
+        result.alert = alerts.NOTHING_TO_SEND
+        return result
+    try:
+        url = deps.webhook_url()
+        problem = "" if url else "not_configured"
+    except Exception as exc:  # SSM unreachable, parameter missing, access denied
+        url, problem = None, f"webhook URL unavailable: {type(exc).__name__}"
+    if problem == "not_configured":
+        result.alert = problem  # spikes are stored; alerts are simply not set up
+        return result
+    try:
+        if url:
+            outcome = alerts.deliver_alert(
+                deps.spike_store,
+                key,
+                spikes,
+                deps.post,
+                url,
+                sleep=deps.sleep,
+                policy=deps.policy,
+                clock=deps.clock,
+                deadline=deps.deadline,
+            )
+        else:
+            outcome = alerts.record_undelivered(deps.spike_store, key, spikes, problem)
+    except Exception as exc:
+        raise StoreError(f"cannot store the alert marker for {key}: {type(exc).__name__}") from exc
+    result.alert = outcome.status
+    if outcome.status == alerts.UNDELIVERED:
+        result.error = outcome.reason
+    return result
+
+
+def process_event(event: dict, deps: Deps) -> dict:
+    """Every record of the event; store failures are collected and raised at the end."""
+    results: list[ObjectResult] = []
+    store_failures: list[str] = []
+    for bucket, key in s3_records(event):
+        started = time.monotonic()
+        try:
+            result = process_object(bucket, key, deps)
+        except StoreError as exc:
+            result = ObjectResult(bucket, key, status="store_failed", error=str(exc))
+            store_failures.append(key)
+        level = "ERROR" if result.status in ("failed", "store_failed") else "INFO"
+        if result.alert == alerts.UNDELIVERED:
+            level = "WARNING"
+        log(
+            level,
+            "object_processed",
+            bucket=bucket,
+            key=key,
+            status=result.status,
+            spikes=result.spikes,
+            spike_files=result.spike_files,
+            alert=result.alert,
+            error=result.error,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        results.append(result)
+    summary = {
+        "objects": len(results),
+        "ok": sum(r.status == "ok" for r in results),
+        "failed": [{"key": r.key, "error": r.error} for r in results if r.status == "failed"],
+        "store_failed": store_failures,
+        "spikes": sum(r.spikes for r in results),
+        "alerts": {r.key: r.alert for r in results if r.alert},
+    }
+    log("ERROR" if store_failures else "INFO", "event_processed", **summary)
+    return summary
+
+
+_rules_cache: dict[str, Rules] = {}
+_webhook_cache: dict[str, tuple[float, str]] = {}
+
+
+def _rules() -> Rules:
+    path = os.environ.get("RULES_PATH") or None
+    if path and not os.path.isabs(path):
+        path = str(Path(__file__).with_name(path))
+    cache_key = path or ""
+    if cache_key not in _rules_cache:
+        _rules_cache[cache_key] = load_rules(path)
+    return _rules_cache[cache_key]
+
+
+def _webhook_from_ssm(ssm_client_factory):
+    name = os.environ.get("DISCORD_WEBHOOK_SSM_PARAMETER", "").strip()
+
+    def resolve() -> str | None:
+        if not name:
+            return None
+        cached = _webhook_cache.get(name)
+        if cached and time.monotonic() - cached[0] < WEBHOOK_CACHE_S:
+            return cached[1]
+        value = ssm_client_factory().get_parameter(Name=name, WithDecryption=True)
+        url = value["Parameter"]["Value"].strip()
+        _webhook_cache[name] = (time.monotonic(), url)
+        return url
+
+    return resolve
+
+
+def handler(event, context):
+    import boto3
+
+    s3 = boto3.client("s3")
+    deadline = None
+    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+        remaining = context.get_remaining_time_in_millis() / 1000.0
+        deadline = time.monotonic() + max(1.0, remaining - DEADLINE_MARGIN_S)
+    deps = Deps(
+        s3=s3,
+        spike_store=S3Store(s3, os.environ["SPIKE_BUCKET"]),
+        rules=_rules(),
+        webhook_url=_webhook_from_ssm(lambda: boto3.client("ssm")),
+        deadline=deadline,
+        policy=ALERT_POLICY,
+    )
+    summary = process_event(event, deps)
+    if summary["store_failed"]:
+        raise StoreError(f"could not store results for {len(summary['store_failed'])} object(s)")
+    return summary

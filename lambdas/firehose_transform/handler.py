@@ -1,0 +1,106 @@
+"""firehose_transform: Firehose data transformation running the core validation.
+
+Input:  {"records": [{"recordId": ..., "data": base64(one reading as JSON)}, ...], ...}
+Output: {"records": [{"recordId", "result", "data", "metadata"}]} with, per record,
+  Ok                the normalised reading (numbers as numbers, timestamp as
+                    yyyy-MM-dd'T'HH:mm:ss.SSS'Z' in UTC, which the OpenX JSON SerDe parses) as
+                    base64(JSON + "\\n"), and `metadata.partitionKeys` {year, month, day, hour}
+                    of the reading's own time, for the prefix
+                    `logs/year=!{partitionKeyFromLambda:year}/month=.../hour=.../`
+  ProcessingFailed  the original data, unchanged; Firehose writes it under the error prefix.
+                    The reason is logged (JSON line with recordId and reason).
+
+One record holds one reading (what the kinesis_api_gw integration puts per Kinesis record).
+The "not in the future" check is relative to the record's arrival time when Firehose gives it,
+so buffering delays never reject a good reading.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import sys
+import time
+from datetime import UTC, datetime
+
+from smartfarm_cli.core.schema import FIELD_NAMES
+from smartfarm_cli.core.validate import parse_json_lines, partition_values, validate
+
+OK = "Ok"
+FAILED = "ProcessingFailed"
+
+
+def log(level: str, event: str, **fields) -> None:
+    record = {"level": level, "event": event, **fields}
+    sys.stdout.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def iso_ms(ts_ms: int) -> str:
+    """Epoch ms -> `2026-11-28T15:00:00.123Z` (OpenX SerDe: yyyy-MM-dd'T'HH:mm:ss.SSS'Z')."""
+    moment = datetime.fromtimestamp(ts_ms / 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+
+
+def _arrival_ms(record: dict) -> int | None:
+    meta = record.get("kinesisRecordMetadata") or {}
+    value = meta.get("approximateArrivalTimestamp") or record.get("approximateArrivalTimestamp")
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def transform_record(record: dict, now_ms: int | None = None) -> tuple[dict, str | None]:
+    """One Firehose record -> (output record, rejection reason or None)."""
+    record_id = record.get("recordId")
+    original = record.get("data", "")
+    try:
+        text = base64.b64decode(original, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError, TypeError):
+        return _failed(record_id, original), "data is not base64-encoded UTF-8"
+    items = parse_json_lines(text)
+    if len(items) != 1:
+        reason = "record is empty" if not items else f"record holds {len(items)} readings, not 1"
+        return _failed(record_id, original), reason
+    arrival = _arrival_ms(record)
+    batch = validate(items, now_ms=arrival if arrival is not None else now_ms)
+    if batch.rejected:
+        return _failed(record_id, original), batch.rejected[0].reason
+    row = batch.accepted.to_pylist()[0]
+    ts_ms = int(batch.accepted["timestamp"].cast("int64")[0].as_py())
+    reading = {name: row[name] for name in FIELD_NAMES}
+    reading["timestamp"] = iso_ms(ts_ms)
+    data = json.dumps(reading, separators=(",", ":"), allow_nan=False) + "\n"
+    return {
+        "recordId": record_id,
+        "result": OK,
+        "data": base64.b64encode(data.encode()).decode(),
+        "metadata": {"partitionKeys": partition_values(ts_ms)},
+    }, None
+
+
+def _failed(record_id, original) -> dict:
+    return {"recordId": record_id, "result": FAILED, "data": original}
+
+
+def transform(event: dict, now_ms: int | None = None) -> dict:
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    output, rejected = [], 0
+    for record in event.get("records") or []:
+        out, reason = transform_record(record, now_ms)
+        output.append(out)
+        if reason:
+            rejected += 1
+            log("WARNING", "reading_rejected", recordId=out["recordId"], reason=reason)
+    log(
+        "INFO",
+        "batch_transformed",
+        records=len(output),
+        ok=len(output) - rejected,
+        rejected=rejected,
+        deliveryStreamArn=event.get("deliveryStreamArn"),
+    )
+    return {"records": output}
+
+
+def handler(event, context):
+    return transform(event)

@@ -1,0 +1,86 @@
+"""Reproducible Lambda zips: `lambdas/<fn>/*.py` at the zip root plus `smartfarm_cli/core/`.
+
+Each zip holds `handler.py` (handler `handler.handler`), `smartfarm_cli/__init__.py` and every
+file of `smartfarm_cli/core/` (rules.toml included), nothing else: the stock python3.12 runtime
+brings boto3, the AWS SDK for pandas layer brings pyarrow. Entries are sorted, dated
+1980-01-01 00:00, mode 0644, deflated at a fixed level, with no __pycache__, so the same sources
+always give the same bytes (and Terraform's source_code_hash only changes with the code).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+FUNCTIONS = ("anomaly_detector", "pseudo_sensor_log", "firehose_transform")
+PACKAGE_ROOT = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_ROOT.parent
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+FILE_MODE = 0o100644
+SKIP_DIRS = {"__pycache__"}
+SKIP_SUFFIXES = (".pyc", ".pyo")
+
+
+class PackagingError(Exception):
+    """The Lambda sources are not where they should be."""
+
+
+def _files(base: Path) -> list[Path]:
+    found = []
+    for path in base.rglob("*"):
+        relative = path.relative_to(base)
+        if path.is_dir() or SKIP_DIRS & set(relative.parts):
+            continue
+        if path.name.startswith(".") or path.name.endswith(SKIP_SUFFIXES):
+            continue
+        found.append(path)
+    return found
+
+
+def zip_entries(name: str, repo_root: Path = REPO_ROOT) -> dict[str, Path]:
+    """{archive name: source file} for one function."""
+    function_dir = repo_root / "lambdas" / name
+    if not (function_dir / "handler.py").is_file():
+        raise PackagingError(
+            f"{function_dir / 'handler.py'} not found; build the zips from a source checkout"
+        )
+    entries = {p.relative_to(function_dir).as_posix(): p for p in _files(function_dir)}
+    package = repo_root / "smartfarm_cli"
+    entries["smartfarm_cli/__init__.py"] = package / "__init__.py"
+    for path in _files(package / "core"):
+        entries[path.relative_to(repo_root).as_posix()] = path
+    return entries
+
+
+def write_zip(entries: dict[str, Path], target: Path) -> Path:
+    """Write the entries reproducibly; the target is replaced atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w") as archive:
+            for arcname in sorted(entries):
+                info = zipfile.ZipInfo(arcname, date_time=FIXED_TIME)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.create_system = 3  # unix, so external_attr holds the mode
+                info.external_attr = FILE_MODE << 16
+                archive.writestr(info, entries[arcname].read_bytes(), compresslevel=9)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def build_lambda_zips(
+    out_dir: Path = Path("build/lambda"),
+    functions: tuple[str, ...] = FUNCTIONS,
+    repo_root: Path = REPO_ROOT,
+) -> dict[str, Path]:
+    """Build `<out_dir>/<function>.zip` for each function -> {function: zip path}."""
+    out_dir = Path(out_dir)
+    return {
+        name: write_zip(zip_entries(name, repo_root), out_dir / f"{name}.zip") for name in functions
+    }
