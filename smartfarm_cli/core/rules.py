@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .arrays import arange, shift
+from .arrays import shift
 from .schema import METRIC_UNITS, METRICS, SPIKE_SCHEMA
 from .validate import conform
 
@@ -94,51 +94,69 @@ def _text(*parts) -> pa.Array:
 
 
 def _departures(fast: pa.Array, back: pa.Array) -> pa.Array:
-    """jump[i] = fast[i] and not (jump[i-1] and back[i]): a fast change that returns to the
-    level before a jump ends that spike instead of starting a new one.
+    """Positions where jump[i] = fast[i] and not (jump[i-1] and back[i]).
 
-    The recursion only links consecutive fast rows, which are rare, so the loop runs over the
-    fast rows alone; everything per-row stays vectorised.
+    A fast change that returns to the level before a jump ends that spike instead of starting
+    a new one. The recursion only links consecutive fast rows, which are rare, so this loop
+    runs over the fast rows alone; everything per-row stays vectorised.
     """
-    # Plain arrays: pyarrow 25 crashes on indices_nonzero of a ChunkedArray with no chunks.
-    fast, back = (a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in (fast, back))
-    candidates = pc.indices_nonzero(fast).to_pylist()
-    if not candidates:
-        return fast
-    returns = set(pc.indices_nonzero(back).to_pylist())
-    jumps, previous = [], False
-    for position, index in enumerate(candidates):
-        adjacent = position > 0 and candidates[position - 1] == index - 1
-        is_jump = not (adjacent and previous and index in returns)
+    candidates = pc.indices_nonzero(fast)
+    returns = pc.take(back, candidates).to_pylist()
+    jumps, previous, last = [], False, -2
+    for index, returning in zip(candidates.to_pylist(), returns, strict=True):
+        is_jump = not (index == last + 1 and previous and returning)
         if is_jump:
             jumps.append(index)
-        previous = is_jump
-    return pc.is_in(arange(len(fast)), value_set=pa.array(jumps, pa.int64()))
+        previous, last = is_jump, index
+    return pa.array(jumps, pa.int64())
 
 
-def _jump_masks(table: pa.Table, rules: Rules) -> dict[str, pa.Array]:
-    """Per metric, a mask over `table` (already sorted by device and time, critical-free)."""
-    device = pc.binary_join_element_wise(table["greenhouse_id"], table["device_id"], "\x1f")
-    minutes = pc.divide(pc.cast(pc.cast(table["timestamp"], pa.int64()), pa.float64()), 60_000.0)
+def _device_codes(table: pa.Table) -> pa.Array:
+    """One int64 per (greenhouse, device): grouping by integers is far cheaper than by text."""
+    codes = [
+        pc.cast(pc.dictionary_encode(table[name]).combine_chunks().indices, pa.int64())
+        for name in ("greenhouse_id", "device_id")
+    ]
+    return pc.add(pc.multiply(codes[0], 1 << 32), codes[1])
+
+
+def _jump_rows(table: pa.Table, critical: pa.Array, rules: Rules) -> dict[str, pa.Array]:
+    """Per metric, the row numbers (in `table`) of jumps among the non-critical readings."""
+    # Plain arrays: pyarrow 25 crashes on indices_nonzero of a ChunkedArray with no chunks.
+    if isinstance(critical, pa.ChunkedArray):
+        critical = critical.combine_chunks()
+    keep = pc.indices_nonzero(pc.invert(critical))
+    if len(keep) == 0:
+        return {}
+    device = pc.take(_device_codes(table), keep)
+    stamp = pc.take(pc.cast(table["timestamp"], pa.int64()), keep)
+    order = pc.sort_indices(
+        pa.table({"device": device, "stamp": stamp}),
+        sort_keys=[("device", "ascending"), ("stamp", "ascending")],
+    )
+    rows, device = pc.take(keep, order), pc.take(device, order)
+    minutes = pc.divide(pc.cast(pc.take(stamp, order), pa.float64()), 60_000.0)
     same_1 = pc.fill_null(pc.equal(device, shift(device, 1)), False)
     same_2 = pc.fill_null(pc.equal(device, shift(device, 2)), False)
     gap_1 = pc.max_element_wise(pc.subtract(minutes, shift(minutes, 1)), 1.0)
     gap_2 = pc.max_element_wise(pc.subtract(minutes, shift(minutes, 2)), 1.0)
-    masks = {}
+    jumps = {}
     for metric in METRICS:
-        values = table[metric].combine_chunks()
+        values = pc.take(table[metric], rows).combine_chunks()
         limit = rules.jump_per_minute[metric]
         fast = pc.greater(pc.divide(pc.abs(pc.subtract(values, shift(values, 1))), gap_1), limit)
         fast = pc.fill_null(pc.and_(same_1, fast), False)
         back = pc.less_equal(pc.divide(pc.abs(pc.subtract(values, shift(values, 2))), gap_2), limit)
         back = pc.fill_null(pc.and_(same_2, back), False)
-        masks[metric] = _departures(fast, back)
-    return masks
+        jumps[metric] = pc.take(rows, _departures(fast, back))
+    return jumps
 
 
 def detect(table: pa.Table, rules: Rules, source_key: str = "") -> pa.Table:
     """All anomalies in `table` as a spike table (SPIKE_SCHEMA), most severe first."""
     table = conform(table)
+    if table.num_rows == 0:
+        return SPIKE_SCHEMA.empty_table()
     pieces: list[tuple[pa.Table, str, str, pa.Array]] = []
 
     faulty = pc.fill_null(pc.not_equal(table["error_code"], 0), False)
@@ -175,11 +193,8 @@ def detect(table: pa.Table, rules: Rules, source_key: str = "") -> pa.Table:
         )
         pieces.append((rows, "out_of_band", metric, detail))
 
-    ordered = table.filter(pc.invert(critical)).sort_by(
-        [("greenhouse_id", "ascending"), ("device_id", "ascending"), ("timestamp", "ascending")]
-    )
-    for metric, mask in _jump_masks(ordered, rules).items():
-        rows = ordered.filter(mask)
+    for metric, positions in _jump_rows(table, critical, rules).items():
+        rows = table.take(positions)
         limit = rules.jump_per_minute[metric]
         detail = _text(
             f"{metric} changed faster than {limit:g} {METRIC_UNITS[metric]}/min, to ", rows[metric]
