@@ -5,8 +5,8 @@ The webhook URL comes from, in order: `--webhook URL`, the environment variable
 stack outputs give (`discord_webhook_ssm_parameter`). It is never printed in full: use
 `core.discord.mask_webhook_url`.
 
-requests and boto3 are imported inside the functions that need them: `farmctl --help` must not
-pay for them.
+requests, boto3, pyarrow and the core are imported inside the functions that need them:
+`farmctl --help` must not pay for them.
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import pyarrow as pa
+from .errors import UserError
 
-from .core import alerts
-from .core.discord import mask_webhook_url, redact
+if TYPE_CHECKING:  # pyarrow and the core load only when an alert is actually sent
+    import pyarrow as pa
+
+    from .core.alerts import AlertOutcome, RetryPolicy
 
 WEBHOOK_ENV = "SMARTFARM_DISCORD_WEBHOOK"
 USER_AGENT = "smartfarm-cli (farmctl alerts, 0.1)"
@@ -29,7 +32,7 @@ USER_AGENT = "smartfarm-cli (farmctl alerts, 0.1)"
 log = logging.getLogger("smartfarm.alerts")
 
 
-class WebhookError(Exception):
+class WebhookError(UserError):
     """The webhook URL is malformed or could not be read; the message says what to do."""
 
 
@@ -40,6 +43,8 @@ class Webhook:
 
     @property
     def masked(self) -> str:
+        from .core.discord import mask_webhook_url
+
         return mask_webhook_url(self.url)
 
     def __repr__(self) -> str:  # never the token, even in a debugger or a traceback
@@ -123,10 +128,13 @@ class LocalAlertHook:
     webhook: Webhook
     post: Callable = requests_post
     sleep: Callable[[float], None] = time.sleep
-    policy: alerts.RetryPolicy = alerts.DEFAULT_POLICY
-    outcomes: list[alerts.AlertOutcome] = field(default_factory=list)
+    policy: RetryPolicy | None = None
+    outcomes: list[AlertOutcome] = field(default_factory=list)
 
     def __call__(self, source_key: str, spikes: pa.Table) -> None:
+        from .core import alerts
+        from .core.discord import redact
+
         outcome = alerts.deliver_alert(
             self.store,
             source_key,
@@ -134,7 +142,7 @@ class LocalAlertHook:
             self.post,
             self.webhook.url,
             sleep=self.sleep,
-            policy=self.policy,
+            policy=self.policy or alerts.DEFAULT_POLICY,
         )
         self.outcomes.append(outcome)
         if outcome.status == alerts.UNDELIVERED:
@@ -154,7 +162,7 @@ def local_alert_hook(
     env: Mapping[str, str] | None = None,
     post: Callable | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    policy: alerts.RetryPolicy = alerts.DEFAULT_POLICY,
+    policy: RetryPolicy | None = None,
 ) -> LocalAlertHook | None:
     """A hook for `LocalTarget(alert_hook=...)`, or None when no webhook is configured.
 

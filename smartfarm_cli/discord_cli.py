@@ -14,14 +14,14 @@ from collections.abc import Callable
 import typer
 
 from .alerting import WEBHOOK_ENV, WebhookError, requests_post, resolve_webhook
-from .core import alerts, discord
 
 discord_app = typer.Typer(
     help="Discord alerts: send a test message to the configured webhook.",
     no_args_is_help=True,
 )
 
-TEST_POLICY = alerts.RetryPolicy(max_attempts=3, timeout_s=10.0, max_total_s=30.0)
+# RetryPolicy fields for the test message (the core is imported only when it is sent).
+TEST_POLICY: dict = {"max_attempts": 3, "timeout_s": 10.0, "max_total_s": 30.0}
 
 _ssm_parameter_source: Callable[[], str | None] | None = None
 _post: Callable = requests_post
@@ -59,6 +59,8 @@ def test(
     ),
 ) -> None:
     """Send a clearly labelled test message through the same path as real alerts."""
+    from .core import alerts, discord
+
     try:
         found = resolve_webhook(webhook, ssm_parameter=ssm_parameter)
         if found is None and _ssm_parameter_source is not None:
@@ -76,7 +78,7 @@ def test(
         )
     typer.echo(f"Sending a test message to {found.masked} (from {found.origin}) ...")
     payload = discord.build_test_message(f"farmctl on {socket.gethostname()}")
-    result = alerts.send_message(_post, found.url, payload, TEST_POLICY)
+    result = alerts.send_message(_post, found.url, payload, alerts.RetryPolicy(**TEST_POLICY))
     if not result.delivered:
         reason = discord.redact(result.reason, found.url)
         hint = ""

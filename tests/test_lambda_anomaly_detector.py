@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import quote_plus
 
 import boto3
+import pyarrow as pa
 import pytest
 from moto import mock_aws
 from werkzeug import Response
@@ -231,8 +232,6 @@ def test_one_bad_object_does_not_stop_the_others(aws, httpserver, capsys):
     missing = "logs/year=2026/month=11/day=28/hour=10/gone.parquet"
     wrong = "logs/year=2026/month=11/day=28/hour=10/wrong-columns.parquet"
     aws.put_object(Bucket=LOG_BUCKET, Key=junk, Body=b"this is not parquet")
-    import pyarrow as pa
-
     aws.put_object(Bucket=LOG_BUCKET, Key=wrong, Body=lake.parquet_bytes(pa.table({"x": [1]})))
     put_log(aws, KEY, every_rule_kind())
     result = handler_module.handler(s3_event(junk, missing, wrong, KEY), Context())
@@ -374,3 +373,16 @@ def test_healthy_file_writes_nothing_and_sends_nothing(aws, httpserver):
     result = handler_module.handler(s3_event(KEY), Context())
     assert result["spikes"] == 0 and calls == []
     assert keys(aws, SPIKE_BUCKET, "") == []
+
+
+def test_backfilled_history_gets_spikes_but_no_alert(aws, httpserver):
+    calls = discord_fake(httpserver, [(200, {"id": "1"}, {})])
+    aws.put_object(
+        Bucket=LOG_BUCKET,
+        Key=KEY,
+        Body=lake.parquet_bytes(every_rule_kind()),
+        Metadata={"smartfarm-source": "backfill"},
+    )
+    result = handler_module.handler(s3_event(KEY), Context())
+    assert result["spikes"] == 4 and result["alerts"] == {KEY: "skipped_backfill"}
+    assert calls == [] and len(keys(aws, SPIKE_BUCKET, "spikes/")) == 1

@@ -5,8 +5,10 @@ read the Parquet object, run the shared rules (`smartfarm_cli/core`), store the 
 deterministic key `spikes/year=/month=/day=/<digest of source key>.parquet` in SPIKE_BUCKET, then
 announce them once on Discord (core.alerts: marker `alerts/<digest>.json` beside the spikes).
 
-A duplicate event overwrites the same spike object and finds the marker `delivered`, so it
-creates no second file and no second message; an `undelivered` alert is retried by it.
+Objects with the metadata `smartfarm-source: backfill` (generated history) get their spikes
+stored but no alert. A duplicate event overwrites the same spike object and finds the marker
+`delivered`, so it creates no second file and no second message; an `undelivered` alert is
+retried by it.
 
 Failure policy: an object that cannot be read or is not a valid log file is logged and reported
 in the result, and the other records go on. The invocation fails (raises, so Lambda retries it
@@ -42,6 +44,7 @@ ALERT_POLICY = alerts.RetryPolicy(
     max_attempts=5, timeout_s=10.0, backoff_base_s=1.0, max_total_s=60.0
 )
 DEADLINE_MARGIN_S = 10.0  # keep this much of the invocation for writing markers and logs
+SOURCE_METADATA = "smartfarm-source"  # `backfill` on generated history: spikes, no alert
 
 
 def log(level: str, event: str, **fields) -> None:
@@ -138,10 +141,12 @@ def process_object(bucket: str, key: str, deps: Deps) -> ObjectResult:
         result.error = f"not under {lake.LOG_ROOT}/"
         return result
     try:
-        data = S3Store(deps.s3, bucket).get(key)
-        if data is None:
-            raise ValueError("object no longer exists")
-        table = lake.read_parquet_bytes(data)
+        try:
+            response = deps.s3.get_object(Bucket=bucket, Key=key)
+        except deps.s3.exceptions.NoSuchKey:
+            raise ValueError("object no longer exists") from None
+        metadata = {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
+        table = lake.read_parquet_bytes(response["Body"].read())
         spikes, objects = lake.spike_objects(table, key, deps.rules)
     except Exception as exc:  # unreadable, not Parquet, wrong columns: report, go on
         result.status = "failed"
@@ -156,6 +161,9 @@ def process_object(bucket: str, key: str, deps: Deps) -> ObjectResult:
         result.spike_files.append(spike_key)
     if spikes.num_rows == 0:
         result.alert = alerts.NOTHING_TO_SEND
+        return result
+    if metadata.get(SOURCE_METADATA) == "backfill":
+        result.alert = "skipped_backfill"  # history is not news (same as the local target)
         return result
     try:
         url = deps.webhook_url()
