@@ -95,16 +95,16 @@ def test_crash_between_file_write_and_checkpoint_loses_and_duplicates_nothing(tm
         + [reading(iso(now), device=f"b{i}") for i in range(4)],
         deliver=False,
     )
-    original = crashing.process_log_file
+    original = crashing.store_spikes
     calls = []
 
-    def crash_after_first(key, table, alerts=True):
+    def crash_after_first(key, spikes, alerts=True, durable=True):
         calls.append(key)
         if len(calls) == 2:
             raise KeyboardInterrupt("simulated crash")
-        return original(key, table, alerts)
+        return original(key, spikes, alerts, durable)
 
-    crashing.process_log_file = crash_after_first
+    crashing.store_spikes = crash_after_first
     with pytest.raises(KeyboardInterrupt):
         crashing.deliver(force=True)
     crashing.close()

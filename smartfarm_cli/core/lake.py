@@ -61,12 +61,21 @@ def spike_objects(
 ) -> tuple[pa.Table, dict[str, pa.Table]]:
     """Run the rules on one delivered log file -> (all spikes, {spike key: spikes of that day})."""
     spikes = detect(log_table, rules, source_key)
+    return spikes, spike_keys(spikes, source_key)
+
+
+def spike_keys(spikes: pa.Table, source_key: str) -> dict[str, pa.Table]:
+    """{spike object key: rows} for one source object's spikes, one object per day."""
     digest = source_digest(source_key)
-    objects = {
+    return {
         partition_prefix(day_ms, SPIKE_ROOT, ("year", "month", "day")) + f"{digest}.parquet": rows
         for day_ms, rows in split_by_time(spikes, DAY_MS)
     }
-    return spikes, objects
+
+
+def with_source(spikes: pa.Table, source_key: str) -> pa.Table:
+    index = spikes.schema.get_field_index("source_key")
+    return spikes.set_column(index, "source_key", pa.repeat(pa.scalar(source_key), spikes.num_rows))
 
 
 def alert_key(source_key: str) -> str:

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core import generator, lake, queries
-from ..core.rules import Rules, load_rules
+from ..core.rules import Rules, detect, load_rules
 from ..core.schema import (
     FIELD_NAMES,
     READING_PARTITIONS,
@@ -97,21 +97,28 @@ class LocalBucket:
         except FileNotFoundError:
             return None
 
-    def put(self, key: str, data: bytes) -> None:
-        """Write to a temp file, fsync, rename over the key, fsync the folder."""
+    def put(self, key: str, data: bytes, durable: bool = True) -> None:
+        """Write to a temp file, fsync, rename over the key, fsync the folder.
+
+        Readers never see a partial object. `durable=False` skips the fsyncs, for bulk writes
+        that are simply re-run after a crash (backfill).
+        """
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+        if not durable:
+            return
         dir_fd = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -357,22 +364,33 @@ class LocalTarget:
             )
         return report
 
-    def write_logs(self, table: pa.Table, name: str, alerts: bool = True) -> DeliveryReport:
-        """Write readings into hourly log files named `name`, then process each file's spikes."""
+    def write_logs(
+        self, table: pa.Table, name: str, alerts: bool = True, durable: bool = True
+    ) -> DeliveryReport:
+        """Write readings into hourly log files named `name`, then store each file's spikes.
+
+        The rules run once over the whole batch (so a jump across an hour boundary is seen),
+        and each hour file gets the spikes of its own readings, as the Lambda would store them.
+        """
         report = DeliveryReport()
+        spikes = detect(table, self.rules)
+        spikes_by_hour = dict(lake.split_by_time(spikes, lake.HOUR_MS))
         for hour_ms, part in lake.split_by_time(table, lake.HOUR_MS):
             key = f"{lake.log_prefix(hour_ms)}{name}.parquet"
-            self.logs.put(key, lake.parquet_bytes(part))
+            self.logs.put(key, lake.parquet_bytes(part), durable)
             report.files.append(key)
             report.readings += part.num_rows
-            report.add(self.process_log_file(key, part, alerts))
+            hour_spikes = spikes_by_hour.get(hour_ms, SPIKE_SCHEMA.empty_table())
+            report.add(self.store_spikes(key, lake.with_source(hour_spikes, key), alerts, durable))
         return report
 
-    def process_log_file(self, key: str, table: pa.Table, alerts: bool = True) -> DeliveryReport:
-        """What the anomaly Lambda does for one new object: rules, store spikes, then alert."""
-        spikes, objects = lake.spike_objects(table, key, self.rules)
+    def store_spikes(
+        self, key: str, spikes: pa.Table, alerts: bool = True, durable: bool = True
+    ) -> DeliveryReport:
+        """What the anomaly Lambda does for one new object: store its spikes, then alert."""
+        objects = lake.spike_keys(spikes, key)
         for spike_key, rows in objects.items():
-            self.spike_store.put(spike_key, lake.parquet_bytes(rows))
+            self.spike_store.put(spike_key, lake.parquet_bytes(rows), durable)
         if alerts and self.alert_hook is not None and spikes.num_rows:
             self.alert_hook(key, spikes)
         return DeliveryReport(spikes=spikes.num_rows, spike_files=list(objects))
@@ -399,7 +417,8 @@ class LocalTarget:
     ) -> tuple[DeliveryReport, int]:
         """Generate `days` of history ending at `end` straight into the lake, a day at a time.
 
-        Each hour gets one `backfill.parquet`, so running the same backfill again replaces it.
+        Each hour gets one `backfill.parquet`, so running the same backfill again replaces it;
+        that is also why files are not fsynced one by one (a crashed backfill is simply re-run).
         Returns the delivery report and the number of generated rows that failed validation.
         Backfilled files get spikes but no alerts: history is not news.
         """
@@ -424,7 +443,7 @@ class LocalTarget:
             )
             good, rejected, _ = check_table(generated.table, now_ms=end_ms + lake.HOUR_MS)
             bad += rejected.num_rows
-            report.add(self.write_logs(good, "backfill", alerts=False))
+            report.add(self.write_logs(good, "backfill", alerts=False, durable=False))
             done = upto
             if progress:
                 progress(done, total)
