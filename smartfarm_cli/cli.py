@@ -24,6 +24,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: rich help pulls in markdown-it and doubles `farmctl --help` time.
+    rich_markup_mode=None,
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -359,6 +361,86 @@ def demo() -> None:
     State.options.home = State.options.home or Path(".smartfarm-demo")
     State.options.name = "local"
     run_demo(State.target(), console)
+
+
+# -- the aws stack (deploy, destroy, crawl) -------------------------------------------------
+
+
+def _aws_target():
+    """The aws target even before any stack is known (deploy is what creates it)."""
+    from .core.rules import load_rules
+    from .targets.aws import AwsTarget
+
+    if State.options.name not in (None, "aws"):
+        raise UserError("this command drives the aws stack; drop --target local")
+    return AwsTarget(State.options, load_rules(State.options.rules_path))
+
+
+def _echo(line: str) -> None:
+    console.out(line, highlight=False)
+
+
+@command("deploy")
+def deploy(
+    auto_approve: bool = typer.Option(
+        False, "--auto-approve", help="Apply the plan without asking."
+    ),
+    var_file: Path = typer.Option(None, "--var-file", help="Terraform .tfvars file to use."),
+    output: OutputFormat = OutputOption,
+) -> None:
+    """Build the Lambda zips, run terraform init / plan / apply, and remember the outputs.
+
+    Example: farmctl deploy --var-file prod.tfvars
+    """
+    info = _aws_target().deploy(
+        auto_approve=auto_approve,
+        var_file=var_file,
+        echo=_echo,
+        confirm=lambda question: typer.confirm(question, default=False),
+    )
+    print_result(console, ["item", "value"], list(info.items()), output, title="aws stack")
+
+
+@command("destroy")
+def destroy(
+    auto_approve: bool = typer.Option(False, "--auto-approve", help="Do not ask first."),
+    var_file: Path = typer.Option(None, "--var-file", help="Terraform .tfvars file to use."),
+) -> None:
+    """Delete the deployed aws stack (terraform destroy); asks first.
+
+    Example: farmctl destroy
+    """
+    target = _aws_target()
+    if not auto_approve and not typer.confirm(
+        f"Destroy every resource of the stack in {target.stack_dir} "
+        "(stream, buckets, tables, Lambdas, Grafana)?",
+        default=False,
+    ):
+        raise UserError("destroy cancelled: nothing was changed")
+    info = target.destroy(auto_approve=True, var_file=var_file, echo=_echo)
+    console.print(
+        f"destroyed the stack in {info['destroyed']}; outputs cache {info['outputs cache']}"
+    )
+
+
+@command("crawl", "run-crawler")
+def crawl(
+    wait: bool = typer.Option(
+        False, "--wait", help="Show the state until READY, then the changes."
+    ),
+    output: OutputFormat = OutputOption,
+) -> None:
+    """Start the Glue crawler over the log bucket (aws).
+
+    Example: farmctl crawl --wait
+    """
+    target = _aws_target()
+    with err_console.status("starting the crawler") as spinner:
+        info = target.crawl(
+            wait=wait,
+            progress=lambda state, elapsed: spinner.update(f"crawler {state} ({elapsed:.0f} s)"),
+        )
+    print_result(console, ["item", "value"], list(info.items()), output, title="glue crawler")
 
 
 def _note(result) -> None:
