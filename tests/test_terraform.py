@@ -7,7 +7,7 @@ check, and wiring tests over the parsed HCL against smartfarm_cli.core.schema.
 python-hcl2 note: checkov depends on bc-python-hcl2, which installs the same `hcl2` package and
 (depending on install order) overwrites python-hcl2 8.x in the same environment. The loader
 below therefore uses python-hcl2 8.x when it is importable (in this interpreter, or from the
-folder in $PYTHON_HCL2_PATH, default ~/.cache/smartfarm/python-hcl2-8) and otherwise the
+folder in $PYTHON_HCL2_PATH, default <venv>/python-hcl2-8, see README) and otherwise the
 bc-python-hcl2 parser, normalising both to the same shape.
 """
 
@@ -28,7 +28,7 @@ from smartfarm_cli.core import schema
 REPO = Path(__file__).resolve().parents[1]
 TF = REPO / "terraform"
 SCHEMA_CHECK = Path(__file__).resolve().parents[2] / "shared/tools/tf_schema_check.py"
-DEFAULT_HCL2_PATH = Path.home() / ".cache/smartfarm/python-hcl2-8"
+DEFAULT_HCL2_PATH = Path(sys.prefix) / "python-hcl2-8"  # README installs it there
 
 # Every output farmctl reads (DESIGN + issue 4); the names are a contract.
 FARMCTL_OUTPUTS = {

@@ -1,0 +1,300 @@
+"""Benchmarks: every figure is a ratio against a baseline measured in the same run.
+
+    python bench/run.py              # all measures, writes bench/results.json and README's table
+    python bench/run.py --only P3    # a subset (results.json keeps the others)
+
+Each timing is the median of `--runs` runs (default 5) after one warm-up run. Generated data
+is cached under bench/.cache (git-ignored); delete it to rebuild.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "bench" / ".cache"
+RESULTS = ROOT / "bench" / "results.json"
+README = ROOT / "README.md"
+END = datetime(2026, 11, 28, tzinfo=UTC)  # fixed, so cached lakes stay valid
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def timed(fn: Callable[[], object], runs: int, warmup: int = 1) -> tuple[float, list[float]]:
+    """Median wall time of `runs` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), times
+
+
+def _python(code: str) -> Callable[[], None]:
+    return lambda: subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def p1_help(runs: int) -> dict:
+    script = Path(sys.executable).parent / "farmctl"  # the installed console script
+    farmctl = [str(script), "--help"] if script.exists() else [sys.executable, "-m", "smartfarm_cli.cli", "--help"]
+    help_s, _ = timed(lambda: subprocess.run(farmctl, check=True, capture_output=True), runs)
+    wrangler_s, _ = timed(_python("import awswrangler"), runs)
+    return {
+        "measure": "`farmctl --help` wall time",
+        "value": f"{help_s:.3f} s",
+        "baseline": f"`python -c 'import awswrangler'` {wrangler_s:.3f} s",
+        "ratio": round(help_s / wrangler_s, 3),
+        "goal": "<= 0.25x and <= 0.2 s",
+        "met": help_s / wrangler_s <= 0.25 and help_s <= 0.2,
+    }
+
+
+def p2_backfill(runs: int) -> dict:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from smartfarm_cli.core.generator import generate
+    from smartfarm_cli.targets.local import LocalTarget
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-p2-"))
+    readings = 7 * 20 * 1440
+
+    def backfill():
+        shutil.rmtree(scratch / "home", ignore_errors=True)
+        target = LocalTarget(scratch / "home")
+        report, _ = target.backfill(7, greenhouses=20, devices=1, interval_s=60,
+                                    anomaly_rate=0.001, end=END)
+        assert report.readings == readings
+
+    end_ms = int(END.timestamp() * 1000)
+    table = generate(end_ms - readings // 20 * 60_000, readings // 20, 60, 20, 1, 0.001).table
+    parts = {k: pc.strftime(table["timestamp"], f) for k, f in
+             (("year", "%Y"), ("month", "%m"), ("day", "%d"), ("hour", "%H"))}
+    for name, values in parts.items():
+        table = table.append_column(name, values)
+
+    def raw_write():
+        shutil.rmtree(scratch / "raw", ignore_errors=True)
+        pq.write_to_dataset(table, scratch / "raw", partition_cols=list(parts))
+
+    ours, _ = timed(backfill, runs)
+    raw, _ = timed(raw_write, runs)
+    shutil.rmtree(scratch)
+    assert isinstance(table, pa.Table)
+    rate = readings / ours
+    return {
+        "measure": f"backfill 7 d x 20 greenhouses x 1 min ({readings:,} readings): "
+        "generate, validate, hourly Parquet, rules + spikes",
+        "value": f"{ours:.3f} s ({rate:,.0f} readings/s)",
+        "baseline": f"raw pyarrow `write_to_dataset` of the same table, hive-partitioned: {raw:.3f} s",
+        "ratio": round(ours / raw, 2),
+        "goal": "<= 2x, >= 100k readings/s",
+        "met": ours / raw <= 2 and rate >= 100_000,
+    }
+
+
+def _year_lake():
+    from smartfarm_cli.targets.local import LocalTarget
+
+    home = CACHE / "lake-1y-20gh-1min"
+    marker = home / "complete"
+    if not marker.exists():
+        shutil.rmtree(home, ignore_errors=True)
+        print("building the 1-year lake (10.5M readings, once) ...", file=sys.stderr)
+        LocalTarget(home).backfill(365, greenhouses=20, devices=1, interval_s=60,
+                                   anomaly_rate=0.001, end=END)
+        marker.write_text("ok")
+    return LocalTarget(home)
+
+
+def p3_trend(runs: int) -> dict:
+    import pandas as pd
+
+    from smartfarm_cli.core import queries
+
+    target = _year_lake()
+    query = queries.trend("temperature", 7, "1h", now=END, valid_range=target.rules.impossible["temperature"])
+    predicate = "concat(year, month, day, hour) >= '2026112100' AND "
+    assert predicate in query.sql
+    no_predicate = query.sql.replace(predicate, "")
+    expected = target.run(query).rows
+
+    def pruned():
+        assert target.run(query).rows == expected
+
+    def unpruned():
+        assert target.query(no_predicate, query.params).rows == expected
+
+    def pandas_all():
+        frame = pd.read_parquet(target.logs.path("logs"))
+        since = pd.Timestamp(END.replace(tzinfo=None)) - pd.Timedelta(days=7)
+        frame = frame[(frame["timestamp"] >= since) & (frame["error_code"] == 0)
+                      & frame["temperature"].between(-40, 85)]
+        grouped = frame.groupby([frame["timestamp"].dt.floor("h"), "greenhouse_id"])["temperature"]
+        result = grouped.agg(["mean", "min", "max", "count"])
+        assert len(result) == len(expected)
+
+    ours, _ = timed(pruned, runs)
+    without, _ = timed(unpruned, runs)
+    pandas_s, _ = timed(pandas_all, max(3, runs // 2))
+    return {
+        "measure": "7-day hourly trend on a 1-year, 20-greenhouse, 1-minute lake (10.5M readings)",
+        "value": f"{ours:.3f} s",
+        "baseline": f"same SQL without partition predicate {without:.3f} s "
+        f"({without / ours:.1f}x); pandas read-all + groupby {pandas_s:.3f} s ({pandas_s / ours:.1f}x)",
+        "ratio": round(without / ours, 1),
+        "goal": ">= 4x; >= 10x; <= 0.5 s",
+        "met": without / ours >= 4 and pandas_s / ours >= 10 and ours <= 0.5,
+    }
+
+
+def p4_rules(runs: int) -> dict:
+    from baselines import rules_row_by_row
+
+    from smartfarm_cli.core.generator import generate
+    from smartfarm_cli.core.rules import detect, load_rules
+
+    rules = load_rules()
+    table = generate(int(END.timestamp() * 1000), 50_000, 60, 20, 1, anomaly_rate=0.01, seed=4).table
+    rows = table.to_pylist()
+    spikes = detect(table, rules)
+    expected = sorted(zip(*(spikes[c].to_pylist() for c in
+                            ("greenhouse_id", "device_id", "timestamp", "rule", "metric")), strict=True))
+    assert sorted(rules_row_by_row(rows, rules)) == expected, "baseline must find the same spikes"
+    ours, _ = timed(lambda: detect(table, rules), runs)
+    loop, _ = timed(lambda: rules_row_by_row(rows, rules), max(3, runs // 2))
+    rate = table.num_rows / ours
+    return {
+        "measure": f"anomaly rules over {table.num_rows:,} readings ({len(expected):,} spikes)",
+        "value": f"{ours:.3f} s ({rate / 1e6:.1f}M readings/s)",
+        "baseline": f"per-row Python loop, same rules and spikes: {loop:.3f} s",
+        "ratio": round(loop / ours, 1),
+        "goal": ">= 20x, >= 2M readings/s",
+        "met": loop / ours >= 20 and rate >= 2_000_000,
+    }
+
+
+P7_WRITER = """
+import json, sys, time
+from datetime import UTC, datetime
+from smartfarm_cli.targets.local import LocalTarget
+target, sent = LocalTarget(sys.argv[1]), {}
+for i in range(int(sys.argv[2])):
+    sent[i] = time.time()
+    target.ingest([{"greenhouse_id": "gh-1", "device_id": f"d{i % 10}",
+                    "timestamp": datetime.now(UTC).isoformat(), "temperature": i,
+                    "humidity": 50, "co2": 700, "error_code": 0}], deliver=False)
+    time.sleep(0.005)
+print(json.dumps(sent))
+"""
+
+
+def p7_watch_latency(runs: int, readings: int = 1000) -> dict:
+    del runs  # one run of 1,000 readings gives the distribution
+    from smartfarm_cli.targets.local import LocalTarget
+
+    home = Path(tempfile.mkdtemp(prefix="bench-p7-"))
+    reader = LocalTarget(home)
+    reader.pending()  # create the stream before the writer starts
+    writer = subprocess.Popen([sys.executable, "-c", P7_WRITER, str(home), str(readings)],
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    seen: dict[int, float] = {}
+    for batch in reader.follow(poll_s=0.05, backlog=0):
+        now = time.time()
+        for value in batch["temperature"].to_pylist():
+            seen[int(value)] = now
+        if len(seen) >= readings:
+            break
+    sent = {int(k): v for k, v in json.loads(writer.communicate(timeout=120)[0]).items()}
+    latencies = sorted(seen[i] - sent[i] for i in range(readings))
+    p50 = latencies[len(latencies) // 2]
+    p95 = latencies[int(len(latencies) * 0.95)]
+    shutil.rmtree(home)
+    return {
+        "measure": f"local reading -> visible to a watching reader ({readings:,} readings, "
+        "writer and reader in separate processes, 50 ms poll)",
+        "value": f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms",
+        "baseline": "-",
+        "ratio": None,
+        "goal": "p95 <= 0.5 s",
+        "met": p95 <= 0.5,
+    }
+
+
+MEASURES = {"P1": p1_help, "P2": p2_backfill, "P3": p3_trend, "P4": p4_rules, "P7": p7_watch_latency}
+
+
+def machine() -> dict:
+    mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    return {
+        "cores": os.cpu_count(),
+        "ram_gib": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [
+        f"Measured {m['date']} on {m['cores']} cores, {m['ram_gib']} GiB RAM, Python {m['python']} "
+        f"with `python bench/run.py` (median of {results['runs']} runs after a warm-up).",
+        "",
+        "| id | measure | ours | baseline (same run) | ratio | goal | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key in sorted(results["measures"]):
+        r = results["measures"][key]
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']}x"
+        lines.append(f"| {key} | {r['measure']} | {r['value']} | {r['baseline']} | {ratio} | "
+                     f"{r['goal']} | {'yes' if r['met'] else '**no**'} |")
+    return "\n".join(lines)
+
+
+def update_readme(table: str) -> None:
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    text = README.read_text() if README.exists() else ""
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        README.write_text(f"{head}{start}\n{table}\n{end}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help="comma-separated ids, e.g. P1,P3")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    chosen = args.only.split(",") if args.only else list(MEASURES)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"measures": {}}
+    results.update(machine=machine(), runs=args.runs)
+    for key in chosen:
+        print(f"{key} ...", file=sys.stderr, flush=True)
+        results["measures"][key] = MEASURES[key](args.runs)
+        print(f"  {results['measures'][key]['value']} | {results['measures'][key]['baseline']}",
+              file=sys.stderr)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    update_readme(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
