@@ -1,0 +1,250 @@
+"""The deployed aws stack: Terraform runner and discovery of the stack's outputs.
+
+Outputs come from `terraform output -json` in the stack folder (`terraform/` or `--stack-dir`)
+and are cached after each deploy at `<home>/aws-outputs.json`; the target resolver picks `aws`
+when that file exists. Outputs never hold secrets (API key values, the Discord URL and the
+Grafana password live in API Gateway / SSM), so the cache is safe to keep on disk.
+
+Only the standard library here: `farmctl --help` imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+from .errors import FarmctlError, UserError
+
+CACHE_NAME = "aws-outputs.json"
+DEFAULT_STACK_DIR = Path("terraform")
+PLAN_FILE = "farmctl.tfplan"
+
+# The contract with terraform/outputs.tf (every key the CLI may read).
+OUTPUT_KEYS = (
+    "region",
+    "ingest_api_url",
+    "ingest_api_key_id",
+    "simulator_api_url",
+    "simulator_api_key_id",
+    "stream_name",
+    "stream_arn",
+    "firehose_name",
+    "log_bucket",
+    "spike_bucket",
+    "athena_results_bucket",
+    "glue_database",
+    "readings_table",
+    "spikes_table",
+    "athena_workgroup",
+    "crawler_name",
+    "anomaly_function_name",
+    "simulator_function_name",
+    "transform_function_name",
+    "alerts_dlq_url",
+    "grafana_url",
+    "discord_webhook_ssm_parameter",
+    "ingest_api_key_ssm_parameter",
+    "grafana_admin_password_ssm_parameter",
+)
+
+INSTALL_HINT = (
+    "terraform is not installed or not on PATH: install Terraform >= 1.6 "
+    "(https://developer.hashicorp.com/terraform/install, e.g. `brew install terraform` or the "
+    "HashiCorp apt/yum repository), then run the command again"
+)
+
+Echo = Callable[[str], None]
+
+
+def cache_path(home: Path) -> Path:
+    return Path(home) / CACHE_NAME
+
+
+class StackOutputs(Mapping):
+    """Terraform outputs as {key: value}; a missing key ends in one line saying what to do."""
+
+    def __init__(self, values: dict, source: str):
+        self._values = dict(values)
+        self.source = source
+
+    def __getitem__(self, key: str):
+        try:
+            return self._values[key]
+        except KeyError:
+            raise FarmctlError(
+                f"the stack outputs ({self.source}) have no {key!r}: the stack is older than "
+                "this farmctl; run `farmctl deploy` to update it"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def optional(self, key: str):
+        return self._values.get(key)
+
+
+def parse_terraform_outputs(text: str) -> dict:
+    """`terraform output -json` text -> {name: value}; sensitive outputs are left out."""
+    try:
+        raw = json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        raise FarmctlError(f"`terraform output -json` did not print JSON ({exc.msg})") from None
+    if not isinstance(raw, dict):
+        raise FarmctlError("`terraform output -json` did not print a JSON object")
+    values = {}
+    for name, entry in raw.items():
+        if isinstance(entry, dict) and "value" in entry:
+            if entry.get("sensitive"):
+                continue
+            values[name] = entry["value"]
+        else:  # already flat (our own cache format)
+            values[name] = entry
+    return values
+
+
+def find_terraform() -> str:
+    path = shutil.which("terraform")
+    if path is None:
+        raise FarmctlError(INSTALL_HINT)
+    return path
+
+
+def terraform_env(profile: str | None = None, region: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["TF_IN_AUTOMATION"] = "1"  # shorter output, no "run terraform apply" hints
+    if profile:
+        env["AWS_PROFILE"] = profile
+    if region:
+        env["AWS_REGION"] = region
+    return env
+
+
+def check_stack_dir(stack_dir: Path) -> Path:
+    if not stack_dir.is_dir() or not any(stack_dir.glob("*.tf")):
+        raise UserError(
+            f"{stack_dir} is not a Terraform folder (no *.tf files): run farmctl from the "
+            "repository root or pass --stack-dir"
+        )
+    return stack_dir
+
+
+def run_terraform(
+    args: list[str],
+    stack_dir: Path,
+    echo: Echo | None = None,
+    env: dict[str, str] | None = None,
+    ok_codes: tuple[int, ...] = (0,),
+) -> int:
+    """Run `terraform <args>` in the stack folder, streaming each output line to `echo`."""
+    command = [find_terraform(), *args]
+    try:
+        proc = subprocess.Popen(
+            command,
+            cwd=stack_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+    except OSError as exc:
+        raise FarmctlError(f"cannot run terraform: {exc.strerror or exc}") from None
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if echo:
+                echo(line.rstrip("\n"))
+        code = proc.wait()
+    except KeyboardInterrupt:
+        # Terraform got the same SIGINT and stops gracefully (state stays consistent): wait.
+        proc.wait()
+        raise
+    if code not in ok_codes:
+        raise FarmctlError(
+            f"`terraform {args[0]}` failed (exit code {code}); see its output above, fix the "
+            "cause and run the command again"
+        )
+    return code
+
+
+def terraform_outputs(stack_dir: Path, env: dict[str, str] | None = None) -> dict:
+    """Outputs of the stack in `stack_dir` via `terraform output -json` (no streaming)."""
+    try:
+        done = subprocess.run(
+            [find_terraform(), "output", "-json"],
+            cwd=stack_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FarmctlError(f"`terraform output -json` did not run: {exc}") from None
+    if done.returncode != 0:
+        last = (done.stderr or done.stdout).strip().splitlines()
+        detail = last[-1] if last else f"exit code {done.returncode}"
+        raise FarmctlError(
+            f"`terraform output -json` failed in {stack_dir}: {detail} "
+            "(run `terraform init` there, or `farmctl deploy`)"
+        )
+    return parse_terraform_outputs(done.stdout)
+
+
+def save_outputs(home: Path, outputs: dict) -> Path:
+    path = cache_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(outputs, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def forget_outputs(home: Path) -> bool:
+    path = cache_path(home)
+    if path.exists():
+        path.unlink()
+        return True
+    return False
+
+
+def load_outputs(home: Path, stack_dir: Path | None, env: dict[str, str] | None = None):
+    """The deployed stack's outputs.
+
+    An explicit `--stack-dir` asks Terraform (and refreshes the cache); otherwise the cache
+    written by the last deploy; otherwise `terraform output -json` in ./terraform when both the
+    folder and the terraform binary exist. No outputs at all means no stack is deployed.
+    """
+    cache = cache_path(home)
+    if stack_dir is None and cache.exists():
+        try:
+            values = parse_terraform_outputs(cache.read_text(encoding="utf-8"))
+        except (OSError, FarmctlError) as exc:
+            raise FarmctlError(
+                f"cannot read the stack outputs cache {cache} ({exc}): delete it and run "
+                "`farmctl deploy` (or pass --stack-dir)"
+            ) from None
+        return StackOutputs(values, str(cache))
+    folder = stack_dir or DEFAULT_STACK_DIR
+    if stack_dir is None and (not folder.is_dir() or shutil.which("terraform") is None):
+        raise FarmctlError(
+            f"no deployed aws stack is known ({cache} does not exist): run `farmctl deploy`, "
+            "pass --stack-dir to a deployed Terraform folder, or use --target local"
+        )
+    check_stack_dir(folder)
+    values = terraform_outputs(folder, env)
+    if not values:
+        raise FarmctlError(
+            f"no aws stack is deployed from {folder} (terraform has no outputs): run "
+            "`farmctl deploy` first, or use --target local"
+        )
+    save_outputs(home, values)
+    return StackOutputs(values, f"terraform output in {folder}")

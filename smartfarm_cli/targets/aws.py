@@ -1,0 +1,910 @@
+"""The `aws` target: the deployed stack, driven with the caller's credentials.
+
+ingest / simulate --direct   core validation, then Kinesis PutRecords (<= 500 records, <= 5 MiB per
+                             call), re-sending only failed entries (aws_kinesis.KinesisSender)
+simulate                     POST to pseudo_api_gw with its API key; the Lambda sends server-side
+backfill                     hourly Parquet objects straight into the log bucket; the bucket's
+                             notification runs the anomaly Lambda on each
+query / trend / spikes       Athena through awswrangler (workgroup, ctas_approach=False), user
+                             values as server-side execution parameters
+watch (follow)               Kinesis GetRecords on every shard from LATEST
+deploy / destroy             terraform (smartfarm_cli.stack), outputs cached in <home>
+crawl                        the Glue crawler, polled until READY
+
+boto3, botocore, awswrangler and pandas are imported inside the methods that need them, and no
+AWS call happens before a method is called: `farmctl --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+
+from .. import stack
+from ..core import generator, lake, queries
+from ..core.rules import Rules, load_rules
+from ..core.schema import READING_SCHEMA
+from ..core.validate import Rejected, Unparsable, check_table, validate
+from ..errors import FarmctlError, UserError
+from . import TargetOptions
+from .aws_errors import mapped
+from .aws_kinesis import KinesisSender, Unsent, decode, entry
+from .local import default_home
+from .results import DeliveryReport, IngestResult, QueryResult, SimulateReport
+
+ATHENA_USD_PER_TB = 5.0
+ATHENA_MIN_BILLED_BYTES = 10 * 1000**2  # Athena bills at least 10 MB per query
+ERROR_ROOT = "errors"
+CLI_REJECTED_TYPE = "farmctl-rejected"
+CRAWL_POLL_S = 5.0
+CRAWL_TIMEOUT_S = 3600.0
+MIN_POLL_S = 0.2  # GetRecords allows 5 calls per second per shard
+SIMULATOR_TIMEOUT_S = 35.0
+BACKFILL_THREADS = 8
+
+Progress = Callable[[int, int], None]
+Echo = Callable[[str], None]
+
+
+class AwsTarget:
+    name = "aws"
+
+    def __init__(self, options: TargetOptions | None = None, rules: Rules | None = None):
+        self.options = options or TargetOptions()
+        self.rules = rules or load_rules()
+        self.home = Path(self.options.home) if self.options.home else default_home()
+        self.stack_dir = Path(self.options.stack_dir or stack.DEFAULT_STACK_DIR)
+        self.sleep: Callable[[float], None] = time.sleep
+        self._outputs: stack.StackOutputs | None = None
+        self._session = None
+        self._clients: dict[str, object] = {}
+
+    # -- stack and session -------------------------------------------------------------------
+
+    def error_context(self) -> tuple[str | None, str | None]:
+        region = self.options.region
+        if region is None and self._outputs is not None:
+            region = self._outputs.optional("region")
+        return region, self.options.profile
+
+    @property
+    def outputs(self) -> stack.StackOutputs:
+        if self._outputs is None:
+            outputs = stack.load_outputs(self.home, self.options.stack_dir, self._terraform_env())
+            deployed = outputs["region"]
+            if self.options.region and self.options.region != deployed:
+                raise FarmctlError(
+                    f"the stack is deployed in {deployed} but the region is set to "
+                    f"{self.options.region} (--region / AWS_REGION): pass --region {deployed} "
+                    "or unset AWS_REGION"
+                )
+            self._outputs = outputs
+        return self._outputs
+
+    @property
+    def region(self) -> str:
+        return self.options.region or self.outputs["region"]
+
+    def _new_session(self):
+        import boto3
+
+        return boto3.Session(profile_name=self.options.profile, region_name=self.region)
+
+    @property
+    def session(self):
+        if self._session is None:
+            self._session = self._new_session()
+        return self._session
+
+    def client(self, service: str):
+        if service not in self._clients:
+            from botocore.config import Config
+
+            config = Config(
+                retries={"mode": "standard", "max_attempts": 5},
+                connect_timeout=10,
+                read_timeout=60,
+                user_agent_extra="farmctl",
+            )
+            self._clients[service] = self.session.client(service, config=config)
+        return self._clients[service]
+
+    def _terraform_env(self) -> dict[str, str]:
+        return stack.terraform_env(self.options.profile, self.options.region)
+
+    def discord_webhook_parameter(self) -> str | None:
+        """Name of the SSM SecureString holding the Discord webhook URL (never the URL)."""
+        return self.outputs.optional("discord_webhook_ssm_parameter") or None
+
+    def _api_key(self, output: str) -> str:
+        """The value of an API key the stack created (fetched, never printed or cached)."""
+        response = self.client("apigateway").get_api_key(
+            apiKey=self.outputs[output], includeValue=True
+        )
+        value = response.get("value")
+        if not value:
+            raise FarmctlError(
+                f"API Gateway returned no value for the key {self.outputs[output]}: the caller "
+                "needs apigateway:GET on /apikeys"
+            )
+        return value
+
+    # -- feeding the pipeline ----------------------------------------------------------------
+
+    def _sender(self, sleep: Callable[[float], None] | None = None) -> KinesisSender:
+        return KinesisSender(
+            self.client("kinesis"), self.outputs["stream_name"], sleep or self.sleep
+        )
+
+    def _send(self, sender: KinesisSender, readings: list[dict], done_before: int = 0) -> None:
+        """Send readings through `sender`; whatever Kinesis still refuses is saved, not lost."""
+        try:
+            sender.send(entry(r) for r in readings)
+        except Unsent as unsent:
+            path = self._save_unsent(unsent.entries)
+            codes = ", ".join(f"{code} x{n}" for code, n in sorted(unsent.codes.items()))
+            raise FarmctlError(
+                f"Kinesis refused {len(unsent.entries):,} readings after {unsent.tries} tries "
+                f"({codes}); {done_before + unsent.sent:,} were sent. The unsent ones are in "
+                f"{path}: re-send them with `farmctl ingest {path}` once the stream has capacity"
+            ) from None
+
+    def _save_unsent(self, entries: list[dict]) -> Path:
+        folder = self.home / "unsent"
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        path = folder / f"{stamp}-{uuid.uuid4().hex[:8]}.ndjson"
+        path.write_bytes(b"".join(item["Data"] + b"\n" for item in entries))
+        return path
+
+    def _store_rejected(self, rejected: list[Rejected], source: str) -> None:
+        """Keep CLI-side rejections beside Firehose's error output, so `rejected` lists both."""
+        if not rejected:
+            return
+        now_ms = int(time.time() * 1000)
+        lines = [
+            json.dumps(
+                {
+                    "arrivalTimestamp": now_ms,
+                    "errorCode": "farmctl.Rejected",
+                    "errorMessage": r.reason,
+                    "source": source,
+                    "rawData": base64.b64encode(r.raw.encode()).decode(),
+                },
+                ensure_ascii=False,
+            )
+            for r in rejected
+        ]
+        prefix = lake.partition_prefix(
+            now_ms, f"{ERROR_ROOT}/{CLI_REJECTED_TYPE}", ("year", "month", "day")
+        )
+        key = f"{prefix}{now_ms}-{uuid.uuid4().hex[:8]}.json"
+        self.client("s3").put_object(
+            Bucket=self.outputs["log_bucket"],
+            Key=key,
+            Body=("\n".join(lines) + "\n").encode(),
+            ContentType="application/x-ndjson",
+        )
+
+    @mapped
+    def ingest(self, items: Iterable, source: str = "ingest", deliver: bool = True) -> IngestResult:
+        """Validate raw readings; send the good ones to Kinesis, keep the bad ones with reasons.
+
+        `deliver` is accepted for interface parity: Firehose delivers on its own buffer schedule.
+        """
+        del deliver
+        batch = validate(items)
+        self._store_rejected(batch.rejected, source)
+        self._send(self._sender(), generator.to_json_records(batch.accepted))
+        return IngestResult(batch.accepted.num_rows, batch.rejected)
+
+    @mapped
+    def simulate(
+        self,
+        count: int,
+        interval_s: float,
+        greenhouses: int = 1,
+        devices: int = 1,
+        anomaly_rate: float = 0.0,
+        seed: int | None = None,
+        direct: bool = False,
+        progress: Progress | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> SimulateReport:
+        """Start a pseudo_sensor_log run (default) or send fake readings from here (`direct`)."""
+        if not direct:
+            return self._simulate_remote(
+                count, interval_s, greenhouses, devices, anomaly_rate, seed, progress
+            )
+        return self._simulate_direct(
+            count, interval_s, greenhouses, devices, anomaly_rate, seed, progress, sleep
+        )
+
+    def _simulate_remote(
+        self, count, interval_s, greenhouses, devices, anomaly_rate, seed, progress
+    ) -> SimulateReport:
+        import requests
+
+        url = self.outputs["simulator_api_url"]
+        body = {
+            "count": count,
+            "interval": interval_s,
+            "greenhouses": greenhouses,
+            "devices": devices,
+            "anomaly_rate": anomaly_rate,
+            "seed": seed,
+        }
+        headers = {"x-api-key": self._api_key("simulator_api_key_id")}
+        try:
+            response = requests.post(url, json=body, headers=headers, timeout=SIMULATOR_TIMEOUT_S)
+        except requests.RequestException as exc:
+            raise FarmctlError(
+                f"cannot reach the simulator API ({type(exc).__name__}): check the network, "
+                "or send from this machine with --direct"
+            ) from None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        answer = answer if isinstance(answer, dict) else {}
+        reason = answer.get("error") or answer.get("message") or response.reason
+        if response.status_code == 400:
+            raise UserError(f"the simulator refused the request: {reason}")
+        if response.status_code == 403:
+            raise FarmctlError(
+                f"the simulator API refused the API key (403 {reason}): run `farmctl deploy` "
+                "to restore the key and usage plan"
+            )
+        if response.status_code == 429:
+            raise FarmctlError(
+                "the simulator API's usage plan throttled or used up its quota (429): wait and "
+                "try again, or use --direct"
+            )
+        if response.status_code >= 300:
+            raise FarmctlError(f"the simulator API answered {response.status_code}: {reason}")
+        run_id = answer.get("run_id")
+        if not run_id:
+            raise FarmctlError("the simulator API answered without a run_id")
+        if progress:
+            progress(count, count)
+        readings = count * greenhouses * devices
+        return SimulateReport(count, readings, 0, 0, {}, run_id=str(run_id))
+
+    def _simulate_direct(
+        self, count, interval_s, greenhouses, devices, anomaly_rate, seed, progress, sleep
+    ) -> SimulateReport:
+        """Readings due by now are sent together: `interval 0` sends 10,000 in 20 calls."""
+        seed = int.from_bytes(os.urandom(4), "big") if seed is None else seed
+        generated = generator.generate(
+            int(time.time() * 1000), count, interval_s, greenhouses, devices, anomaly_rate, seed
+        )
+        per_send = greenhouses * devices
+        sender = self._sender(sleep)
+        pending: list[dict] = []
+        accepted = rejected = 0
+
+        def flush(everything: bool) -> None:
+            nonlocal pending, accepted, rejected
+            if not pending:
+                return
+            keep = 0 if everything else len(pending) % 500
+            ready, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
+            batch = validate(ready)
+            self._store_rejected(batch.rejected, "simulate")
+            accepted += batch.accepted.num_rows
+            rejected += len(batch.rejected)
+            self._send(sender, generator.to_json_records(batch.accepted))
+
+        started = time.monotonic()
+        for step in range(count):
+            wait = started + step * interval_s - time.monotonic()
+            if wait > 0:
+                flush(everything=True)  # nothing waits longer than its own send time
+                sleep(wait)
+            rows = generated.table.slice(step * per_send, per_send)
+            now = pa.scalar(int(time.time() * 1000), pa.timestamp("ms"))
+            rows = rows.set_column(2, "timestamp", pa.repeat(now, per_send))
+            pending.extend(generator.to_json_records(rows))
+            if len(pending) >= 500:
+                flush(everything=False)
+            if progress:
+                progress(step + 1, count)
+        flush(everything=True)
+        injected = {kind: generated.count(kind) for kind in generator.ANOMALY_KINDS}
+        return SimulateReport(count, count * per_send, accepted, rejected, injected)
+
+    @mapped
+    def backfill(
+        self,
+        days: float,
+        greenhouses: int = 3,
+        devices: int = 2,
+        interval_s: float = 60.0,
+        anomaly_rate: float = 0.0,
+        seed: int = 0,
+        end: datetime | None = None,
+        progress: Progress | None = None,
+    ) -> tuple[DeliveryReport, int]:
+        """Generated history as hourly `backfill.parquet` objects in the log bucket.
+
+        Same generation, validation and key names as the local target, so a repeated backfill
+        overwrites. The bucket notification runs the anomaly Lambda on every object; the spike
+        count reported is what the same core rules find in each object (the Lambda stores them).
+        Objects carry metadata `smartfarm-source: backfill`, so alerting can skip history.
+        """
+        end = (end or datetime.now(UTC)).replace(second=0, microsecond=0)
+        end_ms = int(end.timestamp() * 1000)
+        step_ms = int(interval_s * 1000)
+        total = int(days * 86_400_000 / step_ms)
+        start_ms = end_ms - total * step_ms
+        report, bad, done = DeliveryReport(), 0, 0
+        bucket = self.outputs["log_bucket"]
+        s3 = self.client("s3")
+
+        def put(item: tuple[str, bytes]) -> None:
+            key, data = item
+            s3.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=data,
+                ContentType="application/vnd.apache.parquet",
+                Metadata={"smartfarm-source": "backfill"},
+            )
+
+        with ThreadPoolExecutor(BACKFILL_THREADS) as pool:
+            while done < total:
+                next_midnight = (start_ms + done * step_ms) // lake.DAY_MS * lake.DAY_MS
+                next_midnight += lake.DAY_MS
+                upto = min(total, -(-(next_midnight - start_ms) // step_ms))
+                generated = generator.generate(
+                    start_ms + done * step_ms,
+                    upto - done,
+                    interval_s,
+                    greenhouses,
+                    devices,
+                    anomaly_rate,
+                    seed + done,
+                )
+                good, rejected, _ = check_table(generated.table, now_ms=end_ms + lake.HOUR_MS)
+                bad += rejected.num_rows
+                objects = []
+                for hour_ms, part in lake.split_by_time(good, lake.HOUR_MS):
+                    key = f"{lake.log_prefix(hour_ms)}backfill.parquet"
+                    objects.append((key, lake.parquet_bytes(part)))
+                    report.files.append(key)
+                    report.readings += part.num_rows
+                    spikes, _ = lake.spike_objects(part, key, self.rules)
+                    report.spikes += spikes.num_rows
+                list(pool.map(put, objects))
+                done = upto
+                if progress:
+                    progress(done, total)
+        return report, bad
+
+    def deliver(self, force: bool = False, wait: bool = False) -> DeliveryReport:
+        """Nothing to do from here: Firehose delivers by its own size/age buffer (<= 60 s)."""
+        del force, wait
+        return DeliveryReport()
+
+    # -- watching ------------------------------------------------------------------------------
+
+    @mapped
+    def follow(self, poll_s: float = 0.2, backlog: int = 500) -> Iterator[pa.Table]:
+        """Yield batches of readings arriving on the stream (every shard, from LATEST).
+
+        `backlog` is accepted for interface parity; the stream is read from LATEST, as a live
+        view should. Records are validated by the core, so every batch has READING_SCHEMA.
+        """
+        del backlog
+        from botocore.exceptions import ClientError
+
+        kinesis = self.client("kinesis")
+        stream_name = self.outputs["stream_name"]
+        poll_s = max(poll_s, MIN_POLL_S)
+        iterators: dict[str, str | None] = {}
+        last_seq: dict[str, str] = {}
+        known: set[str] = set()
+
+        def discover(start: str) -> None:
+            for shard in _list_shards(kinesis, stream_name):
+                shard_id = shard["ShardId"]
+                if shard_id in known:
+                    continue
+                known.add(shard_id)
+                iterators[shard_id] = kinesis.get_shard_iterator(
+                    StreamName=stream_name, ShardId=shard_id, ShardIteratorType=start
+                )["ShardIterator"]
+
+        discover("LATEST")
+        while True:
+            items: list = []
+            reshard = False
+            for shard_id, iterator in list(iterators.items()):
+                if iterator is None:
+                    continue
+                try:
+                    response = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+                except ClientError as exc:
+                    code = exc.response.get("Error", {}).get("Code", "")
+                    if code == "ExpiredIteratorException":
+                        kind = "AFTER_SEQUENCE_NUMBER" if shard_id in last_seq else "LATEST"
+                        extra = (
+                            {"StartingSequenceNumber": last_seq[shard_id]}
+                            if (shard_id in last_seq)
+                            else {}
+                        )
+                        iterators[shard_id] = kinesis.get_shard_iterator(
+                            StreamName=stream_name,
+                            ShardId=shard_id,
+                            ShardIteratorType=kind,
+                            **extra,
+                        )["ShardIterator"]
+                        continue
+                    if code == "ProvisionedThroughputExceededException":
+                        continue  # another reader shares the shard: try on the next poll
+                    raise
+                for record in response.get("Records", []):
+                    items.append(decode(record["Data"]))
+                    last_seq[shard_id] = record["SequenceNumber"]
+                iterators[shard_id] = response.get("NextShardIterator")
+                if iterators[shard_id] is None:  # shard closed by a reshard
+                    reshard = True
+            if reshard:
+                discover("TRIM_HORIZON")  # child shards: read them from their start
+            table = validate(items).accepted if items else READING_SCHEMA.empty_table()
+            yield table
+            if table.num_rows == 0:
+                time.sleep(poll_s)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    @mapped
+    def query(
+        self, sql: str, params: list | None = None, partitions_from: str | None = None
+    ) -> QueryResult:
+        """Run Athena SQL in the stack's workgroup; `?` values travel as execution parameters.
+
+        `partitions_from` is for the local target's file listing; on Athena, partition
+        projection prunes by the partition predicates the SQL itself carries.
+        """
+        del partitions_from
+        import awswrangler as wr
+
+        frame = wr.athena.read_sql_query(
+            sql,
+            database=self.outputs["glue_database"],
+            workgroup=self.outputs["athena_workgroup"],
+            ctas_approach=False,
+            params=[athena_literal(v) for v in params] if params else None,
+            paramstyle="qmark",
+            boto3_session=self.session,
+            athena_query_wait_polling_delay=0.25,
+        )
+        columns = [str(c) for c in frame.columns]
+        metadata = getattr(frame, "query_metadata", None) or {}
+        return QueryResult(columns, frame_rows(frame), cost_note(metadata.get("Statistics", {})))
+
+    def run(self, query: queries.Query) -> QueryResult:
+        return self.query(query.sql, query.params, query.partitions_from)
+
+    def trend(
+        self, metric: str, days: float, every: str = "1h", greenhouse: str | None = None
+    ) -> QueryResult:
+        query = queries.trend(
+            metric, days, every, greenhouse, valid_range=self.rules.impossible.get(metric)
+        )
+        return self.run(query)
+
+    def spikes(
+        self,
+        since: str = "24h",
+        severity: str | None = None,
+        greenhouse: str | None = None,
+        limit: int = 200,
+    ) -> QueryResult:
+        query = queries.spikes(since, severity, greenhouse, limit)
+        return self.run(query)
+
+    def latest(self) -> QueryResult:
+        query = queries.latest_per_device(timedelta(days=1))
+        return self.run(query)
+
+    @mapped
+    def rejected(self, limit: int = 50) -> QueryResult:
+        """Newest rejected readings: Firehose's error output plus farmctl's own rejections."""
+        s3 = self.client("s3")
+        bucket = self.outputs["log_bucket"]
+        objects = []
+        for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{ERROR_ROOT}/"
+        ):
+            objects.extend(page.get("Contents", []))
+        objects.sort(key=lambda o: (o["LastModified"], o["Key"]), reverse=True)
+        rows: list[tuple] = []
+        for number, obj in enumerate(objects):
+            if len(rows) >= limit:
+                break
+            data = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            if data[:2] == b"\x1f\x8b":
+                data = gzip.decompress(data)
+            kind = obj["Key"].split("/")[1] if obj["Key"].count("/") > 1 else "error"
+            records = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+            for line_no, record in enumerate(reversed(records)):
+                rows.append(error_row(f"{number + 1}.{line_no + 1}", kind, record))
+        rows.sort(key=lambda row: row[1], reverse=True)
+        return QueryResult(["id", "received", "source", "reason", "raw"], rows[:limit])
+
+    # -- status ----------------------------------------------------------------------------------
+
+    @mapped
+    def status(self) -> dict:
+        out = self.outputs
+        summary = self.client("kinesis").describe_stream_summary(StreamName=out["stream_name"])
+        summary = summary["StreamDescriptionSummary"]
+        mode = summary.get("StreamModeDetails", {}).get("StreamMode", "PROVISIONED")
+        newest = self._newest_object(out["log_bucket"], lake.LOG_ROOT, 4)
+        if newest is None:
+            freshness = "no log objects yet"
+        else:
+            age = datetime.now(UTC) - newest["LastModified"]
+            freshness = f"{newest['Key']} ({_age(age)} ago)"
+        crawler = self.client("glue").get_crawler(Name=out["crawler_name"])["Crawler"]
+        last = crawler.get("LastCrawl") or {}
+        crawl_text = crawler.get("State", "?")
+        if last:
+            crawl_text += f"; last crawl {last.get('Status', '?')}"
+            if last.get("StartTime"):
+                crawl_text += f" at {_stamp(last['StartTime'])}"
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        spike_q = queries.spike_count(today)
+        spikes_today = self.run(spike_q)
+        dlq = self.client("sqs").get_queue_attributes(
+            QueueUrl=out["alerts_dlq_url"], AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]["ApproximateNumberOfMessages"]
+        return {
+            "target": "aws",
+            "region": self.region,
+            "stack outputs": out.source,
+            "stream": (
+                f"{out['stream_name']}: {summary['StreamStatus']}, {mode}, "
+                f"{summary.get('OpenShardCount', '?')} open shards"
+            ),
+            "ingest API": out.optional("ingest_api_url") or "-",
+            "newest log object": freshness,
+            "crawler": f"{out['crawler_name']}: {crawl_text}",
+            "spikes today (UTC)": spikes_today.rows[0][0] if spikes_today.rows else 0,
+            "alerts waiting in DLQ": int(dlq),
+            "grafana": out.optional("grafana_url") or "-",
+        }
+
+    def _newest_object(self, bucket: str, root: str, depth: int) -> dict | None:
+        """Walk the zero-padded partitions from the newest, instead of listing the bucket."""
+        s3 = self.client("s3")
+        prefix = f"{root}/"
+        for _ in range(depth):
+            pages = s3.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix, Delimiter="/"
+            )
+            found = [p["Prefix"] for page in pages for p in page.get("CommonPrefixes", [])]
+            if not found:
+                return None
+            prefix = max(found)
+        contents = [
+            obj
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        ]
+        return max(contents, key=lambda o: o["LastModified"]) if contents else None
+
+    # -- the stack: deploy, destroy, crawl -------------------------------------------------------
+
+    def deploy(
+        self,
+        auto_approve: bool = False,
+        var_file: Path | None = None,
+        echo: Echo | None = None,
+        confirm: Callable[[str], bool] | None = None,
+    ) -> dict:
+        """Build the Lambda zips, terraform init / plan / apply, then cache the outputs.
+
+        The plan is saved and applied as reviewed; without `auto_approve`, `confirm(question)`
+        decides whether to apply it.
+        """
+        echo = echo or (lambda line: None)
+        stack.find_terraform()  # fail before building anything
+        stack_dir = stack.check_stack_dir(self.stack_dir)
+        var_args = [f"-var-file={_var_file(var_file)}"] if var_file else []
+        env = self._terraform_env()
+        echo("[1/4] building the Lambda zips")
+        from ..packaging import build_lambda_zips
+
+        zips = build_lambda_zips(stack_dir.parent / "build" / "lambda")
+        for name, path in sorted(zips.items()):
+            echo(f"  {name}: {path}")
+        echo("[2/4] terraform init")
+        stack.run_terraform(["init", "-input=false", "-no-color"], stack_dir, echo, env)
+        echo("[3/4] terraform plan")
+        code = stack.run_terraform(
+            [
+                "plan",
+                "-input=false",
+                "-no-color",
+                "-detailed-exitcode",
+                f"-out={stack.PLAN_FILE}",
+                *var_args,
+            ],
+            stack_dir,
+            echo,
+            env,
+            ok_codes=(0, 2),
+        )
+        plan = stack_dir / stack.PLAN_FILE
+        try:
+            if code == 0:
+                echo("[4/4] no changes to apply")
+            else:
+                if not auto_approve and not (confirm and confirm("Apply this plan?")):
+                    raise UserError("deploy cancelled: nothing was changed")
+                echo("[4/4] terraform apply")
+                stack.run_terraform(
+                    ["apply", "-input=false", "-no-color", stack.PLAN_FILE], stack_dir, echo, env
+                )
+        finally:
+            plan.unlink(missing_ok=True)  # a plan file may hold variable values
+        values = stack.terraform_outputs(stack_dir, env)
+        if not values:
+            raise FarmctlError(
+                "terraform applied but printed no outputs: check terraform/outputs.tf"
+            )
+        path = stack.save_outputs(self.home, values)
+        self._outputs = None
+        return {"outputs saved to": str(path), **{k: values[k] for k in _SHOWN if k in values}}
+
+    def destroy(
+        self, auto_approve: bool = False, var_file: Path | None = None, echo: Echo | None = None
+    ) -> dict:
+        """terraform destroy (the CLI asks first unless --auto-approve); forgets the outputs."""
+        if not auto_approve:
+            raise UserError("destroy needs confirmation: answer the prompt or pass --auto-approve")
+        echo = echo or (lambda line: None)
+        stack.find_terraform()
+        stack_dir = stack.check_stack_dir(self.stack_dir)
+        var_args = [f"-var-file={_var_file(var_file)}"] if var_file else []
+        stack.run_terraform(
+            ["destroy", "-input=false", "-no-color", "-auto-approve", *var_args],
+            stack_dir,
+            echo,
+            self._terraform_env(),
+        )
+        forgotten = stack.forget_outputs(self.home)
+        self._outputs = None
+        return {
+            "destroyed": str(stack_dir),
+            "outputs cache": "removed" if forgotten else "none",
+        }
+
+    @mapped
+    def crawl(
+        self,
+        wait: bool = False,
+        progress: Callable[[str, float], None] | None = None,
+        poll_s: float | None = None,
+        timeout_s: float | None = None,
+    ) -> dict:
+        """Start the Glue crawler; with `wait`, poll until READY and report what changed."""
+        poll_s = CRAWL_POLL_S if poll_s is None else poll_s
+        timeout_s = CRAWL_TIMEOUT_S if timeout_s is None else timeout_s
+        glue = self.client("glue")
+        name = self.outputs["crawler_name"]
+        database = self.outputs["glue_database"]
+        before = _tables(glue, database) if wait else {}
+        started = time.monotonic()
+        try:
+            glue.start_crawler(Name=name)
+            note = "started"
+        except glue.exceptions.CrawlerRunningException:
+            if not wait:
+                raise FarmctlError(
+                    f"crawler {name} is already running: `farmctl crawl --wait` waits for it"
+                ) from None
+            note = "was already running"
+        if progress:
+            progress("RUNNING", 0.0)
+        if not wait:
+            return {"crawler": name, "state": "RUNNING", "note": f"{note}; --wait follows it"}
+        while True:
+            crawler = glue.get_crawler(Name=name)["Crawler"]
+            state = crawler.get("State", "?")
+            elapsed = time.monotonic() - started
+            if progress:
+                progress(state, elapsed)
+            if state == "READY":
+                break
+            if elapsed > timeout_s:
+                raise FarmctlError(
+                    f"crawler {name} is still {state} after {elapsed:.0f} s: check it in the "
+                    "Glue console; `farmctl crawl --wait` resumes waiting"
+                )
+            self.sleep(poll_s)
+        last = crawler.get("LastCrawl") or {}
+        if last.get("Status") == "FAILED":
+            raise FarmctlError(
+                f"crawler {name} failed: {last.get('ErrorMessage', 'no reason given')} "
+                f"(log group {last.get('LogGroup', '/aws-glue/crawlers')})"
+            )
+        after = _tables(glue, database)
+        created = sorted(set(after) - set(before))
+        updated = sorted(t for t in after if t in before and after[t] != before[t])
+        deleted = sorted(set(before) - set(after))
+        return {
+            "crawler": name,
+            "state": "READY",
+            "note": note,
+            "last crawl": last.get("Status", "-"),
+            "tables created": ", ".join(created) or "none",
+            "tables updated": ", ".join(updated) or "none",
+            "tables deleted": ", ".join(deleted) or "none",
+            "waited (s)": round(time.monotonic() - started, 1),
+        }
+
+
+_SHOWN = (
+    "region",
+    "ingest_api_url",
+    "stream_name",
+    "log_bucket",
+    "athena_workgroup",
+    "grafana_url",
+)
+
+
+def _var_file(path: Path) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such var file: {path}")
+    return str(path.resolve())
+
+
+def _list_shards(kinesis, stream_name: str) -> list[dict]:
+    shards: list[dict] = []
+    kwargs: dict = {"StreamName": stream_name}
+    while True:
+        response = kinesis.list_shards(**kwargs)
+        shards.extend(response.get("Shards", []))
+        token = response.get("NextToken")
+        if not token:
+            return shards
+        kwargs = {"NextToken": token}
+
+
+def _tables(glue, database: str) -> dict[str, tuple]:
+    """{table: (update time, column count, partition keys)} to tell what a crawl changed."""
+    tables = {}
+    for page in glue.get_paginator("get_tables").paginate(DatabaseName=database):
+        for table in page.get("TableList", []):
+            columns = table.get("StorageDescriptor", {}).get("Columns", [])
+            tables[table["Name"]] = (
+                str(table.get("UpdateTime", "")),
+                len(columns),
+                len(table.get("PartitionKeys", [])),
+            )
+    return tables
+
+
+def athena_literal(value) -> str:
+    """One execution parameter as the SQL literal Athena expects (strings single-quoted)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise UserError(f"{value} cannot be a query parameter")
+        return repr(value)
+    if isinstance(value, datetime):
+        moment = value.astimezone(UTC) if value.tzinfo else value
+        return f"TIMESTAMP '{moment.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}'"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def python_value(value):
+    """A pandas/numpy cell -> the plain Python value DuckDB would give on the local target."""
+    if value is None:
+        return None
+    import pandas as pd
+
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if hasattr(value, "item") and type(value).__module__ == "numpy":
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def frame_rows(frame) -> list[tuple]:
+    return [tuple(python_value(v) for v in row) for row in frame.itertuples(index=False, name=None)]
+
+
+def cost_note(statistics: dict) -> str:
+    scanned = int(statistics.get("DataScannedInBytes") or 0)
+    billed = max(ATHENA_MIN_BILLED_BYTES, scanned)
+    cost = billed / 1e12 * ATHENA_USD_PER_TB
+    took = statistics.get("TotalExecutionTimeInMillis")
+    timing = f" in {took / 1000:.1f} s" if took else ""
+    return (
+        f"Athena scanned {_bytes(scanned)}{timing}; billed {_bytes(billed)} "
+        f"(10 MB minimum) = ${cost:.6f} at $5/TB"
+    )
+
+
+def error_row(row_id: str, kind: str, record: dict) -> tuple:
+    """One Firehose error record (or farmctl's own) -> (id, received, source, reason, raw)."""
+    raw_b64 = record.get("rawData") or ""
+    try:
+        raw = base64.b64decode(raw_b64).decode("utf-8", errors="replace")
+    except (ValueError, TypeError):
+        raw = str(raw_b64)
+    reason = record.get("errorMessage") if record.get("errorCode") == "farmctl.Rejected" else None
+    if reason is None:
+        reason = _reason_for(raw) or (
+            f"{record.get('errorCode', 'error')}: {record.get('errorMessage', '')}".strip(": ")
+        )
+    arrived = record.get("arrivalTimestamp") or record.get("attemptEndingTimestamp")
+    received = (
+        datetime.fromtimestamp(arrived / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+        if isinstance(arrived, int | float)
+        else "-"
+    )
+    source = record.get("source") or kind
+    return (row_id, received, source, reason, raw[:2000])
+
+
+def _reason_for(raw: str) -> str | None:
+    """The core's reason for refusing a raw reading (what the transform Lambda decided)."""
+    try:
+        item = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        item = Unparsable(f"not valid JSON: {exc.msg}", raw)
+    rejected = validate([item]).rejected
+    return rejected[0].reason if rejected else None
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.2f} TB"
+
+
+def _age(delta: timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")

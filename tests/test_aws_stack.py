@@ -1,0 +1,238 @@
+"""Stack discovery and deploy / destroy, with a fake `terraform` executable on PATH."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from smartfarm_cli import packaging
+from smartfarm_cli.cli import app
+from smartfarm_cli.errors import FarmctlError
+from smartfarm_cli.stack import OUTPUT_KEYS, load_outputs, parse_terraform_outputs
+from smartfarm_cli.targets import TargetOptions, resolve_name
+from smartfarm_cli.targets.aws import AwsTarget
+
+FAKE_TERRAFORM = """#!/bin/sh
+echo "$(basename "$PWD")|$*" >> "$TF_ARGV_LOG"
+case "$1" in
+  plan) echo "Plan: 3 to add, 0 to change, 0 to destroy."; exit "${TF_PLAN_EXIT:-2}" ;;
+  output) cat "$TF_OUTPUTS_JSON" ;;
+  apply) echo "Apply complete! Resources: 3 added, 0 changed, 0 destroyed." ;;
+  *) echo "terraform $1 done" ;;
+esac
+"""
+
+
+def terraform_json(values: dict, sensitive: tuple[str, ...] = ()) -> str:
+    return json.dumps(
+        {k: {"sensitive": k in sensitive, "type": "string", "value": v} for k, v in values.items()}
+    )
+
+
+def assert_one_error(result, text: str, code: int = 1) -> None:
+    """One `error:` message (rich may wrap it), the right exit code, no traceback."""
+    flat = " ".join(result.output.split())
+    assert result.exit_code == code, result.output
+    assert flat.startswith("error: ") and flat.count("error:") == 1, result.output
+    assert text in flat and "Traceback" not in result.output
+
+
+OUTPUTS = {key: f"value-of-{key}" for key in OUTPUT_KEYS} | {"region": "ap-northeast-2"}
+
+
+@pytest.fixture
+def fake_tf(tmp_path, monkeypatch):
+    """A repo folder with terraform/, a fake terraform on PATH and its argv log."""
+    repo = tmp_path / "repo"
+    (repo / "terraform").mkdir(parents=True)
+    (repo / "terraform" / "main.tf").write_text("# fake\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "terraform"
+    script.write_text(FAKE_TERRAFORM)
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    log = tmp_path / "argv.log"
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(terraform_json(OUTPUTS | {"db_password": "hunter2"}, ("db_password",)))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    monkeypatch.setenv("TF_ARGV_LOG", str(log))
+    monkeypatch.setenv("TF_OUTPUTS_JSON", str(outputs))
+    monkeypatch.setenv("SMARTFARM_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    built = []
+
+    def fake_build(out_dir):
+        built.append(Path(out_dir))
+        return {"anomaly_detector": Path(out_dir) / "anomaly_detector.zip"}
+
+    monkeypatch.setattr(packaging, "build_lambda_zips", fake_build)
+
+    class Fake:
+        pass
+
+    fake = Fake()
+    fake.repo, fake.stack_dir, fake.home = repo, repo / "terraform", tmp_path / "home"
+    fake.built = built
+    fake.argv = lambda: log.read_text().splitlines() if log.exists() else []
+    return fake
+
+
+def test_parse_terraform_outputs_drops_sensitive_values():
+    text = terraform_json({"region": "eu-west-1", "secret": "x"}, ("secret",))
+    assert parse_terraform_outputs(text) == {"region": "eu-west-1"}
+    assert parse_terraform_outputs(json.dumps({"region": "eu-west-1"})) == {"region": "eu-west-1"}
+
+
+def test_outputs_from_terraform_output_json_then_from_the_cache(fake_tf, monkeypatch):
+    outputs = load_outputs(fake_tf.home, fake_tf.stack_dir)
+    assert dict(outputs) == OUTPUTS  # the sensitive output is not kept
+    assert fake_tf.argv() == ["terraform|output -json"]
+    cache = fake_tf.home / "aws-outputs.json"
+    assert json.loads(cache.read_text()) == OUTPUTS
+    assert "hunter2" not in cache.read_text()
+    # Later commands read the cache: no terraform needed any more.
+    monkeypatch.setenv("PATH", "/nonexistent")
+    target = AwsTarget(TargetOptions(home=fake_tf.home))
+    assert target.outputs["stream_name"] == "value-of-stream_name"
+    assert target.discord_webhook_parameter() == "value-of-discord_webhook_ssm_parameter"
+    assert resolve_name(TargetOptions(home=fake_tf.home)) == "aws"
+    with pytest.raises(FarmctlError, match="no 'nonexistent_key'"):
+        target.outputs["nonexistent_key"]
+
+
+def test_no_stack_deployed_is_one_clear_line(fake_tf, monkeypatch):
+    (fake_tf.stack_dir.parent / "outputs-empty.json").write_text("{}")
+    monkeypatch.setenv("TF_OUTPUTS_JSON", str(fake_tf.stack_dir.parent / "outputs-empty.json"))
+    result = CliRunner().invoke(
+        app, ["--target", "aws", "--stack-dir", str(fake_tf.stack_dir), "crawl"]
+    )
+    assert result.exit_code == 1
+    assert "no aws stack is deployed" in result.output and "farmctl deploy" in result.output
+    # Without terraform and without a cache.
+    monkeypatch.chdir(fake_tf.repo)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    result = CliRunner().invoke(app, ["--target", "aws", "spikes"])
+    assert result.exit_code == 1, result.output
+    assert_one_error(result, "no deployed aws stack is known")
+
+
+def test_wrong_region_is_one_clear_line(fake_tf):
+    load_outputs(fake_tf.home, fake_tf.stack_dir)
+    result = CliRunner().invoke(app, ["--target", "aws", "--region", "us-east-1", "latest"])
+    assert result.exit_code == 1
+    assert "deployed in ap-northeast-2" in result.output
+    assert "--region ap-northeast-2" in result.output
+
+
+def test_deploy_runs_build_init_plan_apply_and_saves_outputs(fake_tf, monkeypatch):
+    var_file = fake_tf.repo / "prod.tfvars"
+    var_file.write_text('project = "sf"\n')
+    monkeypatch.chdir(fake_tf.repo)
+    result = CliRunner().invoke(
+        app, ["deploy", "--auto-approve", "--var-file", "prod.tfvars"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert fake_tf.built == [Path("terraform").parent / "build" / "lambda"]
+    assert fake_tf.argv() == [
+        "terraform|init -input=false -no-color",
+        "terraform|plan -input=false -no-color -detailed-exitcode -out=farmctl.tfplan "
+        f"-var-file={var_file.resolve()}",
+        "terraform|apply -input=false -no-color farmctl.tfplan",
+        "terraform|output -json",
+    ]
+    assert "Plan: 3 to add" in result.output and "Apply complete!" in result.output  # streamed
+    assert json.loads((fake_tf.home / "aws-outputs.json").read_text()) == OUTPUTS
+    assert "hunter2" not in result.output
+
+
+def test_deploy_asks_before_applying(fake_tf, monkeypatch):
+    monkeypatch.chdir(fake_tf.repo)
+    result = CliRunner().invoke(app, ["deploy"], input="n\n")
+    assert result.exit_code == 2
+    assert "deploy cancelled" in result.output
+    assert [line.split()[0] for line in fake_tf.argv()] == ["terraform|init", "terraform|plan"]
+    assert not (fake_tf.home / "aws-outputs.json").exists()
+    result = CliRunner().invoke(app, ["deploy"], input="y\n")
+    assert result.exit_code == 0, result.output
+    assert fake_tf.argv()[-2:] == [
+        "terraform|apply -input=false -no-color farmctl.tfplan",
+        "terraform|output -json",
+    ]
+
+
+def test_deploy_with_no_changes_skips_apply(fake_tf, monkeypatch):
+    monkeypatch.setenv("TF_PLAN_EXIT", "0")
+    result = CliRunner().invoke(app, ["--stack-dir", str(fake_tf.stack_dir), "deploy"])
+    assert result.exit_code == 0, result.output
+    assert [line.split()[0] for line in fake_tf.argv()] == [
+        "terraform|init",
+        "terraform|plan",
+        "terraform|output",
+    ]
+
+
+def test_failed_terraform_step_is_one_clear_line(fake_tf, monkeypatch):
+    monkeypatch.setenv("TF_PLAN_EXIT", "1")
+    result = CliRunner().invoke(
+        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve"]
+    )
+    assert result.exit_code == 1
+    assert "`terraform plan` failed (exit code 1)" in result.output
+    assert "Traceback" not in result.output
+    assert not any("apply" in line for line in fake_tf.argv())
+
+
+def test_deploy_without_terraform_fails_cleanly(fake_tf, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    result = CliRunner().invoke(
+        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve"]
+    )
+    assert result.exit_code == 1
+    assert "terraform is not installed" in result.output
+    assert "developer.hashicorp.com/terraform/install" in result.output
+    assert "Traceback" not in result.output
+    assert fake_tf.built == []  # nothing built before the check
+
+
+def test_destroy_asks_then_runs_destroy_and_forgets_the_outputs(fake_tf, monkeypatch):
+    load_outputs(fake_tf.home, fake_tf.stack_dir)
+    monkeypatch.chdir(fake_tf.repo)
+    before = fake_tf.argv()
+    result = CliRunner().invoke(app, ["destroy"], input="n\n")
+    assert result.exit_code == 2 and "destroy cancelled" in result.output
+    assert fake_tf.argv() == before
+    result = CliRunner().invoke(app, ["destroy"], input="y\n")
+    assert result.exit_code == 0, result.output
+    assert fake_tf.argv()[len(before) :] == [
+        "terraform|destroy -input=false -no-color -auto-approve"
+    ]
+    assert not (fake_tf.home / "aws-outputs.json").exists()
+    result = CliRunner().invoke(app, ["destroy", "--auto-approve"])
+    assert result.exit_code == 0
+    assert fake_tf.argv()[-1] == "terraform|destroy -input=false -no-color -auto-approve"
+
+
+def test_help_imports_no_aws_libraries():
+    code = (
+        "import sys\n"
+        "from smartfarm_cli.cli import app\n"
+        "for args in (['--help'], ['deploy', '--help'], ['crawl', '--help']):\n"
+        "    try:\n"
+        "        app(args)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = [m for m in ('boto3', 'botocore', 'awswrangler', 'pandas') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "HEAVY []" in done.stdout, done.stdout[-500:]
+    assert "deploy" in done.stdout and "run-crawler" in done.stdout
