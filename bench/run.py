@@ -189,6 +189,124 @@ def p4_rules(runs: int) -> dict:
     }
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Peak RSS from /proc (VmHWM): ru_maxrss would also count the forked parent before exec.
+HANDLER_RSS = """
+import json, sys
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/lambdas/anomaly_detector"]
+import boto3, handler
+event = {"Records": [{"eventName": "ObjectCreated:Put",
+          "s3": {"bucket": {"name": "logs"}, "object": {"key": sys.argv[2]}}}]}
+summary = handler.handler(event, None) if sys.argv[3] == "run" else {"spikes": 0}
+peak_kb = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"rss_mb": peak_kb / 1024, "spikes": summary["spikes"]}))
+"""
+
+
+def p4_handler_rss(runs: int) -> dict:
+    """Peak RSS of the anomaly Lambda handler on one 1M-reading object (moto S3 server)."""
+    del runs  # peak memory is a single-run figure
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from smartfarm_cli.core import lake
+    from smartfarm_cli.core.generator import generate
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
+           "SPIKE_BUCKET": "spikes", "DISCORD_WEBHOOK_SSM_PARAMETER": ""}
+    try:
+        s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                          aws_access_key_id="x", aws_secret_access_key="x")
+        for bucket in ("logs", "spikes"):
+            s3.create_bucket(Bucket=bucket)
+        table = generate(int(END.timestamp() * 1000), 50_000, 0.072, 20, 1, 0.01, seed=2).table
+        key = "logs/year=2026/month=11/day=28/hour=00/big object=1M.parquet"
+        data = lake.parquet_bytes(table)
+        s3.put_object(Bucket="logs", Key=key, Body=data)
+        quoted = key.replace(" ", "+").replace("=", "%3D")
+
+        def run(mode):
+            out = subprocess.run([sys.executable, "-c", HANDLER_RSS, str(ROOT), quoted, mode],
+                                 env=env, capture_output=True, text=True, check=True)
+            return json.loads(out.stdout.strip().splitlines()[-1])
+
+        idle, measured = run("idle"), run("run")
+    finally:
+        server.stop()
+    assert measured["spikes"] > 0
+    return {
+        "measure": f"anomaly_detector handler peak RSS on one {table.num_rows:,}-reading object "
+        f"({len(data) / 2**20:.1f} MiB Parquet, {measured['spikes']:,} spikes)",
+        "value": f"{measured['rss_mb']:.0f} MB",
+        "baseline": f"same interpreter after importing boto3 + handler, no event: "
+        f"{idle['rss_mb']:.0f} MB",
+        "ratio": round(measured["rss_mb"] / idle["rss_mb"], 2),
+        "goal": "<= 400 MB",
+        "met": measured["rss_mb"] <= 400,
+    }
+
+
+def p5_webhook_requests(runs: int) -> dict:
+    """Webhook requests for one file holding 1,000 anomalies, counted by a real HTTP server."""
+    del runs  # a count, not a timing
+    import pyarrow.compute as pc
+    from pytest_httpserver import HTTPServer
+
+    from smartfarm_cli.alerting import requests_post
+    from smartfarm_cli.core import alerts, discord, lake
+    from smartfarm_cli.core.generator import generate
+    from smartfarm_cli.core.rules import detect, load_rules
+
+    table = generate(int(END.timestamp() * 1000), 4000, 60, 5, 2, anomaly_rate=0.05, seed=9).table
+    spikes = detect(table, load_rules(), "logs/x.parquet")
+    spikes = spikes.slice(0, 1000)
+    assert spikes.num_rows == 1000 and pc.count_distinct(spikes["rule"]).as_py() == 4
+
+    class Memory:
+        def __init__(self):
+            self.objects = {}
+
+        def get(self, key):
+            return self.objects.get(key)
+
+        def put(self, key, data):
+            self.objects[key] = data
+
+    server = HTTPServer(host="127.0.0.1", port=_free_port())
+    server.expect_request("/api/webhooks/1/token", method="POST").respond_with_json({"id": "1"})
+    server.start()
+    try:
+        url = server.url_for("/api/webhooks/1/token")
+        outcome = alerts.deliver_alert(Memory(), "logs/x.parquet", spikes, requests_post, url)
+        requests_made = len(server.log)
+        bodies = [request.get_json() for request, _ in server.log]
+    finally:
+        server.stop()
+    assert outcome.status == alerts.DELIVERED
+    violations = [v for body in bodies for v in discord.limit_violations(body)]
+    assert violations == [], violations
+    return {
+        "measure": "webhook requests for one delivered file holding 1,000 anomalies "
+        "(counted by a local HTTP server; every message within Discord's limits)",
+        "value": f"{requests_made} request(s)",
+        "baseline": "seed: one request per anomaly = 1,000",
+        "ratio": round(requests_made / 1000, 3),
+        "goal": "<= 5",
+        "met": requests_made <= 5,
+    }
+
+
 P7_WRITER = """
 import json, sys, time
 from datetime import UTC, datetime
@@ -236,7 +354,15 @@ def p7_watch_latency(runs: int, readings: int = 1000) -> dict:
     }
 
 
-MEASURES = {"P1": p1_help, "P2": p2_backfill, "P3": p3_trend, "P4": p4_rules, "P7": p7_watch_latency}
+MEASURES = {
+    "P1": p1_help,
+    "P2": p2_backfill,
+    "P3": p3_trend,
+    "P4": p4_rules,
+    "P4b": p4_handler_rss,
+    "P5": p5_webhook_requests,
+    "P7": p7_watch_latency,
+}
 
 
 def machine() -> dict:
