@@ -307,6 +307,40 @@ def p5_webhook_requests(runs: int) -> dict:
     }
 
 
+def p6_put_records(runs: int) -> dict:
+    """PutRecords calls for 10,000 readings sent by `simulate --direct` (moto Kinesis)."""
+    del runs  # a count, not a timing
+    from moto import mock_aws
+
+    from smartfarm_cli.stack import save_outputs
+    from smartfarm_cli.targets import TargetOptions
+    from smartfarm_cli.targets.aws import AwsTarget
+
+    home = Path(tempfile.mkdtemp(prefix="bench-p6-"))
+    os.environ.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1")
+    calls: list[int] = []
+    with mock_aws():
+        save_outputs(home, {"region": "us-east-1", "stream_name": "bench"})
+        target = AwsTarget(TargetOptions(home=home))
+        kinesis = target.client("kinesis")
+        kinesis.create_stream(StreamName="bench", ShardCount=4)
+        kinesis.meta.events.register(
+            "before-parameter-build.kinesis.PutRecords",
+            lambda params, **_: calls.append(len(params["Records"])),
+        )
+        report = target.simulate(count=100, interval_s=0, greenhouses=10, devices=10, direct=True)
+    shutil.rmtree(home)
+    assert report.accepted == 10_000 and sum(calls) == 10_000
+    return {
+        "measure": "PutRecords calls for 10,000 readings, `simulate --direct` (moto Kinesis)",
+        "value": f"{len(calls)} calls",
+        "baseline": "seed: one request per reading = 10,000",
+        "ratio": round(len(calls) / 10_000, 4),
+        "goal": "<= 20",
+        "met": len(calls) <= 20,
+    }
+
+
 P7_WRITER = """
 import json, sys, time
 from datetime import UTC, datetime
@@ -361,6 +395,7 @@ MEASURES = {
     "P4": p4_rules,
     "P4b": p4_handler_rss,
     "P5": p5_webhook_requests,
+    "P6": p6_put_records,
     "P7": p7_watch_latency,
 }
 
