@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from .discord_cli import discord_app, set_ssm_parameter_source
 from .errors import FarmctlError, UserError
 from .render import OutputFormat, print_result
 from .targets import TargetOptions, open_target
@@ -27,6 +28,7 @@ app = typer.Typer(
     # Plain click help: rich help pulls in markdown-it and doubles `farmctl --help` time.
     rich_markup_mode=None,
 )
+app.add_typer(discord_app, name="discord")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -103,6 +105,16 @@ def main(
 ) -> None:
     State.options = TargetOptions(target, home, rules, profile, region, stack_dir)
     State._target = None
+    set_ssm_parameter_source(_aws_webhook_parameter)
+
+
+def _aws_webhook_parameter() -> str | None:
+    """The stack's SSM parameter holding the Discord webhook, when the target is aws."""
+    from .targets import resolve_name
+
+    if resolve_name(State.options) != "aws":
+        return None
+    return State.target().discord_webhook_parameter()
 
 
 # -- feeding the pipeline -----------------------------------------------------------------
@@ -218,7 +230,11 @@ def backfill(
 @command("flush")
 def flush() -> None:
     """Deliver everything waiting in the local stream to the lake now."""
-    report = State.target().deliver(force=True)
+    target = State.target()
+    if target.name == "aws":
+        console.print("aws: Firehose delivers by itself (64 MiB or 60 s buffer); nothing to flush")
+        return
+    report = target.deliver(force=True)
     console.print(
         f"delivered {report.readings} readings in {len(report.files)} files, {report.spikes} spikes"
     )

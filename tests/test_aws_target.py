@@ -355,7 +355,9 @@ def test_simulate_posts_to_the_simulator_api_with_its_key(stack, httpserver):
         app, ["simulate", "--count", "12", "--interval", "10", "-g", "2", "--seed", "5"]
     )
     assert result.exit_code == 0, result.output
-    assert "run id run-42" in result.output
+    assert "started pseudo_sensor_log run run-42: 24 readings in 12 sends" in " ".join(
+        result.output.split()
+    )
     assert SIMULATOR_KEY not in result.output
     httpserver.check_assertions()
 

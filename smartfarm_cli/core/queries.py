@@ -152,7 +152,9 @@ def spikes(
         'SELECT "timestamp", greenhouse_id, device_id, rule, metric, severity, detail, '
         "temperature, humidity, co2, error_code, source_key\n"
         f"FROM {SPIKES_TABLE}\nWHERE {' AND '.join(where)}\n"
-        f"ORDER BY CASE severity WHEN 'critical' THEN 0 ELSE 1 END, \"timestamp\" DESC\n"
+        # The trailing keys make the order total: one reading can break several rules.
+        f"ORDER BY CASE severity WHEN 'critical' THEN 0 ELSE 1 END, \"timestamp\" DESC, "
+        "greenhouse_id, device_id, rule, metric\n"
         f"LIMIT {int(limit)}"
     )
     return Query(sql, params, _partition_floor(start, with_hour=False))

@@ -50,6 +50,11 @@ class SimulateReport:
     run_id: str | None = None  # aws: the pseudo_sensor_log run started server-side
 
     def summary(self) -> str:
+        if self.run_id:  # aws: the readings are sent later, server-side
+            return (
+                f"started pseudo_sensor_log run {self.run_id}: {self.readings} readings in "
+                f"{self.sends} sends will be sent by the Lambda (check with `farmctl status`)"
+            )
         injected = ", ".join(f"{k} {v}" for k, v in self.injected.items() if v) or "none"
         text = (
             f"sent {self.readings} readings in {self.sends} sends: "
@@ -60,6 +65,4 @@ class SimulateReport:
                 f"\ndelivered {self.delivery.readings} readings "
                 f"in {len(self.delivery.files)} files, {self.delivery.spikes} spikes"
             )
-        if self.run_id:
-            text += f"\nrun id {self.run_id}"
         return text
