@@ -129,7 +129,7 @@ def test_429_retry_after_in_body_is_honoured(httpserver, post):
     )
     assert outcome.status == alerts.DELIVERED and outcome.attempts == 2
     gap = calls[1]["t"] - calls[0]["t"]  # measured on the server side
-    assert 0.4 <= gap < 0.9, gap
+    assert 0.4 <= gap < 1.5, gap
 
 
 def test_429_retry_after_header_only_and_ms_guard(httpserver, post):
@@ -145,8 +145,8 @@ def test_429_retry_after_header_only_and_ms_guard(httpserver, post):
         MemoryStore(), SOURCE, spikes_table(), post, httpserver.url_for(PATH), policy=FAST
     )
     assert outcome.status == alerts.DELIVERED and outcome.attempts == 3
-    assert 0.3 <= calls[1]["t"] - calls[0]["t"] < 0.8
-    assert 0.25 <= calls[2]["t"] - calls[1]["t"] < 0.75  # not 250 s
+    assert 0.3 <= calls[1]["t"] - calls[0]["t"] < 1.5
+    assert 0.25 <= calls[2]["t"] - calls[1]["t"] < 1.5  # not 250 s
 
 
 def test_retry_after_parsing():
@@ -162,15 +162,23 @@ def test_500s_end_undelivered_then_a_duplicate_event_retries(httpserver, post):
     calls = discord_fake(httpserver, [(500, {"message": "boom"}, {})])
     store = MemoryStore()
     url = httpserver.url_for(PATH)
-    outcome = alerts.deliver_alert(store, SOURCE, spikes_table(), post, url, policy=FAST)
+    waits = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        time.sleep(seconds)
+
+    outcome = alerts.deliver_alert(
+        store, SOURCE, spikes_table(), post, url, sleep=sleep, policy=FAST
+    )
     assert outcome.status == alerts.UNDELIVERED
     assert len(calls) == FAST.max_attempts
     saved = marker(store)
     assert saved["status"] == "undelivered" and saved["http_status"] == 500
     assert "HTTP 500" in saved["reason"] and saved["attempts"] == FAST.max_attempts
-    # backoff grows: gaps ~0.02, 0.04, 0.08
+    assert waits == [0.02, 0.04, 0.08]  # exponential backoff between the attempts
     gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(calls)]
-    assert gaps[-1] > gaps[0]
+    assert all(gap >= wait for gap, wait in zip(gaps, waits, strict=True))
 
     httpserver.clear()
     calls = discord_fake(httpserver, [(200, {"id": "2"}, {})])
@@ -238,7 +246,7 @@ def test_total_retry_time_is_bounded(httpserver):
         httpserver.url_for(PATH),
         policy=policy,
     )
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 1.5
     assert outcome.status == alerts.UNDELIVERED and 2 <= len(calls) < 10
     assert "out of retry time" in outcome.reason
 

@@ -46,6 +46,13 @@ def readings_with_anomalies():
     ]
 
 
+def redo(target, source):
+    """Process one delivered log file again, as a redone delivery does."""
+    table = lake.read_parquet_bytes(target.logs.get(source))
+    spikes, _ = lake.spike_objects(table, source, target.rules)
+    target.store_spikes(source, spikes)
+
+
 def test_no_webhook_means_no_hook(tmp_path):
     target = LocalTarget(tmp_path / "home")
     assert alerting.local_alert_hook(target, env={}) is None
@@ -76,8 +83,7 @@ def test_local_target_alerts_once_per_delivered_file(tmp_path, httpserver, monke
     assert marker["status"] == "delivered"
 
     # the same file processed again (a redone delivery): spikes overwritten, no second message
-    table = lake.read_parquet_bytes(target.logs.get(source))
-    target.process_log_file(source, table)
+    redo(target, source)
     assert len(calls) == 1
     assert hook.outcomes[-1].status == alerts.ALREADY_DELIVERED
     assert len(target.spike_store.keys("spikes")) == 1
@@ -107,7 +113,7 @@ def test_local_undelivered_is_logged_recorded_and_retried(tmp_path, httpserver, 
     httpserver.clear()
     calls = discord_fake(httpserver, [(200, {"id": "1"})])
     source = hook.outcomes[0].source_key
-    target.process_log_file(source, lake.read_parquet_bytes(target.logs.get(source)))
+    redo(target, source)
     assert len(calls) == 1 and hook.outcomes[-1].status == alerts.DELIVERED
     target.close()
 

@@ -50,6 +50,7 @@ TIMEOUT_MARGIN_S = 15.0
 DEFAULT_TIMEOUT_S = 900.0
 SEND_RETRIES = 3
 HTTP_TIMEOUT_S = 10.0
+MIN_ANOMALY_RATE = 1e-6
 FIELDS = {"count", "interval", "greenhouses", "devices", "anomaly_rate", "seed"}
 
 
@@ -124,6 +125,8 @@ def parse_body(body, budget_s: float) -> RunSpec:
         anomaly_rate=_number(body, "anomaly_rate", 0.0, 1.0, 0.0),
         seed=_int(body, "seed", -(2**31), 2**31 - 1, 0),
     )
+    if 0 < spec.anomaly_rate < MIN_ANOMALY_RATE:
+        raise BadRequest(f"anomaly_rate must be 0 or from {MIN_ANOMALY_RATE:g} to 1")
     duration = spec.count * spec.interval
     if duration > budget_s:
         raise BadRequest(
