@@ -1,0 +1,1 @@
+"""Helpers for the reliability tests (tests/test_reliability_*.py)."""
