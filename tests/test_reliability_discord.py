@@ -1,4 +1,4 @@
-"""R2 Discord faults: 429 with retry_after, 500, answers slower than the timeout, refused connections.
+"""R2 Discord faults: 429 with retry_after, 500, answers slower than the timeout, refused ports.
 
 Already proven elsewhere (not repeated here): each fault alone against core.alerts with both
 transports (tests/test_alerts_delivery.py), through the Lambda handler (429, 500, timeout:

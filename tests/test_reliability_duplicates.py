@@ -95,15 +95,20 @@ def spike_rows_of(s3, key: str) -> int:
 
 
 @settings(max_examples=EVENT_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(events=st.lists(st.lists(st.sampled_from(sorted(OBJECTS)), min_size=1, max_size=4),
-                       min_size=2, max_size=6))
+@given(
+    events=st.lists(
+        st.lists(st.sampled_from(sorted(OBJECTS)), min_size=1, max_size=4), min_size=2, max_size=6
+    )
+)
 def test_repeated_s3_events_store_each_spike_once_and_send_each_message_once(
     s3, httpserver, events
 ):
     httpserver.clear()
     calls = discord_fake(httpserver)
     run = uuid.uuid4().hex[:8]
-    keys = {name: f"logs/year=2026/month=11/day=28/hour=10/{run}-{name}.parquet" for name in OBJECTS}
+    keys = {
+        name: f"logs/year=2026/month=11/day=28/hour=10/{run}-{name}.parquet" for name in OBJECTS
+    }
     for name, (rows, _) in OBJECTS.items():
         s3.put_object(
             Bucket="sensor-log-bucket",
@@ -160,7 +165,9 @@ def test_local_delivery_redone_and_anomaly_step_rerun_duplicate_nothing(tmp_path
     target.alert_hook = hook
     now = datetime.now(UTC)
     earlier = now - timedelta(hours=2)  # two hour files in one delivery
-    items = [reading(f"d{i}", earlier) for i in range(4)] + [reading(f"e{i}", now) for i in range(4)]
+    items = [reading(f"d{i}", earlier) for i in range(4)] + [
+        reading(f"e{i}", now) for i in range(4)
+    ]
     items[1]["temperature"] = "400"  # the seed's impossible value
     items[5]["error_code"] = "1"
     items[6]["humidity"] = 99  # out of band

@@ -31,11 +31,9 @@ from moto import mock_aws
 from reliability.lambdas import load
 from reliability.strategies import (
     NOW,
-    bad_readings,
     good_readings,
     json_values,
     mixed_batches,
-    ndjson,
 )
 from typer.testing import CliRunner
 
@@ -165,7 +163,9 @@ def check_cli_outcome(result, home: Path, good: list[str], bad: list[int]) -> No
 
 
 @settings(max_examples=EXAMPLES["cli_file"], **QUICK)
-@given(mixed_batches(max_size=10), st.lists(st.sampled_from(UNPARSABLE_LINES), max_size=3), st.data())
+@given(
+    mixed_batches(max_size=10), st.lists(st.sampled_from(UNPARSABLE_LINES), max_size=3), st.data()
+)
 def test_farmctl_ingest_file_ndjson_with_bad_lines(batch, junk, data):
     # A first line starting with "[" makes the whole input one JSON array (known bug, below).
     assume(not batch or not isinstance(batch[0][0], list))
@@ -308,8 +308,23 @@ def valid_bodies(draw):
 
 
 WRONG_BODY_VALUES = [
-    None, True, "12", " 12 ", "", "x" * 100_000, [], [12], {}, {"n": 12}, float("nan"),
-    float("inf"), -float("inf"), -1, 10**12, -(10**12), 1.5e308,
+    None,
+    True,
+    "12",
+    " 12 ",
+    "",
+    "x" * 100_000,
+    [],
+    [12],
+    {},
+    {"n": 12},
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    -1,
+    10**12,
+    -(10**12),
+    1.5e308,
 ]
 
 
@@ -336,7 +351,9 @@ def invalid_bodies(draw):
     elif kind == "not_object":
         return json.dumps(draw(st.sampled_from([[], [12, 10], "count", 12, None, True]))), kind
     else:
-        return draw(st.sampled_from(["", "   ", "{count: 12}", "{'count': 12}", "{", "null x"])), kind
+        return draw(
+            st.sampled_from(["", "   ", "{count: 12}", "{'count': 12}", "{", "null x"])
+        ), kind
     return json.dumps(body), kind
 
 
@@ -350,9 +367,10 @@ def test_pseudo_sensor_log_valid_bodies_start_a_run(body, as_base64):
     assert response["statusCode"] == 202, response
     (payload,) = invoked
     assert {k: payload["run"][k] for k in body} == body
-    assert json.loads(response["body"])["readings"] == payload["run"]["count"] * payload["run"][
-        "greenhouses"
-    ] * payload["run"]["devices"]
+    assert (
+        json.loads(response["body"])["readings"]
+        == payload["run"]["count"] * payload["run"]["greenhouses"] * payload["run"]["devices"]
+    )
 
 
 @settings(max_examples=EXAMPLES["pseudo_invalid"], **QUICK)
@@ -434,7 +452,9 @@ def odd_tables(draw):
         "timestamp": pa.array(
             draw(
                 st.lists(
-                    st.one_of(st.none(), st.integers(T0 - 10**9, T0 + 10**9)), min_size=n, max_size=n
+                    st.one_of(st.none(), st.integers(T0 - 10**9, T0 + 10**9)),
+                    min_size=n,
+                    max_size=n,
                 )
             ),
             pa.timestamp("ms"),
@@ -450,12 +470,20 @@ def odd_tables(draw):
             del columns[name]
         elif change == "as_text":
             columns[name] = pa.array(
-                draw(st.lists(st.sampled_from(["21", "x", "", None, "2026-11-28"]), min_size=n, max_size=n)),
+                draw(
+                    st.lists(
+                        st.sampled_from(["21", "x", "", None, "2026-11-28"]), min_size=n, max_size=n
+                    )
+                ),
                 pa.string(),
             )
         elif name not in ("greenhouse_id", "device_id", "timestamp"):
             columns[name] = pa.array(
-                draw(st.lists(st.one_of(st.none(), st.integers(-(2**40), 2**40)), min_size=n, max_size=n)),
+                draw(
+                    st.lists(
+                        st.one_of(st.none(), st.integers(-(2**40), 2**40)), min_size=n, max_size=n
+                    )
+                ),
                 pa.int64(),
             )
     if draw(st.booleans()):
@@ -465,7 +493,9 @@ def odd_tables(draw):
 
 @settings(max_examples=EXAMPLES["anomaly_parquet"], **QUICK)
 @given(table=odd_tables())
-def test_anomaly_handler_reports_odd_files_and_keeps_processing_the_good_neighbour(s3, table, capsys):
+def test_anomaly_handler_reports_odd_files_and_keeps_processing_the_good_neighbour(
+    s3, table, capsys
+):
     capsys.readouterr()
     key = f"logs/year=2026/month=11/day=27/hour=10/odd-{uuid.uuid4().hex}.parquet"
     s3.put_object(Bucket=LOG_BUCKET, Key=key, Body=lake.parquet_bytes(table))
@@ -477,7 +507,10 @@ def test_anomaly_handler_reports_odd_files_and_keeps_processing_the_good_neighbo
     )
     event = {
         "Records": [
-            {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": LOG_BUCKET}, "object": {"key": k}}}
+            {
+                "eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": LOG_BUCKET}, "object": {"key": k}},
+            }
             for k in (key, GOOD_KEY)
         ]
     }
@@ -501,8 +534,11 @@ def test_anomaly_handler_reports_odd_files_and_keeps_processing_the_good_neighbo
         logs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         (line,) = [x for x in logs if x.get("key") == key]
         assert stored == line["spikes"]
-    good_spikes = [x for x in s3.list_objects_v2(Bucket=SPIKE_BUCKET).get("Contents", [])
-                   if x["Key"].endswith(f"{lake.source_digest(GOOD_KEY)}.parquet")]
+    good_spikes = [
+        x
+        for x in s3.list_objects_v2(Bucket=SPIKE_BUCKET).get("Contents", [])
+        if x["Key"].endswith(f"{lake.source_digest(GOOD_KEY)}.parquet")
+    ]
     assert len(good_spikes) == 1
 
 
@@ -517,44 +553,55 @@ GOOD = {
     "co2": 800,
     "error_code": "0",
 }
-BUG_OVERFLOW = "validate.py _number/_error_code: float(int) raises OverflowError (not CoercionError)"
+BUG_OVERFLOW = (
+    "validate.py _number/_error_code: float(int) raises OverflowError (not CoercionError)"
+)
 BUG_INT64 = "validate.py parse_timestamp_ms: no int64 range check; table_from_rows overflows"
 BUG_SURROGATE = "lone UTF-16 surrogates (JSON \\ud800) crash pyarrow/sqlite with UnicodeEncodeError"
 BUG_PARSE = "validate.py parse_json_lines catches only JSONDecodeError (RecursionError, ValueError)"
 BUG_ARRAY = "validate.py parse_json_lines: NDJSON whose first line starts with '[' is one item"
 BUG_UTF8 = "cli.py ingest: one invalid UTF-8 line refuses the whole file (good lines dropped)"
-BUG_PS = "pseudo_sensor_log _number: math.isfinite(huge int) OverflowError; deep nesting RecursionError"
+BUG_PS = (
+    "pseudo_sensor_log _number: math.isfinite(huge int) OverflowError; deep nesting RecursionError"
+)
 
 CRASHING_LINES = [
     pytest.param(
-        json.dumps(GOOD).replace('"21.5"', "1" + "0" * 400), id="int-beyond-float",
+        json.dumps(GOOD).replace('"21.5"', "1" + "0" * 400),
+        id="int-beyond-float",
         marks=pytest.mark.xfail(strict=True, reason=BUG_OVERFLOW),
     ),
     pytest.param(
-        json.dumps(GOOD).replace('"0"', "1" + "0" * 400), id="error-code-beyond-float",
+        json.dumps(GOOD).replace('"0"', "1" + "0" * 400),
+        id="error-code-beyond-float",
         marks=pytest.mark.xfail(strict=True, reason=BUG_OVERFLOW),
     ),
     pytest.param(
-        json.dumps({**GOOD, "timestamp": 1e300}), id="timestamp-beyond-int64",
+        json.dumps({**GOOD, "timestamp": 1e300}),
+        id="timestamp-beyond-int64",
         marks=pytest.mark.xfail(strict=True, reason=BUG_INT64),
     ),
     pytest.param(
-        json.dumps({**GOOD, "timestamp": "-1e20"}), id="timestamp-string-beyond-int64",
+        json.dumps({**GOOD, "timestamp": "-1e20"}),
+        id="timestamp-string-beyond-int64",
         marks=pytest.mark.xfail(strict=True, reason=BUG_INT64),
     ),
     pytest.param(
-        json.dumps({**GOOD, "greenhouse_id": "\ud800"}), id="lone-surrogate-id",
+        json.dumps({**GOOD, "greenhouse_id": "\ud800"}),
+        id="lone-surrogate-id",
         marks=pytest.mark.xfail(strict=True, reason=BUG_SURROGATE),
     ),
     pytest.param(
-        json.dumps({**GOOD, "co2": "lots", "note": "\udcff"}), id="lone-surrogate-in-rejected-raw",
+        json.dumps({**GOOD, "co2": "lots", "note": "\udcff"}),
+        id="lone-surrogate-in-rejected-raw",
         marks=pytest.mark.xfail(strict=True, reason=BUG_SURROGATE),
     ),
     pytest.param(
         "[" * 50_000, id="deeply-nested", marks=pytest.mark.xfail(strict=True, reason=BUG_PARSE)
     ),
     pytest.param(
-        json.dumps(GOOD).replace('"21.5"', "1" * 5000), id="int-over-4300-digits",
+        json.dumps(GOOD).replace('"21.5"', "1" * 5000),
+        id="int-over-4300-digits",
         marks=pytest.mark.xfail(strict=True, reason=BUG_PARSE),
     ),
 ]
@@ -585,7 +632,10 @@ def test_surrogate_in_a_rejected_reading_is_failed_by_firehose(capsys):
 @pytest.mark.parametrize("line", FIREHOSE_CRASHING)
 def test_known_crash_inputs_through_firehose_transform(line, capsys):
     records = [
-        {"recordId": str(n), "data": base64.b64encode(text.encode("utf-8", "surrogatepass")).decode()}
+        {
+            "recordId": str(n),
+            "data": base64.b64encode(text.encode("utf-8", "surrogatepass")).decode(),
+        }
         for n, text in enumerate([json.dumps(GOOD), line, json.dumps(GOOD)])
     ]
     out = fh.transform({"records": records}, int(time.time() * 1000))["records"]
@@ -612,8 +662,10 @@ def test_one_invalid_utf8_line_rejects_only_that_line(tmp_path):
     "body",
     [
         pytest.param('{"count": 1, "interval": 1' + "0" * 400 + "}", id="interval-beyond-float"),
-        pytest.param('{"count": 1, "interval": 1, "anomaly_rate": 1' + "0" * 400 + "}",
-                     id="rate-beyond-float"),
+        pytest.param(
+            '{"count": 1, "interval": 1, "anomaly_rate": 1' + "0" * 400 + "}",
+            id="rate-beyond-float",
+        ),
         pytest.param("[" * 50_000, id="deeply-nested"),
     ],
 )
@@ -630,7 +682,16 @@ BUG_RATE = "generator.py generate: anomaly_rate below ~4e-19 overflows the int64
 def test_tiny_anomaly_rate_does_not_crash_simulate(tmp_path):
     result = runner.invoke(
         app,
-        ["--home", str(tmp_path), "simulate", "--count", "1", "--interval", "0",
-         "--anomaly-rate", "1e-200"],
+        [
+            "--home",
+            str(tmp_path),
+            "simulate",
+            "--count",
+            "1",
+            "--interval",
+            "0",
+            "--anomaly-rate",
+            "1e-200",
+        ],
     )
     assert result.exit_code == 0 and "Traceback" not in result.output, repr(result.exception)

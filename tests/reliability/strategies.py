@@ -174,8 +174,16 @@ def bad_readings(draw, base=None):
             reading[metric] = 21.0
     kind = draw(
         st.sampled_from(
-            ["missing", "id_type", "id_bad", "ts_bad", "metric_bad", "metric_null", "error_bad"]
-            + ["not_object"]
+            [
+                "missing",
+                "id_type",
+                "id_bad",
+                "ts_bad",
+                "metric_bad",
+                "metric_null",
+                "error_bad",
+                "not_object",
+            ]
         )
     )
     if kind == "missing":
@@ -184,7 +192,7 @@ def bad_readings(draw, base=None):
         return reading, f"missing {field}"
     if kind == "id_type":
         field = draw(st.sampled_from(["greenhouse_id", "device_id"]))
-        reading[field] = draw(st.sampled_from(WRONG_TYPES + [21, 2.5]))
+        reading[field] = draw(st.sampled_from([*WRONG_TYPES, 21, 2.5]))
         return reading, f"{field} type"
     if kind == "id_bad":
         field = draw(st.sampled_from(["greenhouse_id", "device_id"]))
