@@ -24,39 +24,15 @@ from pathlib import Path
 import pytest
 
 from smartfarm_cli.core import schema
+from smartfarm_cli.stack import OUTPUT_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 TF = REPO / "terraform"
 SCHEMA_CHECK = Path(__file__).resolve().parents[2] / "shared/tools/tf_schema_check.py"
 DEFAULT_HCL2_PATH = Path(sys.prefix) / "python-hcl2-8"  # README installs it there
 
-# Every output farmctl reads (DESIGN + issue 4); the names are a contract.
-FARMCTL_OUTPUTS = {
-    "region",
-    "ingest_api_url",
-    "ingest_api_key_id",
-    "simulator_api_url",
-    "simulator_api_key_id",
-    "stream_name",
-    "stream_arn",
-    "firehose_name",
-    "log_bucket",
-    "spike_bucket",
-    "athena_results_bucket",
-    "glue_database",
-    "readings_table",
-    "spikes_table",
-    "athena_workgroup",
-    "crawler_name",
-    "anomaly_function_name",
-    "simulator_function_name",
-    "transform_function_name",
-    "alerts_dlq_url",
-    "grafana_url",
-    "discord_webhook_ssm_parameter",
-    "ingest_api_key_ssm_parameter",
-    "grafana_admin_password_ssm_parameter",
-}
+# Every output farmctl reads: the contract lives in smartfarm_cli/stack.py.
+FARMCTL_OUTPUTS = set(OUTPUT_KEYS)
 
 # Actions that have no resource-level permissions: AWS requires Resource "*" for them.
 ACTIONS_REQUIRING_STAR = {

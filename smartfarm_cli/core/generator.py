@@ -10,13 +10,16 @@ which has no predecessor to jump from, stays healthy.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .arrays import arange, mod
+from .lake import DAY_MS, HOUR_MS
 from .schema import READING_SCHEMA
+from .validate import check_table
 
 ANOMALY_KINDS = ("sensor_error", "impossible", "out_of_band", "jump")
 SEOUL_UTC_OFFSET_H = 9
@@ -114,6 +117,41 @@ def generate(
         schema=READING_SCHEMA,
     )
     return Generated(table, injected)
+
+
+def history(
+    end_ms: int,
+    days: float,
+    interval_s: float,
+    greenhouses: int,
+    devices: int,
+    anomaly_rate: float,
+    seed: int,
+) -> Iterator[tuple[pa.Table, int, int, int]]:
+    """`days` of validated history ending at `end_ms`, one UTC day at a time.
+
+    Yields (valid readings, readings that failed validation, steps done, steps in all). Chunks
+    end on UTC midnights, so every hourly file is written from exactly one chunk.
+    """
+    step_ms = int(interval_s * 1000)
+    total = int(days * 86_400_000 / step_ms)
+    start_ms = end_ms - total * step_ms
+    done = 0
+    while done < total:
+        next_midnight = (start_ms + done * step_ms) // DAY_MS * DAY_MS + DAY_MS
+        upto = min(total, -(-(next_midnight - start_ms) // step_ms))
+        table = generate(
+            start_ms + done * step_ms,
+            upto - done,
+            interval_s,
+            greenhouses,
+            devices,
+            anomaly_rate,
+            seed + done,
+        ).table
+        good, rejected, _ = check_table(table, now_ms=end_ms + HOUR_MS)
+        done = upto
+        yield good, rejected.num_rows, done, total
 
 
 def to_json_records(table: pa.Table) -> list[dict]:

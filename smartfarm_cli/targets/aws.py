@@ -35,7 +35,7 @@ from .. import stack
 from ..core import generator, lake, queries
 from ..core.rules import Rules, load_rules
 from ..core.schema import READING_SCHEMA
-from ..core.validate import Rejected, Unparsable, check_table, validate
+from ..core.validate import Rejected, Unparsable, validate
 from ..errors import FarmctlError, UserError
 from . import TargetOptions
 from .aws_errors import mapped
@@ -344,11 +344,7 @@ class AwsTarget:
         Objects carry metadata `smartfarm-source: backfill`, so alerting can skip history.
         """
         end = (end or datetime.now(UTC)).replace(second=0, microsecond=0)
-        end_ms = int(end.timestamp() * 1000)
-        step_ms = int(interval_s * 1000)
-        total = int(days * 86_400_000 / step_ms)
-        start_ms = end_ms - total * step_ms
-        report, bad, done = DeliveryReport(), 0, 0
+        report, bad = DeliveryReport(), 0
         bucket = self.outputs["log_bucket"]
         s3 = self.client("s3")
 
@@ -363,21 +359,16 @@ class AwsTarget:
             )
 
         with ThreadPoolExecutor(BACKFILL_THREADS) as pool:
-            while done < total:
-                next_midnight = (start_ms + done * step_ms) // lake.DAY_MS * lake.DAY_MS
-                next_midnight += lake.DAY_MS
-                upto = min(total, -(-(next_midnight - start_ms) // step_ms))
-                generated = generator.generate(
-                    start_ms + done * step_ms,
-                    upto - done,
-                    interval_s,
-                    greenhouses,
-                    devices,
-                    anomaly_rate,
-                    seed + done,
-                )
-                good, rejected, _ = check_table(generated.table, now_ms=end_ms + lake.HOUR_MS)
-                bad += rejected.num_rows
+            for good, rejected, done, total in generator.history(
+                int(end.timestamp() * 1000),
+                days,
+                interval_s,
+                greenhouses,
+                devices,
+                anomaly_rate,
+                seed,
+            ):
+                bad += rejected
                 objects = []
                 for hour_ms, part in lake.split_by_time(good, lake.HOUR_MS):
                     key = f"{lake.log_prefix(hour_ms)}backfill.parquet"
@@ -387,7 +378,6 @@ class AwsTarget:
                     spikes, _ = lake.spike_objects(part, key, self.rules)
                     report.spikes += spikes.num_rows
                 list(pool.map(put, objects))
-                done = upto
                 if progress:
                     progress(done, total)
         return report, bad

@@ -35,7 +35,7 @@ from ..core.schema import (
     SPIKE_PARTITIONS,
     SPIKE_SCHEMA,
 )
-from ..core.validate import Rejected, check_table, table_from_rows, validate
+from ..core.validate import Rejected, table_from_rows, validate
 from .results import DeliveryReport, IngestResult, QueryResult, SimulateReport
 
 HOME_ENV = "SMARTFARM_HOME"
@@ -423,28 +423,12 @@ class LocalTarget:
         Backfilled files get spikes but no alerts: history is not news.
         """
         end = (end or datetime.now(UTC)).replace(second=0, microsecond=0)
-        end_ms = int(end.timestamp() * 1000)
-        step_ms = int(interval_s * 1000)
-        total = int(days * 86_400_000 / step_ms)
-        start_ms = end_ms - total * step_ms
-        report, bad, done = DeliveryReport(), 0, 0
-        # Chunks end on UTC midnights so that every hour file is written by exactly one chunk.
-        while done < total:
-            next_midnight = (start_ms + done * step_ms) // lake.DAY_MS * lake.DAY_MS + lake.DAY_MS
-            upto = min(total, -(-(next_midnight - start_ms) // step_ms))
-            generated = generator.generate(
-                start_ms + done * step_ms,
-                upto - done,
-                interval_s,
-                greenhouses,
-                devices,
-                anomaly_rate,
-                seed + done,
-            )
-            good, rejected, _ = check_table(generated.table, now_ms=end_ms + lake.HOUR_MS)
-            bad += rejected.num_rows
+        report, bad = DeliveryReport(), 0
+        for good, rejected, done, total in generator.history(
+            int(end.timestamp() * 1000), days, interval_s, greenhouses, devices, anomaly_rate, seed
+        ):
+            bad += rejected
             report.add(self.write_logs(good, "backfill", alerts=False, durable=False))
-            done = upto
             if progress:
                 progress(done, total)
         return report, bad
