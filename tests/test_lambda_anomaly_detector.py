@@ -134,6 +134,7 @@ def aws(monkeypatch, httpserver, capsys):
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("RULES_PATH", raising=False)
+    monkeypatch.delenv("LOG_LEVEL", raising=False)
     monkeypatch.delenv("SMARTFARM_RULES", raising=False)
     monkeypatch.setattr(handler_module, "ALERT_POLICY", FAST)
     handler_module._webhook_cache.clear()

@@ -10,6 +10,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 NOW_MS = int(datetime(2026, 11, 28, 15, 30, tzinfo=UTC).timestamp() * 1000)
 OPENX_TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -25,6 +27,11 @@ def load_handler():
 
 
 fh = load_handler()
+
+
+@pytest.fixture(autouse=True)
+def _default_log_level(monkeypatch):
+    monkeypatch.delenv("LOG_LEVEL", raising=False)
 
 
 def record(i, payload, arrival_ms=NOW_MS):
@@ -170,3 +177,10 @@ def test_future_check_uses_the_arrival_time():
 
 def test_empty_event():
     assert fh.handler(event(), None) == {"records": []}
+
+
+def test_log_level_filters_lines(monkeypatch, capsys):
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    fh.handler(event(record(0, GOOD), record(1, b"nope")), None)
+    events = [json.loads(line)["event"] for line in capsys.readouterr().out.splitlines()]
+    assert events == ["reading_rejected"]

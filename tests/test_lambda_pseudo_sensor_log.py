@@ -74,6 +74,7 @@ def env(monkeypatch, capsys):
     monkeypatch.setenv("FUNCTION_TIMEOUT_S", "120")
     monkeypatch.setenv("SELF_FUNCTION_NAME", FUNCTION)
     monkeypatch.delenv("INGEST_API_KEY_SSM_PARAMETER", raising=False)
+    monkeypatch.delenv("LOG_LEVEL", raising=False)
     yield
     out = capsys.readouterr()
     assert API_KEY not in out.out and API_KEY not in out.err

@@ -47,8 +47,13 @@ DEADLINE_MARGIN_S = 10.0  # keep this much of the invocation for writing markers
 SOURCE_METADATA = "smartfarm-source"  # `backfill` on generated history: spikes, no alert
 
 
+LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
+
+
 def log(level: str, event: str, **fields) -> None:
     """One structured JSON log line (CloudWatch Logs Insights can filter on every field)."""
+    if LEVELS.get(level, 20) < LEVELS.get(os.environ.get("LOG_LEVEL", "INFO").upper(), 20):
+        return
     record = {"level": level, "event": event, **fields}
     sys.stdout.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
     sys.stdout.flush()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -31,7 +32,12 @@ OK = "Ok"
 FAILED = "ProcessingFailed"
 
 
+LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
+
+
 def log(level: str, event: str, **fields) -> None:
+    if LEVELS.get(level, 20) < LEVELS.get(os.environ.get("LOG_LEVEL", "INFO").upper(), 20):
+        return
     record = {"level": level, "event": event, **fields}
     sys.stdout.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
     sys.stdout.flush()

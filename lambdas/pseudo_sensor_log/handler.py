@@ -54,7 +54,12 @@ MIN_ANOMALY_RATE = 1e-6
 FIELDS = {"count", "interval", "greenhouses", "devices", "anomaly_rate", "seed"}
 
 
+LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
+
+
 def log(level: str, event: str, **fields) -> None:
+    if LEVELS.get(level, 20) < LEVELS.get(os.environ.get("LOG_LEVEL", "INFO").upper(), 20):
+        return
     record = {"level": level, "event": event, **fields}
     sys.stdout.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
     sys.stdout.flush()

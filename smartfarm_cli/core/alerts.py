@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -137,6 +138,20 @@ def retry_after_s(headers: Mapping[str, str], body: bytes) -> float | None:
     return from_body
 
 
+_ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")]+")
+
+
+def network_reason(exc: BaseException) -> str:
+    """A short reason for a failed request: `ConnectionError: [Errno 111] Connection refused`."""
+    text = str(exc) or "no answer"
+    found = _ERRNO.search(text)
+    if found:
+        text = found.group(0).strip()
+    elif "timed out" in text.lower() or isinstance(exc, TimeoutError):
+        text = "timed out"
+    return f"{type(exc).__name__}: {discord.clip(text, 200)}"
+
+
 def _describe_error(status: int, body: bytes) -> str:
     try:
         data = json.loads(body or b"{}")
@@ -172,9 +187,7 @@ def send_message(
             status, headers, body = post(target, payload, timeout)
         except (OSError, http.client.HTTPException) as exc:
             status = None
-            text = str(exc) or "no answer"
-            reason = discord.redact(f"{type(exc).__name__}: {text}", url)
-            reason = discord.clip(reason, 300)
+            reason = discord.clip(discord.redact(network_reason(exc), url), 300)
             wait = min(policy.backoff_max_s, policy.backoff_base_s * 2 ** (attempts - 1))
         else:
             if 200 <= status < 300:
