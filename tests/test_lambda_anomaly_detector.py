@@ -387,3 +387,21 @@ def test_backfilled_history_gets_spikes_but_no_alert(aws, httpserver):
     result = handler_module.handler(s3_event(KEY), Context())
     assert result["spikes"] == 4 and result["alerts"] == {KEY: "skipped_backfill"}
     assert calls == [] and len(keys(aws, SPIKE_BUCKET, "spikes/")) == 1
+
+
+def test_missing_marker_read_as_403_counts_as_missing(aws):
+    """A role with only a prefix-scoped s3:ListBucket gets 403 for a missing key."""
+    from botocore.exceptions import ClientError
+
+    def deny(params, **_):
+        if params["url_path"].find("alerts") >= 0:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"}}, "GetObject")
+
+    s3 = boto3.client("s3")
+    s3.meta.events.register("before-call.s3.GetObject", deny)
+    store = handler_module.S3Store(s3, SPIKE_BUCKET)
+    assert store.get("alerts/nothing-here.json") is None
+    store.put("alerts/there.json", b"{}")
+    with pytest.raises(ClientError):
+        store.get("alerts/there.json")  # really forbidden, not missing: the error stands
+    assert store.get("spikes/none.parquet") is None  # plain 404 path

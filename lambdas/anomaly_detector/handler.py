@@ -75,6 +75,15 @@ class S3Store:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except self.client.exceptions.NoSuchKey:
             return None
+        except self.client.exceptions.ClientError as exc:
+            # Without an unconditional s3:ListBucket, S3 answers 403 (not 404) for a missing
+            # key. A prefix listing (allowed by a prefix-scoped ListBucket) tells them apart.
+            if exc.response.get("Error", {}).get("Code") not in ("AccessDenied", "403"):
+                raise
+            listing = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+            if any(o["Key"] == key for o in listing.get("Contents", [])):
+                raise
+            return None
 
     def put(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
