@@ -144,3 +144,9 @@ def test_tables_with_no_jump_baseline_do_not_crash():
         ("impossible", "temperature", 400.0)
     ]
     assert detect(rows_for([20.0]).slice(0, 0), load_rules()).num_rows == 0
+
+
+def test_generator_accepts_tiny_anomaly_rates():
+    generated = generate(1_795_860_000_000, 10, 60, anomaly_rate=1e-108, seed=1)
+    assert generated.table.num_rows == 60
+    assert all(generated.count(kind) == 0 for kind in ANOMALY_KINDS)

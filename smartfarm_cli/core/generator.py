@@ -92,10 +92,9 @@ def generate(
         draw = pc.random(n, initializer=seed * 8 + 7)
         hit = pc.and_(odd_step, pc.less(draw, min(1.0, 2 * anomaly_rate)))
         # Reuse the draw to pick the kind: draw / threshold spreads hits evenly over kinds.
-        which = pc.cast(
-            pc.floor(pc.multiply(pc.divide(draw, min(1.0, 2 * anomaly_rate)), len(ANOMALY_KINDS))),
-            pa.int64(),
-        )
+        # Capped before the cast: for misses the ratio can exceed int64 at tiny rates.
+        share = pc.multiply(pc.divide(draw, min(1.0, 2 * anomaly_rate)), len(ANOMALY_KINDS))
+        which = pc.cast(pc.floor(pc.min_element_wise(share, len(ANOMALY_KINDS))), pa.int64())
         for number, kind in enumerate(ANOMALY_KINDS):
             injected = pc.if_else(pc.and_(hit, pc.equal(which, number)), kind, injected)
         is_kind = {kind: pc.fill_null(pc.equal(injected, kind), False) for kind in ANOMALY_KINDS}
