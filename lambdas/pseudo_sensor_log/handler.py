@@ -50,7 +50,6 @@ TIMEOUT_MARGIN_S = 15.0
 DEFAULT_TIMEOUT_S = 900.0
 SEND_RETRIES = 3
 HTTP_TIMEOUT_S = 10.0
-MIN_ANOMALY_RATE = 1e-6
 FIELDS = {"count", "interval", "greenhouses", "devices", "anomaly_rate", "seed"}
 
 
@@ -125,13 +124,12 @@ def parse_body(body, budget_s: float) -> RunSpec:
     spec = RunSpec(
         count=_int(body, "count", 1, MAX_COUNT),
         interval=_number(body, "interval", 0.0, MAX_INTERVAL_S),
-        greenhouses=_int(body, "greenhouses", 1, MAX_GREENHOUSES, 3),
-        devices=_int(body, "devices", 1, MAX_DEVICES, 2),
+        # Defaults as `farmctl simulate`: the seed's count is the number of readings sent.
+        greenhouses=_int(body, "greenhouses", 1, MAX_GREENHOUSES, 1),
+        devices=_int(body, "devices", 1, MAX_DEVICES, 1),
         anomaly_rate=_number(body, "anomaly_rate", 0.0, 1.0, 0.0),
         seed=_int(body, "seed", -(2**31), 2**31 - 1, 0),
     )
-    if 0 < spec.anomaly_rate < MIN_ANOMALY_RATE:
-        raise BadRequest(f"anomaly_rate must be 0 or from {MIN_ANOMALY_RATE:g} to 1")
     duration = spec.count * spec.interval
     if duration > budget_s:
         raise BadRequest(
