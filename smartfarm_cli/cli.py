@@ -53,7 +53,7 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def command(*names: str, **kwargs):
+def command(*names: str):
     """Register a command under one or more names; user mistakes end in one line, not a trace."""
 
     def register(fn):
@@ -72,8 +72,9 @@ def command(*names: str, **kwargs):
                 err_console.print("interrupted")
                 raise typer.Exit(130) from None
 
-        for index, name in enumerate(names):
-            app.command(name, hidden=index > 0 and kwargs.get("hide_aliases", False))(wrapper)
+        app.command(names[0])(wrapper)
+        for alias in names[1:]:
+            app.command(alias, help=f"Alias of `{names[0]}` (the seed's wording).")(wrapper)
         return wrapper
 
     return register
