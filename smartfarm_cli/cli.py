@@ -176,12 +176,12 @@ def ingest(
     from .core.validate import parse_json_lines
 
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except FileNotFoundError:
         raise UserError(f"no such file: {source}") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{source} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    result = State.target().ingest(parse_json_lines(text))
+    except IsADirectoryError:
+        raise UserError(f"{source} is a folder; give a file of readings") from None
+    result = State.target().ingest(parse_json_lines(data))
     err_console.print(f"accepted {result.accepted}, rejected {len(result.rejected)}")
     if result.rejected:
         rows = [(r.index + 1, r.reason, r.raw[:80]) for r in result.rejected]

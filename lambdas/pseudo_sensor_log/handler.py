@@ -94,14 +94,21 @@ def _int(body: dict, name: str, low: int, high: int, default: int | None = None)
     return value
 
 
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer with hundreds of digits
+        return False
+
+
 def _number(body: dict, name: str, low: float, high: float, default: float | None = None):
     if name not in body and default is not None:
         return default
     value = body.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
         raise BadRequest(f"{name} must be a number from {low:g} to {high:g}, got {value!r:.40}")
     if not low <= value <= high:
-        raise BadRequest(f"{name} must be from {low:g} to {high:g}, got {value:g}")
+        raise BadRequest(f"{name} must be from {low:g} to {high:g}, got {str(value)[:40]}")
     return float(value)
 
 
@@ -110,7 +117,7 @@ def parse_body(body, budget_s: float) -> RunSpec:
     if isinstance(body, str | bytes):
         try:
             body = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise BadRequest('body is not JSON; send e.g. {"count": 12, "interval": 10}') from None
     if not isinstance(body, dict):
         raise BadRequest('body must be a JSON object like {"count": 12, "interval": 10}')

@@ -30,6 +30,7 @@ MAX_FUTURE_MS = 5 * 60 * 1000
 # Epoch numbers at or above this are milliseconds (1e11 s is the year 5138).
 EPOCH_MS_THRESHOLD = 100_000_000_000
 MAX_STRING = 64
+LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the end of ISO-8601 years
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,10 @@ def _number(name: str, value) -> float | None:
     if isinstance(value, bool):
         raise CoercionError(f"{name} must be a number, got a boolean")
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer with hundreds of digits
+            raise CoercionError(f"{name} must be finite, got {_show(value)}") from None
     elif isinstance(value, str):
         text = value.strip()
         if not text or len(text) > MAX_STRING:
@@ -109,7 +113,10 @@ def parse_timestamp_ms(value) -> int:
             return int(parsed.timestamp() * 1000)
     if not isinstance(value, int | float) or not math.isfinite(value):
         raise CoercionError(f"timestamp must be ISO-8601 or epoch s/ms, got {_show(value)}")
-    return int(value) if abs(value) >= EPOCH_MS_THRESHOLD else int(value * 1000)
+    ms = int(value) if abs(value) >= EPOCH_MS_THRESHOLD else int(value * 1000)
+    if abs(ms) > LATEST_MS:
+        raise CoercionError(f"timestamp {_show(value)} is out of range; check the device clock")
+    return ms
 
 
 def coerce(item) -> tuple:
@@ -129,6 +136,8 @@ def coerce(item) -> tuple:
         value = item[name]
         if not isinstance(value, str):
             raise CoercionError(f"{name} must be a string, got {type(value).__name__}")
+        if not _is_utf8(value):
+            raise CoercionError(f"{name} is not valid Unicode text (lone surrogate)")
         ids.append(value)
     return (
         *ids,
@@ -215,9 +224,19 @@ def _raw(item) -> str:
         return item.raw
     try:
         text = json.dumps(item, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
+        if not _is_utf8(text):  # lone surrogates: keep them as \ud800 escapes
+            text = json.dumps(item, default=str)
+    except (TypeError, ValueError, RecursionError):
         text = repr(item)
     return text if len(text) <= 2000 else text[:2000] + "…"
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate(items: Iterable, now_ms: int | None = None) -> Batch:
@@ -243,31 +262,47 @@ def validate(items: Iterable, now_ms: int | None = None) -> Batch:
     return Batch(table.filter(pc.is_null(reason)), rejected)
 
 
-def parse_json_lines(text: str) -> list:
-    """NDJSON, one JSON array or one object -> items; a line that is not JSON becomes Unparsable."""
-    stripped = text.strip()
+def parse_json_lines(data: str | bytes) -> list:
+    """NDJSON, one JSON array or one object -> items.
+
+    Whole-text JSON is tried first; otherwise every line is parsed on its own, and a line that
+    is not UTF-8 or not JSON becomes an Unparsable item in its place (its neighbours are kept).
+    """
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return [_parse_line(number, line) for number, line in _lines(data)]
+    stripped = data.strip()
     if not stripped:
         return []
     if stripped[0] in "[{":
         try:
-            data = json.loads(stripped)
-            return data if isinstance(data, list) else [data]
-        except json.JSONDecodeError:
-            if stripped[0] == "[":
-                return [
-                    Unparsable(
-                        "input is not a valid JSON array; fix it or send NDJSON", stripped[:2000]
-                    )
-                ]
-    items: list = []
-    for number, line in enumerate(stripped.splitlines(), start=1):
-        if not line.strip():
-            continue
+            parsed = json.loads(stripped)
+            return parsed if isinstance(parsed, list) else [parsed]
+        except (ValueError, RecursionError):
+            pass  # not one JSON document: read it line by line
+    return [_parse_line(number, line) for number, line in _lines(stripped)]
+
+
+def _lines(data):
+    return [(n, line) for n, line in enumerate(data.splitlines(), start=1) if line.strip()]
+
+
+def _parse_line(number: int, line: str | bytes):
+    if isinstance(line, bytes):
         try:
-            items.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            items.append(Unparsable(f"line {number} is not valid JSON: {exc.msg}", line[:2000]))
-    return items
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raw = line[:2000].decode("utf-8", "backslashreplace")
+            return Unparsable(f"line {number} is not UTF-8 text (byte {exc.start})", raw)
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        return Unparsable(f"line {number} is not valid JSON: {exc.msg}", line[:2000])
+    except (ValueError, RecursionError) as exc:  # huge integers, absurd nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:100]
+        return Unparsable(f"line {number} is not usable JSON: {reason}", line[:2000])
 
 
 def _show(value) -> str:
