@@ -109,13 +109,15 @@ def main(
     set_ssm_parameter_source(_aws_webhook_parameter)
 
 
-def _aws_webhook_parameter() -> str | None:
-    """The stack's SSM parameter holding the Discord webhook, when the target is aws."""
+def _aws_webhook_parameter() -> tuple[str, object] | None:
+    """(SSM parameter holding the Discord webhook, ssm client in the stack's region) on aws."""
     from .targets import resolve_name
 
     if resolve_name(State.options) != "aws":
         return None
-    return State.target().discord_webhook_parameter()
+    target = State.target()
+    name = target.discord_webhook_parameter()
+    return (name, target.client("ssm")) if name else None
 
 
 # -- feeding the pipeline -----------------------------------------------------------------

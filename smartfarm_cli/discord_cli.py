@@ -23,12 +23,13 @@ discord_app = typer.Typer(
 # RetryPolicy fields for the test message (the core is imported only when it is sent).
 TEST_POLICY: dict = {"max_attempts": 3, "timeout_s": 10.0, "max_total_s": 30.0}
 
-_ssm_parameter_source: Callable[[], str | None] | None = None
+# () -> (parameter name, ssm client) on aws, or None: the client carries the stack's region.
+_ssm_parameter_source: Callable[[], tuple[str, object] | None] | None = None
 _post: Callable = requests_post
 
 
-def set_ssm_parameter_source(source: Callable[[], str | None] | None) -> None:
-    """Tell `discord test` how to find the SSM parameter name (aws target), or None."""
+def set_ssm_parameter_source(source: Callable[[], tuple[str, object] | None] | None) -> None:
+    """Tell `discord test` how to find the SSM parameter (name, client) on aws, or None."""
     global _ssm_parameter_source
     _ssm_parameter_source = source
 
@@ -63,9 +64,10 @@ def test(
 
     try:
         found = resolve_webhook(webhook, ssm_parameter=ssm_parameter)
-        if found is None and _ssm_parameter_source is not None:
-            name = _ssm_parameter_source()
-            found = resolve_webhook(ssm_parameter=name) if name else None
+        source = _ssm_parameter_source() if found is None and _ssm_parameter_source else None
+        if source:
+            name, client = source
+            found = resolve_webhook(ssm_parameter=name, ssm_client=client)
     except WebhookError as exc:
         raise _fail(str(exc), 2) from None
     if found is None:

@@ -107,7 +107,7 @@ def test_aws_ssm_parameter_from_the_stack_outputs(httpserver, monkeypatch):
 
         def from_outputs():
             asked.append(True)
-            return "/smartfarm/discord_webhook"
+            return "/smartfarm/discord_webhook", boto3.client("ssm", region_name="us-east-1")
 
         discord_cli.set_ssm_parameter_source(from_outputs)
         result = invoke("test")

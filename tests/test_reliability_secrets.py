@@ -253,11 +253,6 @@ def test_every_aws_command_with_keys_and_webhook_in_ssm(
     files_hold_no_secret(stack.home, extra)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="alerting.py fetch_ssm_parameter: boto3.client('ssm') ignores the stack's region "
-    "(and --region/--profile), so `farmctl discord test` on aws looks in the default region",
-)
 def test_discord_test_on_aws_reads_the_webhook_in_the_stacks_region(
     stack,  # noqa: F811
     httpserver,
@@ -378,12 +373,6 @@ def test_zz_report(capsys):
         print(f"\nR7: {len(CHECKED)} farmctl invocations checked")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="anomaly_detector: a malformed webhook URL in SSM makes urllib raise ValueError, which "
-    "core.alerts.send_message does not catch; process_object reports it as 'cannot store the "
-    "alert marker' (StoreError) and the invocation fails and is retried, instead of undelivered",
-)
 def test_malformed_webhook_in_ssm_is_undelivered_not_a_failed_invocation(lambda_aws, capsys):
     from smartfarm_cli.core import lake
     from smartfarm_cli.core.validate import table_from_rows

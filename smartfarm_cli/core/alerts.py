@@ -185,6 +185,9 @@ def send_message(
         wait: float | None
         try:
             status, headers, body = post(target, payload, timeout)
+        except ValueError:  # urllib/requests refuse the URL itself: no retry can help
+            reason = "the webhook URL is malformed; expected https://discord.com/api/webhooks/…"
+            return SendResult(False, attempts, None, reason, waited)
         except (OSError, http.client.HTTPException) as exc:
             status = None
             reason = discord.clip(discord.redact(network_reason(exc), url), 300)
