@@ -51,7 +51,9 @@ def rules_row_by_row(rows: list[dict], rules: Rules) -> list[tuple]:
                 returning = abs(row[metric] - before[metric]) / gap2 <= limit
             is_jump = fast and not returning
             if is_jump:
-                spikes.append((row["greenhouse_id"], row["device_id"], row["timestamp"], "jump", metric))
+                spikes.append(
+                    (row["greenhouse_id"], row["device_id"], row["timestamp"], "jump", metric)
+                )
             previous_was_jump = is_jump
     return spikes
 

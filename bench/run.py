@@ -50,7 +50,8 @@ def _python(code: str) -> Callable[[], None]:
 
 def p1_help(runs: int) -> dict:
     script = Path(sys.executable).parent / "farmctl"  # the installed console script
-    farmctl = [str(script), "--help"] if script.exists() else [sys.executable, "-m", "smartfarm_cli.cli", "--help"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "smartfarm_cli.cli"]
+    farmctl = [*command, "--help"]
     help_s, _ = timed(lambda: subprocess.run(farmctl, check=True, capture_output=True), runs)
     wrangler_s, _ = timed(_python("import awswrangler"), runs)
     return {
@@ -77,14 +78,17 @@ def p2_backfill(runs: int) -> dict:
     def backfill():
         shutil.rmtree(scratch / "home", ignore_errors=True)
         target = LocalTarget(scratch / "home")
-        report, _ = target.backfill(7, greenhouses=20, devices=1, interval_s=60,
-                                    anomaly_rate=0.001, end=END)
+        report, _ = target.backfill(
+            7, greenhouses=20, devices=1, interval_s=60, anomaly_rate=0.001, end=END
+        )
         assert report.readings == readings
 
     end_ms = int(END.timestamp() * 1000)
     table = generate(end_ms - readings // 20 * 60_000, readings // 20, 60, 20, 1, 0.001).table
-    parts = {k: pc.strftime(table["timestamp"], f) for k, f in
-             (("year", "%Y"), ("month", "%m"), ("day", "%d"), ("hour", "%H"))}
+    parts = {
+        k: pc.strftime(table["timestamp"], f)
+        for k, f in (("year", "%Y"), ("month", "%m"), ("day", "%d"), ("hour", "%H"))
+    }
     for name, values in parts.items():
         table = table.append_column(name, values)
 
@@ -101,7 +105,8 @@ def p2_backfill(runs: int) -> dict:
         "measure": f"backfill 7 d x 20 greenhouses x 1 min ({readings:,} readings): "
         "generate, validate, hourly Parquet, rules + spikes",
         "value": f"{ours:.3f} s ({rate:,.0f} readings/s)",
-        "baseline": f"raw pyarrow `write_to_dataset` of the same table, hive-partitioned: {raw:.3f} s",
+        "baseline": "raw pyarrow `write_to_dataset` of the same table, hive-partitioned: "
+        f"{raw:.3f} s",
         "ratio": round(ours / raw, 2),
         "goal": "<= 2x, >= 100k readings/s",
         "met": ours / raw <= 2 and rate >= 100_000,
@@ -116,8 +121,9 @@ def _year_lake():
     if not marker.exists():
         shutil.rmtree(home, ignore_errors=True)
         print("building the 1-year lake (10.5M readings, once) ...", file=sys.stderr)
-        LocalTarget(home).backfill(365, greenhouses=20, devices=1, interval_s=60,
-                                   anomaly_rate=0.001, end=END)
+        LocalTarget(home).backfill(
+            365, greenhouses=20, devices=1, interval_s=60, anomaly_rate=0.001, end=END
+        )
         marker.write_text("ok")
     return LocalTarget(home)
 
@@ -128,7 +134,8 @@ def p3_trend(runs: int) -> dict:
     from smartfarm_cli.core import queries
 
     target = _year_lake()
-    query = queries.trend("temperature", 7, "1h", now=END, valid_range=target.rules.impossible["temperature"])
+    valid = target.rules.impossible["temperature"]
+    query = queries.trend("temperature", 7, "1h", now=END, valid_range=valid)
     predicate = "concat(year, month, day, hour) >= '2026112100' AND "
     assert predicate in query.sql
     no_predicate = query.sql.replace(predicate, "")
@@ -143,8 +150,11 @@ def p3_trend(runs: int) -> dict:
     def pandas_all():
         frame = pd.read_parquet(target.logs.path("logs"))
         since = pd.Timestamp(END.replace(tzinfo=None)) - pd.Timedelta(days=7)
-        frame = frame[(frame["timestamp"] >= since) & (frame["error_code"] == 0)
-                      & frame["temperature"].between(-40, 85)]
+        frame = frame[
+            (frame["timestamp"] >= since)
+            & (frame["error_code"] == 0)
+            & frame["temperature"].between(-40, 85)
+        ]
         grouped = frame.groupby([frame["timestamp"].dt.floor("h"), "greenhouse_id"])["temperature"]
         result = grouped.agg(["mean", "min", "max", "count"])
         assert len(result) == len(expected)
@@ -156,7 +166,8 @@ def p3_trend(runs: int) -> dict:
         "measure": "7-day hourly trend on a 1-year, 20-greenhouse, 1-minute lake (10.5M readings)",
         "value": f"{ours:.3f} s",
         "baseline": f"same SQL without partition predicate {without:.3f} s "
-        f"({without / ours:.1f}x); pandas read-all + groupby {pandas_s:.3f} s ({pandas_s / ours:.1f}x)",
+        f"({without / ours:.1f}x); pandas read-all + groupby {pandas_s:.3f} s "
+        f"({pandas_s / ours:.1f}x)",
         "ratio": round(without / ours, 1),
         "goal": ">= 4x; >= 10x; <= 0.5 s",
         "met": without / ours >= 4 and pandas_s / ours >= 10 and ours <= 0.5,
@@ -170,11 +181,20 @@ def p4_rules(runs: int) -> dict:
     from smartfarm_cli.core.rules import detect, load_rules
 
     rules = load_rules()
-    table = generate(int(END.timestamp() * 1000), 50_000, 60, 20, 1, anomaly_rate=0.01, seed=4).table
+    table = generate(
+        int(END.timestamp() * 1000), 50_000, 60, 20, 1, anomaly_rate=0.01, seed=4
+    ).table
     rows = table.to_pylist()
     spikes = detect(table, rules)
-    expected = sorted(zip(*(spikes[c].to_pylist() for c in
-                            ("greenhouse_id", "device_id", "timestamp", "rule", "metric")), strict=True))
+    expected = sorted(
+        zip(
+            *(
+                spikes[c].to_pylist()
+                for c in ("greenhouse_id", "device_id", "timestamp", "rule", "metric")
+            ),
+            strict=True,
+        )
+    )
     assert sorted(rules_row_by_row(rows, rules)) == expected, "baseline must find the same spikes"
     ours, _ = timed(lambda: detect(table, rules), runs)
     loop, _ = timed(lambda: rules_row_by_row(rows, rules), max(3, runs // 2))
@@ -222,12 +242,23 @@ def p4_handler_rss(runs: int) -> dict:
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "x",
-           "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
-           "SPIKE_BUCKET": "spikes", "DISCORD_WEBHOOK_SSM_PARAMETER": ""}
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SPIKE_BUCKET": "spikes",
+        "DISCORD_WEBHOOK_SSM_PARAMETER": "",
+    }
     try:
-        s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                          aws_access_key_id="x", aws_secret_access_key="x")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        )
         for bucket in ("logs", "spikes"):
             s3.create_bucket(Bucket=bucket)
         table = generate(int(END.timestamp() * 1000), 50_000, 0.072, 20, 1, 0.01, seed=2).table
@@ -237,8 +268,13 @@ def p4_handler_rss(runs: int) -> dict:
         quoted = key.replace(" ", "+").replace("=", "%3D")
 
         def run(mode):
-            out = subprocess.run([sys.executable, "-c", HANDLER_RSS, str(ROOT), quoted, mode],
-                                 env=env, capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", HANDLER_RSS, str(ROOT), quoted, mode],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             return json.loads(out.stdout.strip().splitlines()[-1])
 
         idle, measured = run("idle"), run("run")
@@ -264,7 +300,7 @@ def p5_webhook_requests(runs: int) -> dict:
     from pytest_httpserver import HTTPServer
 
     from smartfarm_cli.alerting import requests_post
-    from smartfarm_cli.core import alerts, discord, lake
+    from smartfarm_cli.core import alerts, discord
     from smartfarm_cli.core.generator import generate
     from smartfarm_cli.core.rules import detect, load_rules
 
@@ -317,7 +353,9 @@ def p6_put_records(runs: int) -> dict:
     from smartfarm_cli.targets.aws import AwsTarget
 
     home = Path(tempfile.mkdtemp(prefix="bench-p6-"))
-    os.environ.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1")
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1"
+    )
     calls: list[int] = []
     with mock_aws():
         save_outputs(home, {"region": "us-east-1", "stream_name": "bench"})
@@ -363,8 +401,12 @@ def p7_watch_latency(runs: int, readings: int = 1000) -> dict:
     home = Path(tempfile.mkdtemp(prefix="bench-p7-"))
     reader = LocalTarget(home)
     reader.pending()  # create the stream before the writer starts
-    writer = subprocess.Popen([sys.executable, "-c", P7_WRITER, str(home), str(readings)],
-                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", P7_WRITER, str(home), str(readings)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     seen: dict[int, float] = {}
     for batch in reader.follow(poll_s=0.05, backlog=0):
         now = time.time()
@@ -401,7 +443,8 @@ MEASURES = {
 
 
 def machine() -> dict:
-    mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    with open("/proc/meminfo") as meminfo:
+        mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
     return {
         "cores": os.cpu_count(),
         "ram_gib": round(mem_kb / 2**20, 1),
@@ -423,8 +466,10 @@ def markdown(results: dict) -> str:
     for key in sorted(results["measures"]):
         r = results["measures"][key]
         ratio = "-" if r["ratio"] is None else f"{r['ratio']}x"
-        lines.append(f"| {key} | {r['measure']} | {r['value']} | {r['baseline']} | {ratio} | "
-                     f"{r['goal']} | {'yes' if r['met'] else '**no**'} |")
+        lines.append(
+            f"| {key} | {r['measure']} | {r['value']} | {r['baseline']} | {ratio} | "
+            f"{r['goal']} | {'yes' if r['met'] else '**no**'} |"
+        )
     return "\n".join(lines)
 
 
@@ -438,7 +483,9 @@ def update_readme(table: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", help="comma-separated ids, e.g. P1,P3")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
@@ -449,8 +496,10 @@ def main() -> None:
     for key in chosen:
         print(f"{key} ...", file=sys.stderr, flush=True)
         results["measures"][key] = MEASURES[key](args.runs)
-        print(f"  {results['measures'][key]['value']} | {results['measures'][key]['baseline']}",
-              file=sys.stderr)
+        print(
+            f"  {results['measures'][key]['value']} | {results['measures'][key]['baseline']}",
+            file=sys.stderr,
+        )
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     update_readme(table)

@@ -184,7 +184,8 @@ def ingest(
     except IsADirectoryError:
         raise UserError(f"{source} is a folder; give a file of readings") from None
     result = State.target().ingest(parse_json_lines(data))
-    err_console.print(f"accepted {result.accepted}, rejected {len(result.rejected)}")
+    duplicates = f", {result.duplicates} already stored" if result.duplicates else ""
+    err_console.print(f"accepted {result.accepted}, rejected {len(result.rejected)}{duplicates}")
     if result.rejected:
         rows = [(r.index + 1, r.reason, r.raw[:80]) for r in result.rejected]
         print_result(console, ["item", "reason", "input"], rows, output, title="rejected")

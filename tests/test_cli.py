@@ -75,8 +75,9 @@ def test_ingest_reports_counts_and_reasons_from_stdin(tmp_path):
     assert "co2 must be a number" in result.output
     strict = farmctl(tmp_path, "ingest", "--strict", "-", input=text)
     assert strict.exit_code == 1
+    assert "accepted 0, rejected 2, 1 already stored" in strict.output  # same reading again
     spikes = farmctl(tmp_path, "spikes", "-o", "json")
-    assert [s["rule"] for s in json.loads(spikes.stdout)] == ["impossible", "impossible"]
+    assert [s["rule"] for s in json.loads(spikes.stdout)] == ["impossible"]
     rejected = farmctl(tmp_path, "rejected", "-o", "csv")
     assert len(list(csv.DictReader(io.StringIO(rejected.stdout)))) == 4
 

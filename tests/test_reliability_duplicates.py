@@ -194,11 +194,6 @@ def test_local_delivery_redone_and_anomaly_step_rerun_duplicate_nothing(tmp_path
     target.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design gap: readings carry no id and the local stream appends whatever it is given, "
-    "so ingesting the same file twice stores every reading, spike and message twice",
-)
 def test_the_same_input_file_ingested_twice_is_not_stored_twice(tmp_path, httpserver):
     calls = discord_fake(httpserver)
     target = LocalTarget(tmp_path / "home")

@@ -629,7 +629,8 @@ def test_ndjson_whose_first_line_is_an_array_keeps_the_good_lines(tmp_path):
 def test_one_invalid_utf8_line_rejects_only_that_line(tmp_path):
     source = tmp_path / "mixed.ndjson"
     good = json.dumps(GOOD).encode()
-    source.write_bytes(good + b'\n{"greenhouse_id": "\xff\xfe"}\n' + good + b"\n")
+    other = json.dumps({**GOOD, "device_id": "dev-good-2"}).encode()
+    source.write_bytes(good + b'\n{"greenhouse_id": "\xff\xfe"}\n' + other + b"\n")
     result = runner.invoke(app, ["--home", str(tmp_path / "h"), "ingest", str(source)])
     assert result.exit_code == 0 and "accepted 2, rejected 1" in result.stderr, result.output
 

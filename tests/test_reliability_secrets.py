@@ -159,6 +159,7 @@ def test_every_local_command_with_a_webhook_and_keys_configured(
     # failure paths: Discord answering 500, then nobody listening on the webhook's port
     httpserver.clear()
     discord_fake(httpserver, status=500)
+    source.write_text(reading_lines())  # new readings: the same ones again are not stored twice
     farmctl("ingest", str(source))
     farmctl("discord", "test")
     probe = socket.socket()
@@ -166,6 +167,7 @@ def test_every_local_command_with_a_webhook_and_keys_configured(
     port = probe.getsockname()[1]
     probe.close()
     monkeypatch.setenv("SMARTFARM_DISCORD_WEBHOOK", f"http://127.0.0.1:{port}{HOOK_PATH}")
+    source.write_text(reading_lines())
     farmctl("ingest", str(source))
     failed = farmctl("discord", "test")
     assert failed.exit_code == 1 and "not delivered" in failed.output

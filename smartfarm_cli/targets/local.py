@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS stream (
     co2 REAL,
     error_code INTEGER NOT NULL
 );
+CREATE UNIQUE INDEX IF NOT EXISTS stream_reading ON stream (greenhouse_id, device_id, ts_ms);
 CREATE TABLE IF NOT EXISTS rejected (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     received_ms INTEGER NOT NULL,
@@ -175,23 +176,26 @@ class LocalTarget:
             self._db.close()
             self._db = None
 
-    def append(self, table: pa.Table) -> tuple[int, int] | None:
-        """Append validated readings to the stream in one transaction -> (first, last) seq."""
+    def append(self, table: pa.Table) -> int:
+        """Append validated readings to the stream in one transaction -> how many were new.
+
+        A reading is identified by (greenhouse, device, timestamp): a device or a user sending
+        the same reading again (a retried request, the same file ingested twice) adds nothing.
+        """
         if table.num_rows == 0:
-            return None
+            return 0
         now = int(time.time() * 1000)
         columns = [table[name] for name in FIELD_NAMES]
         columns[2] = pc.cast(columns[2], pa.int64())
         rows = zip(*(c.to_pylist() for c in columns), strict=True)
         with self._transaction() as db:
-            first = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM stream").fetchone()[0]
+            before = db.total_changes
             db.executemany(
-                f"INSERT INTO stream (received_ms, {_STREAM_COLUMNS}) "
+                f"INSERT OR IGNORE INTO stream (received_ms, {_STREAM_COLUMNS}) "
                 f"VALUES ({now}, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            last = db.execute("SELECT max(seq) FROM stream").fetchone()[0]
-        return first, last
+            return db.total_changes - before
 
     def record_rejected(self, rejected: Iterable[Rejected], source: str) -> None:
         now = int(time.time() * 1000)
@@ -211,10 +215,10 @@ class LocalTarget:
         """
         batch = validate(items)
         self.record_rejected(batch.rejected, source)
-        seqs = self.append(batch.accepted)
+        added = self.append(batch.accepted)
         if deliver:
             self.deliver(force=True)
-        return IngestResult(batch.accepted.num_rows, batch.rejected, *(seqs or (None, None)))
+        return IngestResult(added, batch.rejected, batch.accepted.num_rows - added)
 
     def simulate(
         self,
@@ -241,11 +245,13 @@ class LocalTarget:
         per_send = greenhouses * devices
         accepted = rejected = 0
         delivery = DeliveryReport()
-        started = time.monotonic()
+        started, stamp_ms = time.monotonic(), 0
         for step in range(count):
             rows = generated.table.slice(step * per_send, per_send)
-            now = pa.scalar(int(time.time() * 1000), pa.timestamp("ms"))
-            rows = rows.set_column(2, "timestamp", pa.repeat(now, per_send))
+            # Strictly increasing stamps: two sends in one millisecond are still two readings.
+            stamp_ms = max(int(time.time() * 1000), stamp_ms + 1)
+            stamp = pa.scalar(stamp_ms, pa.timestamp("ms"))
+            rows = rows.set_column(2, "timestamp", pa.repeat(stamp, per_send))
             result = self.ingest(generator.to_json_records(rows), source="simulate", deliver=False)
             accepted += result.accepted
             rejected += len(result.rejected)

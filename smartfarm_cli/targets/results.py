@@ -11,8 +11,7 @@ from ..core.validate import Rejected
 class IngestResult:
     accepted: int
     rejected: list[Rejected]
-    first_seq: int | None = None
-    last_seq: int | None = None
+    duplicates: int = 0  # valid readings already stored (same greenhouse, device, timestamp)
 
 
 @dataclass
