@@ -150,3 +150,10 @@ def test_generator_accepts_tiny_anomaly_rates():
     generated = generate(1_795_860_000_000, 10, 60, anomaly_rate=1e-108, seed=1)
     assert generated.table.num_rows == 60
     assert all(generated.count(kind) == 0 for kind in ANOMALY_KINDS)
+
+
+def test_rows_without_timestamp_are_skipped_and_the_rest_judged():
+    table = rows_for([20.0, 400.0])
+    stamps = pa.array([None, table["timestamp"][1].as_py()], pa.timestamp("ms"))
+    table = table.set_column(2, "timestamp", stamps)
+    assert rules_of(detect(table, load_rules())) == [("impossible", "temperature", 400.0)]

@@ -155,6 +155,9 @@ def _jump_rows(table: pa.Table, critical: pa.Array, rules: Rules) -> dict[str, p
 def detect(table: pa.Table, rules: Rules, source_key: str = "") -> pa.Table:
     """All anomalies in `table` as a spike table (SPIKE_SCHEMA), most severe first."""
     table = conform(table)
+    # A row without a timestamp cannot come from our writers and cannot be placed in a spike
+    # partition; judging the rest beats failing the whole file.
+    table = table.filter(pc.is_valid(table["timestamp"]))
     if table.num_rows == 0:
         return SPIKE_SCHEMA.empty_table()
     pieces: list[tuple[pa.Table, str, str, pa.Array]] = []
