@@ -27,7 +27,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +35,7 @@ from pathlib import Path
 from urllib.parse import unquote_plus
 
 from smartfarm_cli.core import alerts, lake
+from smartfarm_cli.core.jsonlog import log
 from smartfarm_cli.core.rules import Rules, load_rules
 
 USER_AGENT = "smartfarm-anomaly-detector (aws lambda, 0.1)"
@@ -45,18 +45,6 @@ ALERT_POLICY = alerts.RetryPolicy(
 )
 DEADLINE_MARGIN_S = 10.0  # keep this much of the invocation for writing markers and logs
 SOURCE_METADATA = "smartfarm-source"  # `backfill` on generated history: spikes, no alert
-
-
-LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
-
-
-def log(level: str, event: str, **fields) -> None:
-    """One structured JSON log line (CloudWatch Logs Insights can filter on every field)."""
-    if LEVELS.get(level, 20) < LEVELS.get(os.environ.get("LOG_LEVEL", "INFO").upper(), 20):
-        return
-    record = {"level": level, "event": event, **fields}
-    sys.stdout.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
 
 
 class StoreError(RuntimeError):

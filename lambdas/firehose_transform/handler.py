@@ -20,27 +20,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
-import sys
 import time
 from datetime import UTC, datetime
 
+from smartfarm_cli.core.jsonlog import log
 from smartfarm_cli.core.schema import FIELD_NAMES
 from smartfarm_cli.core.validate import parse_json_lines, partition_values, validate
 
 OK = "Ok"
 FAILED = "ProcessingFailed"
-
-
-LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
-
-
-def log(level: str, event: str, **fields) -> None:
-    if LEVELS.get(level, 20) < LEVELS.get(os.environ.get("LOG_LEVEL", "INFO").upper(), 20):
-        return
-    record = {"level": level, "event": event, **fields}
-    sys.stdout.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
 
 
 def iso_ms(ts_ms: int) -> str:

@@ -30,7 +30,6 @@ import http.client
 import json
 import math
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -38,6 +37,7 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from smartfarm_cli.core import generator
+from smartfarm_cli.core.jsonlog import log
 
 USER_AGENT = "smartfarm-pseudo-sensor-log (aws lambda, 0.1)"
 MAX_COUNT = 10_000
@@ -51,17 +51,6 @@ DEFAULT_TIMEOUT_S = 900.0
 SEND_RETRIES = 3
 HTTP_TIMEOUT_S = 10.0
 FIELDS = {"count", "interval", "greenhouses", "devices", "anomaly_rate", "seed"}
-
-
-LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
-
-
-def log(level: str, event: str, **fields) -> None:
-    if LEVELS.get(level, 20) < LEVELS.get(os.environ.get("LOG_LEVEL", "INFO").upper(), 20):
-        return
-    record = {"level": level, "event": event, **fields}
-    sys.stdout.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
 
 
 class BadRequest(ValueError):
