@@ -36,7 +36,7 @@ import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
 
-from smartfarm_cli.core import generator
+from smartfarm_cli.core import generator, putrecords
 from smartfarm_cli.core.jsonlog import log
 
 USER_AGENT = "smartfarm-pseudo-sensor-log (aws lambda, 0.1)"
@@ -45,7 +45,6 @@ MAX_INTERVAL_S = 300.0
 MAX_GREENHOUSES = 100
 MAX_DEVICES = 100
 MAX_READINGS = 200_000  # count x greenhouses x devices in one run
-BATCH_MAX = 500  # records per POST (Kinesis PutRecords / API model limit)
 TIMEOUT_MARGIN_S = 15.0
 DEFAULT_TIMEOUT_S = 900.0
 SEND_RETRIES = 3
@@ -236,20 +235,6 @@ def urllib_post(url: str, body: dict, headers: dict, timeout: float):
         raise ConnectionError(f"bad HTTP answer: {type(exc).__name__}") from None
 
 
-def _failed_indexes(answer: bytes, sent: int) -> list[int] | None:
-    """Indexes of failed records in a PutRecords-style answer; None when none failed/unknown."""
-    try:
-        data = json.loads(answer or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(data, dict) or not data.get("FailedRecordCount"):
-        return None
-    records = data.get("Records")
-    if not isinstance(records, list) or len(records) != sent:
-        return list(range(sent))  # cannot tell which: resend all (at-least-once)
-    return [i for i, r in enumerate(records) if isinstance(r, dict) and r.get("ErrorCode")]
-
-
 @dataclass
 class SendStats:
     requests: int = 0
@@ -260,34 +245,33 @@ class SendStats:
 
 def send_batch(records: list[dict], url: str, api_key: str, post, sleep, stats: SendStats):
     """POST up to 500 readings; re-send failed ones (partial failure, 429, 5xx) with backoff."""
-    pending = records
-    for attempt in range(SEND_RETRIES + 1):
-        if attempt:
-            sleep(min(2.0, 0.1 * 2**attempt))
-            stats.resent += len(pending)
-        stats.requests += 1
+
+    def put(pending: list[dict]) -> list:
         try:
             status, answer = post(url, {"records": pending}, {"x-api-key": api_key}, HTTP_TIMEOUT_S)
         except OSError as exc:
             log("WARNING", "send_error", error=type(exc).__name__, records=len(pending))
-            continue
+            raise putrecords.RetryableError(type(exc).__name__) from None
         if status == 429 or status >= 500:
             log("WARNING", "send_retry", status=status, records=len(pending))
-            continue
+            raise putrecords.RetryableError(f"HTTP {status}")
         if status >= 300:
-            log(
-                "ERROR",
-                "send_rejected",
-                status=status,
-                answer=answer[:300].decode("utf-8", "replace"),
-            )
-            break
-        failed = _failed_indexes(answer, len(pending))
-        stats.sent += len(pending) - len(failed or [])
-        if not failed:
-            return
-        pending = [pending[i] for i in failed]
-    stats.failed += len(pending)
+            text = answer[:300].decode("utf-8", "replace")
+            log("ERROR", "send_rejected", status=status, answer=text)
+            raise putrecords.PermanentError(f"HTTP {status}")
+        try:
+            data = json.loads(answer or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            data = {}
+        return putrecords.error_codes(data if isinstance(data, dict) else {}, len(pending))
+
+    outcome = putrecords.send_batch(
+        records, put, sleep, SEND_RETRIES + 1, lambda attempt: min(2.0, 0.1 * 2**attempt)
+    )
+    stats.requests += outcome.calls
+    stats.sent += outcome.sent
+    stats.resent += outcome.resent
+    stats.failed += len(outcome.unsent)
 
 
 def run(
@@ -318,8 +302,8 @@ def run(
         if delay > 0:
             sleep(delay)
         rows = generator.to_json_records(generated.table.slice(step * per_step, per_step))
-        for first in range(0, len(rows), BATCH_MAX):
-            send_batch(rows[first : first + BATCH_MAX], url, api_key, post, sleep, stats)
+        for batch in putrecords.batches(rows):
+            send_batch(batch, url, api_key, post, sleep, stats)
     summary = {
         "run_id": spec.run_id,
         "steps": spec.count,

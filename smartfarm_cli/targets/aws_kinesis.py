@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-MAX_RECORDS = 500  # per PutRecords call
-MAX_BATCH_BYTES = 5 * 1024 * 1024  # per call, data + partition keys
+from ..core.putrecords import MAX_RECORDS, RetryableError, batches, error_codes, send_batch
+
 MAX_TRIES = 6  # per batch, first try included
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 5.0
@@ -27,6 +27,7 @@ RETRYABLE_CALL_ERRORS = {
     "ServiceUnavailable",
     "KMSThrottlingException",
 }
+__all__ = ["MAX_RECORDS", "MAX_TRIES", "KinesisSender", "Unsent", "decode", "entry"]
 
 
 def entry(reading: dict) -> dict:
@@ -37,21 +38,6 @@ def entry(reading: dict) -> dict:
 
 def entry_size(item: dict) -> int:
     return len(item["Data"]) + len(item["PartitionKey"].encode())
-
-
-def batches(entries: list[dict]) -> Iterator[list[dict]]:
-    """Consecutive slices of <= 500 entries and <= 5 MiB each."""
-    batch: list[dict] = []
-    size = 0
-    for item in entries:
-        item_size = entry_size(item)
-        if batch and (len(batch) == MAX_RECORDS or size + item_size > MAX_BATCH_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(item)
-        size += item_size
-    if batch:
-        yield batch
 
 
 @dataclass
@@ -76,55 +62,34 @@ class KinesisSender:
     max_tries: int = MAX_TRIES
     rng: random.Random = field(default_factory=random.Random)
     sent: int = 0
-    calls: int = 0
-    resent: int = 0
 
     def send(self, entries: Iterable[dict]) -> int:
         """Send every entry or raise Unsent with the ones that could not be sent."""
         entries = list(entries)
-        pending_batches = list(batches(entries))
+        pending_batches = list(batches(entries, entry_size))
         for number, batch in enumerate(pending_batches):
-            try:
-                self._send_batch(batch)
-            except Unsent as unsent:
-                for later in pending_batches[number + 1 :]:
-                    unsent.entries.extend(later)
-                unsent.sent = self.sent
-                raise
+            outcome = send_batch(batch, self._put, self.sleep, self.max_tries, self._backoff)
+            self.sent += outcome.sent
+            if outcome.unsent:
+                later = [item for rest in pending_batches[number + 1 :] for item in rest]
+                raise Unsent(outcome.unsent + later, self.sent, self.max_tries, outcome.codes)
         return len(entries)
 
-    def _send_batch(self, batch: list[dict]) -> None:
+    def _backoff(self, attempt: int) -> float:
+        """Capped exponential backoff with full jitter."""
+        return self.rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+
+    def _put(self, pending: list[dict]) -> list:
         from botocore.exceptions import ClientError
 
-        pending = batch
-        codes: dict[str, int] = {}
-        for attempt in range(self.max_tries):
-            if attempt:
-                self.resent += len(pending)
-                self.sleep(self.rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)))
-            self.calls += 1
-            try:
-                response = self.client.put_records(StreamName=self.stream_name, Records=pending)
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code not in RETRYABLE_CALL_ERRORS:
-                    raise
-                codes = {code: len(pending)}
-                continue
-            results = response["Records"]
-            failed = [
-                (item, result)
-                for item, result in zip(pending, results, strict=True)
-                if result.get("ErrorCode")
-            ]
-            self.sent += len(pending) - len(failed)
-            if not failed:
-                return
-            codes = {}
-            for _, result in failed:
-                codes[result["ErrorCode"]] = codes.get(result["ErrorCode"], 0) + 1
-            pending = [item for item, _ in failed]
-        raise Unsent(list(pending), self.sent, self.max_tries, codes)
+        try:
+            response = self.client.put_records(StreamName=self.stream_name, Records=pending)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in RETRYABLE_CALL_ERRORS:
+                raise RetryableError(code) from None
+            raise  # AccessDenied, ResourceNotFound...: mapped to one clear line upstream
+        return error_codes(response, len(pending))
 
 
 def decode(data: bytes):
