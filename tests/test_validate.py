@@ -112,3 +112,14 @@ def test_parse_json_array_and_single_object():
 
 def test_partition_prefix_uses_event_time():
     assert partition_prefix(1795860000000) == "logs/year=2026/month=11/day=28/hour=10/"
+
+
+def test_readme_field_table_matches_the_schema():
+    import re
+    from pathlib import Path
+
+    from smartfarm_cli.core.schema import FIELD_NAMES
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    table = readme.split("### The reading", 1)[1].split("\n\n", 2)[1]
+    assert tuple(re.findall(r"^\| `(\w+)` \|", table, re.M)) == FIELD_NAMES

@@ -33,7 +33,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -74,7 +74,6 @@ class SendResult:
     attempts: int
     http_status: int | None
     reason: str
-    waited_s: float = 0.0
 
 
 @dataclass
@@ -86,10 +85,6 @@ class AlertOutcome:
     http_status: int | None = None
     reason: str = ""
     marker_key: str = ""
-    extra: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def with_wait(url: str) -> str:
@@ -177,7 +172,7 @@ def send_message(
     stop_at = start + policy.max_total_s
     if deadline is not None:
         stop_at = min(stop_at, deadline)
-    attempts, status, waited = 0, None, 0.0
+    attempts, status = 0, None
     reason = "not attempted"
     while attempts < policy.max_attempts:
         timeout = max(0.1, min(policy.timeout_s, stop_at - clock()))
@@ -187,14 +182,14 @@ def send_message(
             status, headers, body = post(target, payload, timeout)
         except ValueError:  # urllib/requests refuse the URL itself: no retry can help
             reason = "the webhook URL is malformed; expected https://discord.com/api/webhooks/…"
-            return SendResult(False, attempts, None, reason, waited)
+            return SendResult(False, attempts, None, reason)
         except (OSError, http.client.HTTPException) as exc:
             status = None
             reason = discord.clip(discord.redact(network_reason(exc), url), 300)
             wait = min(policy.backoff_max_s, policy.backoff_base_s * 2 ** (attempts - 1))
         else:
             if 200 <= status < 300:
-                return SendResult(True, attempts, status, "", waited)
+                return SendResult(True, attempts, status, "")
             reason = discord.redact(_describe_error(status, body), url)
             if status == 429:
                 wait = retry_after_s(headers, body)
@@ -212,8 +207,7 @@ def send_message(
             reason += f" (out of retry time after {clock() - start:.1f} s)"
             break
         sleep(wait)
-        waited += wait
-    return SendResult(False, attempts, status, f"{reason} after {attempts} attempt(s)", waited)
+    return SendResult(False, attempts, status, f"{reason} after {attempts} attempt(s)")
 
 
 def read_marker(store: ObjectStore, source_key: str) -> dict | None:

@@ -2,7 +2,7 @@
 
 Everything else is derived from the tables below: the Arrow schemas written to Parquet, the
 JSON Schema of the API Gateway request model, the Glue column lists in Terraform (checked by a
-test), the Athena DDL and the README's field table.
+test) and the README's field table (also checked by a test).
 """
 
 from __future__ import annotations
@@ -57,21 +57,6 @@ FIELD_NAMES = tuple(c.name for c in READING_COLUMNS)
 def glue_columns(columns: tuple[Column, ...] = READING_COLUMNS) -> list[dict[str, str]]:
     """Column list as Glue (and Terraform's `columns` blocks) expect it."""
     return [{"name": c.name, "type": c.glue, "comment": c.comment} for c in columns]
-
-
-def athena_ddl(table: str, location: str, *, spikes: bool = False) -> str:
-    """CREATE EXTERNAL TABLE statement for Athena (partitions as zero-padded strings)."""
-    columns = SPIKE_COLUMNS if spikes else READING_COLUMNS
-    partitions = SPIKE_PARTITIONS if spikes else READING_PARTITIONS
-    cols = ",\n  ".join(f"`{c.name}` {c.glue}" for c in columns)
-    parts = ", ".join(f"`{p}` string" for p in partitions)
-    return (
-        f"CREATE EXTERNAL TABLE {table} (\n  {cols}\n)\nPARTITIONED BY ({parts})\n"
-        f"STORED AS PARQUET\nLOCATION '{location}'"
-    )
-
-
-_NUMBER_OR_STRING = {"type": ["number", "string"]}
 
 
 def reading_json_schema() -> dict:
