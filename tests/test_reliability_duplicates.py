@@ -18,12 +18,10 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import boto3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
-from reliability.lambdas import load
+from reliability.lambdas import load, moto_buckets
 from werkzeug import Response
 
 from smartfarm_cli import alerting
@@ -53,19 +51,8 @@ def discord_fake(httpserver):
 
 @pytest.fixture(scope="module")
 def s3():
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            mp.setenv(name, value)
-        with mock_aws():
-            client = boto3.client("s3")
-            client.create_bucket(Bucket="sensor-log-bucket")
-            client.create_bucket(Bucket="spike-log-bucket")
-            yield client
+    with moto_buckets("sensor-log-bucket", "spike-log-bucket") as client:
+        yield client
 
 
 # Three log objects: two with anomalies (3 and 2 spikes, the second spanning two days), one

@@ -21,14 +21,12 @@ import time
 import uuid
 from pathlib import Path
 
-import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
-from reliability.lambdas import load
+from reliability.lambdas import load, moto_buckets
 from reliability.strategies import (
     NOW,
     good_readings,
@@ -409,28 +407,17 @@ GOOD_KEY = "logs/year=2026/month=11/day=28/hour=10/good-neighbour.parquet"
 
 @pytest.fixture(scope="module")
 def s3():
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            mp.setenv(name, value)
-        with mock_aws():
-            client = boto3.client("s3")
-            client.create_bucket(Bucket=LOG_BUCKET)
-            client.create_bucket(Bucket=SPIKE_BUCKET)
-            rows = [
-                ("gh-1", "ok", T0, 21.0, 60.0, 800.0, 0),
-                ("gh-1", "err", T0, None, None, None, 1),
-                ("gh-1", "hot", T0, 400.0, 60.0, 800.0, 0),
-                ("gh-1", "wet", T0, 21.0, 99.0, 800.0, 0),
-            ]
-            client.put_object(
-                Bucket=LOG_BUCKET, Key=GOOD_KEY, Body=lake.parquet_bytes(table_from_rows(rows))
-            )
-            yield client
+    with moto_buckets(LOG_BUCKET, SPIKE_BUCKET) as client:
+        rows = [
+            ("gh-1", "ok", T0, 21.0, 60.0, 800.0, 0),
+            ("gh-1", "err", T0, None, None, None, 1),
+            ("gh-1", "hot", T0, 400.0, 60.0, 800.0, 0),
+            ("gh-1", "wet", T0, 21.0, 99.0, 800.0, 0),
+        ]
+        client.put_object(
+            Bucket=LOG_BUCKET, Key=GOOD_KEY, Body=lake.parquet_bytes(table_from_rows(rows))
+        )
+        yield client
 
 
 FLOATS = st.one_of(

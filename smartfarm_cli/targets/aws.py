@@ -382,9 +382,9 @@ class AwsTarget:
                     progress(done, total)
         return report, bad
 
-    def deliver(self, force: bool = False, wait: bool = False) -> DeliveryReport:
+    def deliver(self, force: bool = False) -> DeliveryReport:
         """Nothing to do from here: Firehose delivers by its own size/age buffer (<= 60 s)."""
-        del force, wait
+        del force
         return DeliveryReport()
 
     # -- watching ------------------------------------------------------------------------------

@@ -320,10 +320,10 @@ class LocalTarget:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def deliver(self, force: bool = False, wait: bool = False) -> DeliveryReport:
+    def deliver(self, force: bool = False) -> DeliveryReport:
         """Deliver pending stream rows when the size or age threshold is reached (or `force`)."""
         report = DeliveryReport()
-        with self._delivery_lock(wait or force) as locked:
+        with self._delivery_lock(wait=force) as locked:
             if not locked:
                 return report
             while (batch := self._next_batch(force)) is not None:

@@ -43,7 +43,7 @@ def main() -> None:
         batches += 1
         target.deliver()
         time.sleep(0.02)
-    target.deliver(force=True, wait=True)
+    target.deliver(force=True)
     target.close()
     print(json.dumps({"written": written, "batches": batches, "seconds": duration}), flush=True)
 

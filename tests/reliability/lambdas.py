@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -19,3 +20,21 @@ def load(name: str):
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def moto_buckets(*buckets: str):
+    """A moto S3 client with fake credentials and the given buckets (for Lambda handlers)."""
+    import boto3
+    import pytest
+    from moto import mock_aws
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            mp.setenv(name, "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        with mock_aws():
+            client = boto3.client("s3")
+            for bucket in buckets:
+                client.create_bucket(Bucket=bucket)
+            yield client
