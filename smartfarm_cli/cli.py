@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .discord_cli import discord_app, set_ssm_parameter_source
 from .errors import FarmctlError, UserError
@@ -49,7 +50,10 @@ class State:
 
 
 def _fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """One line on stderr, never wrapped (a piped error stays one greppable line)."""
+    err_console.print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
+    )
     raise typer.Exit(code)
 
 

@@ -463,16 +463,19 @@ class AwsTarget:
     def query(
         self, sql: str, params: list | None = None, partitions_from: str | None = None
     ) -> QueryResult:
-        """Run Athena SQL in the stack's workgroup; `?` values travel as execution parameters.
+        """Run one read-only SELECT in the stack's workgroup; `?` values travel as parameters.
 
-        `partitions_from` is for the local target's file listing; on Athena, partition
-        projection prunes by the partition predicates the SQL itself carries.
+        The SQL passes the same sqlguard as on the local target, and Athena runs the SQL
+        regenerated from the checked tree. `partitions_from` is for the local target's file
+        listing; on Athena, partition projection prunes by the SQL's own partition predicates.
         """
         del partitions_from
         import awswrangler as wr
 
+        from ..sqlguard import to_dialect
+
         frame = wr.athena.read_sql_query(
-            sql,
+            to_dialect(sql, "athena"),
             database=self.outputs["glue_database"],
             workgroup=self.outputs["athena_workgroup"],
             ctas_approach=False,

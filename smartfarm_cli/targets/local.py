@@ -444,25 +444,27 @@ class LocalTarget:
     def query(
         self, sql: str, params: list | None = None, partitions_from: str | None = None
     ) -> QueryResult:
-        """Run Athena-dialect SQL over the local lake (transpiled to DuckDB).
+        """Run one read-only Athena-dialect SELECT over the local lake (transpiled to DuckDB).
 
-        `partitions_from` (see core.queries.Query) limits the files DuckDB is shown to the
-        partition folders at or after it, as Athena's partition projection would.
+        The SQL passes sqlguard first; then DuckDB sees only the lake files behind the two
+        views: external access is switched off and the configuration locked before the
+        statement runs, so even SQL that got past the parser cannot read or write other files.
+        `partitions_from` (see core.queries.Query) limits the files to the partition folders
+        at or after it, as Athena's partition projection would.
         """
         import duckdb
-        import sqlglot
 
-        try:
-            statements = sqlglot.transpile(sql, read="athena", write="duckdb")
-        except sqlglot.errors.ParseError as exc:
-            raise queries.QueryError(f"cannot parse the SQL: {str(exc).splitlines()[0]}") from None
-        if len(statements) != 1:
-            raise queries.QueryError("give exactly one SQL statement")
+        from ..sqlguard import to_dialect
+
+        statement = to_dialect(sql, "duckdb")
         con = duckdb.connect()
         try:
             con.execute("SET TimeZone = 'UTC'")
-            self._create_views(con, partitions_from)
-            result = con.execute(statements[0], params or [])
+            files = self._create_views(con, partitions_from)
+            con.execute("SET allowed_paths = ?", [files])
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+            result = con.execute(statement, params or [])
             columns = [d[0] for d in result.description]
             return QueryResult(columns, result.fetchall())
         except duckdb.Error as exc:
@@ -473,7 +475,8 @@ class LocalTarget:
     def run(self, query: queries.Query) -> QueryResult:
         return self.query(query.sql, query.params, query.partitions_from)
 
-    def _create_views(self, con, partitions_from: str | None) -> None:
+    def _create_views(self, con, partitions_from: str | None) -> list[str]:
+        """Create the `readings` and `spikes` views; returns the files they read."""
         views = (
             (queries.READINGS_TABLE, self.logs, lake.LOG_ROOT, READING_SCHEMA, READING_PARTITIONS),
             (
@@ -484,16 +487,12 @@ class LocalTarget:
                 SPIKE_PARTITIONS,
             ),
         )
+        every_file: list[str] = []
         for view, bucket, root, schema, partitions in views:
-            base = bucket.path(root)
-            if partitions_from:
-                files = _partition_files(base, partitions, partitions_from)
-                source = "[" + ", ".join(f"'{_sql_str(f)}'" for f in files) + "]" if files else None
-            else:
-                has_files = base.exists() and any(base.rglob("*.parquet"))
-                glob = str(base) + "/*" * len(partitions) + "/*.parquet"
-                source = f"'{_sql_str(glob)}'" if has_files else None
-            if source:
+            files = _partition_files(bucket.path(root), partitions, partitions_from or "")
+            every_file += files
+            if files:
+                source = "[" + ", ".join(f"'{_sql_str(f)}'" for f in files) + "]"
                 hive_types = ", ".join(f"'{p}': 'VARCHAR'" for p in partitions)
                 con.execute(
                     f"CREATE VIEW {view} AS SELECT * FROM read_parquet({source}, "
@@ -504,6 +503,7 @@ class LocalTarget:
                     f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema
                 ) + "".join(f", CAST(NULL AS VARCHAR) AS {p}" for p in partitions)
                 con.execute(f"CREATE VIEW {view} AS SELECT {typed} WHERE false")
+        return every_file
 
     def trend(
         self, metric: str, days: float, every: str = "1h", greenhouse: str | None = None
