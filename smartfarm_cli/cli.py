@@ -51,9 +51,7 @@ class State:
 
 def _fail(message: str, code: int) -> None:
     """One line on stderr, never wrapped (a piped error stays one greppable line)."""
-    err_console.print(
-        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
-    )
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -229,9 +227,15 @@ def backfill(
         )
     elapsed = time.perf_counter() - started
     rate = report.readings / elapsed if elapsed else 0
+    already = (
+        f"; {report.already_stored:,} already in the lake (kept as stored)"
+        if report.already_stored
+        else ""
+    )
     console.print(
         f"wrote {report.readings:,} readings in {len(report.files)} files "
-        f"({elapsed:.2f} s, {rate:,.0f} readings/s); {report.spikes:,} spikes; {bad} rejected"
+        f"({elapsed:.2f} s, {rate:,.0f} readings/s); {report.spikes:,} spikes; "
+        f"{bad} rejected{already}"
     )
 
 

@@ -63,7 +63,7 @@ def read_only_select(sql: str, dialect: str = "athena") -> exp.Query:
     Raises QueryError (a user mistake) naming what is not allowed.
     """
     if not sql or not sql.strip():
-        raise QueryError('the query is empty; give one SELECT, e.g. "SELECT count(*) FROM readings"')
+        raise QueryError('the query is empty; try "SELECT count(*) FROM readings"')
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except sqlglot.errors.SqlglotError as exc:

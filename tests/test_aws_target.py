@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+import pyarrow as pa
 import pytest
 import requests
 from botocore.exceptions import ClientError
@@ -383,7 +385,7 @@ def test_backfill_writes_the_same_hourly_objects_as_local(stack, tmp_path):
     expected, expected_bad = local.backfill(**kwargs)
     report, bad = make_target(stack).backfill(**kwargs)
     assert report.files == expected.files and len(report.files) == 13
-    assert report.files[0].endswith("hour=00/backfill.parquet")
+    assert re.search(r"hour=00/backfill-[0-9a-f]{16}\.parquet$", report.files[0])
     assert (report.readings, report.spikes, bad) == (
         expected.readings,
         expected.spikes,
@@ -398,6 +400,19 @@ def test_backfill_writes_the_same_hourly_objects_as_local(stack, tmp_path):
         assert read_parquet_bytes(obj["Body"].read()).equals(
             read_parquet_bytes((local.logs.path(key)).read_bytes())
         )
+    # A second, overlapping backfill adds only new readings and replaces no object.
+    later = end + timedelta(minutes=70)
+    again, _ = make_target(stack).backfill(**{**kwargs, "end": later})
+    assert again.already_stored == 144 - 14 and again.readings == 14
+    assert not set(again.files) & set(report.files)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="sf-logs")["Contents"]]
+    stored = pa.concat_tables(
+        [read_parquet_bytes(s3.get_object(Bucket="sf-logs", Key=k)["Body"].read()) for k in keys]
+    )
+    assert stored.num_rows == 158
+    assert (
+        stored.group_by(["greenhouse_id", "device_id", "timestamp"]).aggregate([]).num_rows == 158
+    )
     local.close()
 
 

@@ -219,7 +219,7 @@ def test_athena_functions_translate(target):
     assert rows[0][:3] == ("2026-11-28 10:00", 24.0, 1)
 
 
-def test_backfill_is_vectorised_history_and_rerun_replaces(target):
+def test_backfill_is_vectorised_history_and_rerun_adds_nothing(target):
     end = datetime(2026, 11, 28, 12, 7, tzinfo=UTC)
     progress = []
     report, bad = target.backfill(
@@ -230,13 +230,61 @@ def test_backfill_is_vectorised_history_and_rerun_replaces(target):
         end=end,
         progress=lambda done, total: progress.append((done, total)),
     )
-    assert bad == 0 and report.readings == 2 * 288 * 6
+    assert bad == 0 and report.readings == 2 * 288 * 6 and report.already_stored == 0
     assert progress[-1] == (576, 576)
     assert target.query("SELECT count(*) FROM readings").rows == [(3456,)]
-    target.backfill(2, greenhouses=3, devices=2, interval_s=300, end=end)
+    files = sorted(target.logs.keys("logs"))
+    again, _ = target.backfill(2, greenhouses=3, devices=2, interval_s=300, end=end)
+    assert (again.readings, again.files, again.already_stored) == (0, [], 3456)
+    assert sorted(target.logs.keys("logs")) == files
     assert target.query('SELECT count(*), count(DISTINCT "timestamp") FROM readings').rows == [
         (3456, 576)
     ]
+
+
+def test_a_second_backfill_never_removes_readings(target):
+    """The walkthrough's case: 2 days x 5 greenhouses, then 1 day x 1 greenhouse, seed 5."""
+    end = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    first, _ = target.backfill(2, greenhouses=5, devices=1, interval_s=60, end=end)
+    assert first.readings == 14_400
+    spikes_before = target.query("SELECT count(*) FROM spikes").rows[0][0]
+    later = datetime(2026, 11, 28, 12, 42, tzinfo=UTC)  # overlaps, and 42 new minutes
+    second, _ = target.backfill(1, greenhouses=1, devices=1, interval_s=60, seed=5, end=later)
+    # gh-1/dev-1 already has every minute up to 12:00: only the 42 minutes after it are new.
+    assert (second.readings, second.already_stored) == (42, 1440 - 42)
+    rows = target.query(
+        'SELECT count(*), count(DISTINCT (greenhouse_id, device_id, "timestamp")) FROM readings'
+    ).rows
+    assert rows == [(14_442, 14_442)]
+    # every spike still points at a file that exists and holds the reading it describes
+    assert target.query("SELECT count(*) FROM spikes").rows[0][0] >= spikes_before
+    orphans = target.query(
+        "SELECT count(*) FROM spikes s LEFT JOIN readings r ON s.greenhouse_id = r.greenhouse_id "
+        'AND s.device_id = r.device_id AND s."timestamp" = r."timestamp" '
+        "WHERE r.device_id IS NULL"
+    ).rows
+    assert orphans == [(0,)]
+
+
+def test_backfill_keeps_readings_delivered_from_the_stream(target):
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    reading = {
+        "greenhouse_id": "gh-1",
+        "device_id": "dev-1",
+        "timestamp": (now - timedelta(minutes=30)).isoformat(),
+        "temperature": 99.5,  # not what the generator would say
+        "humidity": 50,
+        "co2": 700,
+        "error_code": 0,
+    }
+    target.ingest([reading])
+    report, _ = target.backfill(0.1, greenhouses=1, devices=1, interval_s=60, end=now)
+    assert report.already_stored == 1
+    rows = target.query(
+        "SELECT temperature FROM readings WHERE greenhouse_id = 'gh-1' AND device_id = 'dev-1' "
+        f"AND \"timestamp\" = TIMESTAMP '{(now - timedelta(minutes=30)):%Y-%m-%d %H:%M:%S}'"
+    ).rows
+    assert rows == [(99.5,)]
 
 
 WRITER = textwrap.dedent("""

@@ -22,6 +22,7 @@ from .validate import partition_prefix
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 LOG_ROOT = "logs"
+READING_KEY = ("greenhouse_id", "device_id", "timestamp")  # one reading per key in the lake
 SPIKE_ROOT = "spikes"
 ALERT_ROOT = "alerts"
 
@@ -50,6 +51,30 @@ def split_by_time(table: pa.Table, bucket_ms: int) -> Iterator[tuple[int, pa.Tab
 
 def log_prefix(hour_ms: int) -> str:
     return partition_prefix(hour_ms, LOG_ROOT)
+
+
+def backfill_key(hour_ms: int, data: bytes) -> str:
+    """Content-addressed key of one backfilled hour file.
+
+    The same rows give the same key (a re-run rewrites identical bytes); other rows give a new
+    key, so a backfill never replaces a file that another backfill or a delivery wrote.
+    """
+    return f"{log_prefix(hour_ms)}backfill-{hashlib.sha256(data).hexdigest()[:16]}.parquet"
+
+
+def unstored(readings: pa.Table, stored: list[pa.Table]) -> pa.Table:
+    """The readings whose (greenhouse, device, timestamp) is in none of the `stored` tables.
+
+    The lake keeps the first copy of a reading, as the stream does: what is already stored
+    wins, and a backfill over the same hours adds only the readings that are new.
+    """
+    if not stored or readings.num_rows == 0:
+        return readings
+    key_schema = pa.schema([readings.schema.field(c) for c in READING_KEY])
+    keys = pa.concat_tables([t.select(READING_KEY).cast(key_schema) for t in stored])
+    fresh = readings.join(keys, list(READING_KEY), join_type="left anti")
+    order = ("timestamp", "greenhouse_id", "device_id")
+    return fresh.select(readings.column_names).sort_by([(c, "ascending") for c in order])
 
 
 def source_digest(source_key: str) -> str:

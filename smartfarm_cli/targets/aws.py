@@ -336,15 +336,18 @@ class AwsTarget:
         end: datetime | None = None,
         progress: Progress | None = None,
     ) -> tuple[DeliveryReport, int]:
-        """Generated history as hourly `backfill.parquet` objects in the log bucket.
+        """Generated history as hourly content-addressed backfill objects in the log bucket.
 
-        Same generation, validation and key names as the local target, so a repeated backfill
-        overwrites. The bucket notification runs the anomaly Lambda on every object; the spike
-        count reported is what the same core rules find in each object (the Lambda stores them).
-        Objects carry metadata `smartfarm-source: backfill`, so alerting can skip history.
+        Same generation, validation, dedupe and key names as the local target: readings an
+        object under the same hour prefix already holds are left out, and each hour's new
+        readings get a key derived from their bytes, so a backfill never overwrites an object
+        and a repeated backfill adds nothing. The bucket notification runs the anomaly Lambda
+        on every object; the spike count reported is what the same core rules find in each
+        object (the Lambda stores them). Objects carry metadata `smartfarm-source: backfill`,
+        so alerting can skip history.
         """
         end = (end or datetime.now(UTC)).replace(second=0, microsecond=0)
-        report, bad = DeliveryReport(), 0
+        report, bad, generated = DeliveryReport(), 0, 0
         bucket = self.outputs["log_bucket"]
         s3 = self.client("s3")
 
@@ -358,6 +361,20 @@ class AwsTarget:
                 Metadata={"smartfarm-source": "backfill"},
             )
 
+        def unstored(item: tuple[int, pa.Table]) -> tuple[int, pa.Table]:
+            hour_ms, part = item
+            stored = [
+                lake.read_parquet_bytes(
+                    s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                ).select(list(lake.READING_KEY))
+                for page in s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=bucket, Prefix=lake.log_prefix(hour_ms)
+                )
+                for obj in page.get("Contents", [])
+                if obj["Key"].endswith(".parquet")
+            ]
+            return hour_ms, lake.unstored(part, stored)
+
         with ThreadPoolExecutor(BACKFILL_THREADS) as pool:
             for good, rejected, done, total in generator.history(
                 int(end.timestamp() * 1000),
@@ -370,16 +387,21 @@ class AwsTarget:
             ):
                 bad += rejected
                 objects = []
-                for hour_ms, part in lake.split_by_time(good, lake.HOUR_MS):
-                    key = f"{lake.log_prefix(hour_ms)}backfill.parquet"
-                    objects.append((key, lake.parquet_bytes(part)))
+                for hour_ms, part in pool.map(unstored, lake.split_by_time(good, lake.HOUR_MS)):
+                    if part.num_rows == 0:
+                        continue
+                    data = lake.parquet_bytes(part)
+                    key = lake.backfill_key(hour_ms, data)
+                    objects.append((key, data))
                     report.files.append(key)
                     report.readings += part.num_rows
                     spikes, _ = lake.spike_objects(part, key, self.rules)
                     report.spikes += spikes.num_rows
                 list(pool.map(put, objects))
+                generated += good.num_rows
                 if progress:
                     progress(done, total)
+        report.already_stored = generated - report.readings
         return report, bad
 
     def deliver(self, force: bool = False) -> DeliveryReport:

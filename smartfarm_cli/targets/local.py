@@ -371,10 +371,11 @@ class LocalTarget:
         return report
 
     def write_logs(
-        self, table: pa.Table, name: str, alerts: bool = True, durable: bool = True
+        self, table: pa.Table, name: str | None, alerts: bool = True, durable: bool = True
     ) -> DeliveryReport:
         """Write readings into hourly log files named `name`, then store each file's spikes.
 
+        `name` None gives each hour file a content-addressed backfill key (lake.backfill_key).
         The rules run once over the whole batch (so a jump across an hour boundary is seen),
         and each hour file gets the spikes of its own readings, as the Lambda would store them.
         """
@@ -382,13 +383,30 @@ class LocalTarget:
         spikes = detect(table, self.rules)
         spikes_by_hour = dict(lake.split_by_time(spikes, lake.HOUR_MS))
         for hour_ms, part in lake.split_by_time(table, lake.HOUR_MS):
-            key = f"{lake.log_prefix(hour_ms)}{name}.parquet"
-            self.logs.put(key, lake.parquet_bytes(part), durable)
+            data = lake.parquet_bytes(part)
+            key = (
+                f"{lake.log_prefix(hour_ms)}{name}.parquet"
+                if name
+                else lake.backfill_key(hour_ms, data)
+            )
+            self.logs.put(key, data, durable)
             report.files.append(key)
             report.readings += part.num_rows
             hour_spikes = spikes_by_hour.get(hour_ms, SPIKE_SCHEMA.empty_table())
             report.add(self.store_spikes(key, lake.with_source(hour_spikes, key), alerts, durable))
         return report
+
+    def _unstored(self, readings: pa.Table) -> pa.Table:
+        """`readings` minus those the lake already holds (same greenhouse, device, timestamp)."""
+        import pyarrow.parquet as pq
+
+        parts = []
+        for hour_ms, part in lake.split_by_time(readings, lake.HOUR_MS):
+            keys = self.logs.keys(lake.log_prefix(hour_ms))
+            columns = list(lake.READING_KEY)
+            tables = [pq.read_table(self.logs.path(k), columns=columns) for k in keys]
+            parts.append(lake.unstored(part, tables))
+        return pa.concat_tables(parts) if parts else readings
 
     def store_spikes(
         self, key: str, spikes: pa.Table, alerts: bool = True, durable: bool = True
@@ -423,10 +441,12 @@ class LocalTarget:
     ) -> tuple[DeliveryReport, int]:
         """Generate `days` of history ending at `end` straight into the lake, a day at a time.
 
-        Each hour gets one `backfill.parquet`, so running the same backfill again replaces it;
-        that is also why files are not fsynced one by one (a crashed backfill is simply re-run).
-        Returns the delivery report and the number of generated rows that failed validation.
-        Backfilled files get spikes but no alerts: history is not news.
+        Only readings the lake does not hold yet are written (the first copy of a reading
+        wins, as in the stream), each hour into a new content-addressed file: a backfill never
+        replaces or removes what another backfill or a delivery wrote, and re-running it adds
+        nothing. That is also why files are not fsynced one by one (a crashed backfill is
+        simply re-run). Returns the delivery report and the number of generated rows that
+        failed validation. Backfilled files get spikes but no alerts: history is not news.
         """
         end = (end or datetime.now(UTC)).replace(second=0, microsecond=0)
         report, bad = DeliveryReport(), 0
@@ -434,7 +454,9 @@ class LocalTarget:
             int(end.timestamp() * 1000), days, interval_s, greenhouses, devices, anomaly_rate, seed
         ):
             bad += rejected
-            report.add(self.write_logs(good, "backfill", alerts=False, durable=False))
+            fresh = self._unstored(good)
+            report.add(self.write_logs(fresh, None, alerts=False, durable=False))
+            report.already_stored += good.num_rows - fresh.num_rows
             if progress:
                 progress(done, total)
         return report, bad

@@ -20,10 +20,12 @@ class DeliveryReport:
     readings: int = 0
     spikes: int = 0
     spike_files: list[str] = field(default_factory=list)
+    already_stored: int = 0  # backfill: generated readings the lake already held
 
     def add(self, other: DeliveryReport) -> None:
         self.files += other.files
         self.readings += other.readings
+        self.already_stored += other.already_stored
         self.spikes += other.spikes
         self.spike_files += other.spike_files
 
