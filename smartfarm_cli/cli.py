@@ -6,23 +6,22 @@ boto3, awswrangler) are imported inside the commands, so `farmctl --help` stays 
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from .discord_cli import discord_app, set_ssm_parameter_source
-from .errors import FarmctlError, UserError
+from .errors import UserError
 from .render import OutputFormat, print_result
 from .targets import TargetOptions, open_target
+from .terminal import FarmctlGroup, console, err_console, guarded
 
 app = typer.Typer(
     help="Greenhouse sensor pipeline: simulate, ingest, query, watch and alert.\n\n"
     "Runs on the embedded `local` target (no AWS account needed) or the deployed `aws` stack.",
+    cls=FarmctlGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -30,8 +29,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(discord_app, name="discord")
-console = Console()
-err_console = Console(stderr=True)
 
 OutputOption = typer.Option(OutputFormat.table, "--output", "-o", help="table, json or csv.")
 
@@ -41,42 +38,24 @@ class State:
     _target = None
 
     @classmethod
-    def target(cls):
+    def target(cls, reads_only: bool = False):
+        """The chosen target, checked before anything is drawn or asked (Target.prepare)."""
         if cls._target is None:
             from .alerting import local_alert_hook
 
             cls._target = open_target(cls.options, alert_hook_factory=local_alert_hook)
+        cls._target.prepare(writes=not reads_only)
         return cls._target
 
 
-def _fail(message: str, code: int) -> None:
-    """One line on stderr, never wrapped (a piped error stays one greppable line)."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
 def command(*names: str):
-    """Register a command under one or more names; user mistakes end in one line, not a trace."""
+    """Register a command under one or more names; failures end in one line (terminal.py)."""
 
     def register(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kw):
-            from .core.queries import QueryError
-            from .core.rules import RulesError
-
-            try:
-                return fn(*args, **kw)
-            except (UserError, QueryError, RulesError) as exc:
-                _fail(str(exc), 2)
-            except FarmctlError as exc:
-                _fail(str(exc), exc.exit_code)
-            except KeyboardInterrupt:
-                err_console.print("interrupted")
-                raise typer.Exit(130) from None
-
+        wrapper = guarded(fn)
         app.command(names[0])(wrapper)
         for alias in names[1:]:
-            app.command(alias, help=f"Alias of `{names[0]}` (the seed's wording).")(wrapper)
+            app.command(alias, help=f"Alias of `{names[0]}`.")(wrapper)
         return wrapper
 
     return register
@@ -213,10 +192,11 @@ def backfill(
     from .core.queries import parse_duration
 
     interval = parse_duration(every).total_seconds()
+    target = State.target()
     started = time.perf_counter()
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("backfilling", total=None)
-        report, bad = State.target().backfill(
+        report, bad = target.backfill(
             days=days,
             greenhouses=greenhouses,
             devices=devices,
@@ -271,7 +251,7 @@ def trend(
     from .core.schema import METRIC_UNITS
     from .render import trend_chart
 
-    result = State.target().trend(metric, days, every, greenhouse)
+    result = State.target(reads_only=True).trend(metric, days, every, greenhouse)
     if not result.rows:
         err_console.print(f"no {metric} readings in the last {days:g} days")
         return
@@ -294,7 +274,7 @@ def query(
 
     Example: farmctl query "SELECT greenhouse_id, max(co2) FROM readings GROUP BY 1"
     """
-    result = State.target().query(sql)
+    result = State.target(reads_only=True).query(sql)
     print_result(console, result.columns, result.rows, output)
     _note(result)
 
@@ -311,7 +291,7 @@ def spikes(
 
     Example: farmctl spikes --since 7d --severity critical
     """
-    result = State.target().spikes(since, severity, greenhouse, limit)
+    result = State.target(reads_only=True).spikes(since, severity, greenhouse, limit)
     print_result(console, result.columns, result.rows, output, title=f"spikes, last {since}")
     _note(result)
 
@@ -322,7 +302,7 @@ def latest(output: OutputFormat = OutputOption) -> None:
 
     Example: farmctl latest -o json
     """
-    result = State.target().latest()
+    result = State.target(reads_only=True).latest()
     print_result(console, result.columns, result.rows, output, title="latest per device")
     _note(result)
 
@@ -335,7 +315,7 @@ def rejected(
 
     Example: farmctl rejected --limit 10
     """
-    result = State.target().rejected(limit)
+    result = State.target(reads_only=True).rejected(limit)
     print_result(console, result.columns, result.rows, output, title="rejected readings")
 
 
@@ -345,7 +325,7 @@ def status(output: OutputFormat = OutputOption) -> None:
 
     Example: farmctl status
     """
-    info = State.target().status()
+    info = State.target(reads_only=True).status()
     print_result(console, ["item", "value"], list(info.items()), output, title="smartfarm status")
 
 
@@ -364,7 +344,7 @@ def watch(
 
     from .watch import LatestBoard
 
-    target = State.target()
+    target = State.target(reads_only=True)
     board = LatestBoard(target.rules)
     deadline = time.monotonic() + duration if duration else None
     with Live(board.render(), console=console, refresh_per_second=8, transient=False) as live:

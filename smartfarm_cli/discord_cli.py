@@ -14,6 +14,7 @@ from collections.abc import Callable
 import typer
 
 from .alerting import WEBHOOK_ENV, WebhookError, requests_post, resolve_webhook
+from .terminal import fail, guarded
 
 discord_app = typer.Typer(
     help="Discord alerts: send a test message to the configured webhook.",
@@ -39,12 +40,8 @@ def _group() -> None:
     """Discord alerts: send a test message to the configured webhook."""
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.secho(f"Error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
-
-
 @discord_app.command("test")
+@guarded
 def test(
     webhook: str | None = typer.Option(
         None,
@@ -59,7 +56,11 @@ def test(
         show_default=False,
     ),
 ) -> None:
-    """Send a clearly labelled test message through the same path as real alerts."""
+    """Send a clearly labelled test message through the same path as real alerts.
+
+    Example: SMARTFARM_DISCORD_WEBHOOK=https://discord.com/api/webhooks/<id>/<token>
+    farmctl discord test   (on aws the URL comes from the stack's SSM parameter)
+    """
     from .core import alerts, discord
 
     try:
@@ -69,9 +70,9 @@ def test(
             name, client = source
             found = resolve_webhook(ssm_parameter=name, ssm_client=client)
     except WebhookError as exc:
-        raise _fail(str(exc), 2) from None
+        fail(str(exc), 2)
     if found is None:
-        raise _fail(
+        fail(
             "no Discord webhook configured. Pass --webhook URL, or set "
             f"{WEBHOOK_ENV}=https://discord.com/api/webhooks/<id>/<token> "
             "(on aws: put the URL in the SSM parameter named by the stack output "
@@ -88,7 +89,7 @@ def test(
             hint = "; check the webhook URL (it may have been deleted or mistyped)"
         elif result.http_status is None:
             hint = "; check the network connection and the URL's host"
-        raise _fail(f"test message not delivered: {reason}{hint}", 1)
+        fail(f"test message not delivered: {reason}{hint}", 1)
     typer.secho(
         f"Delivered (HTTP {result.http_status}, {result.attempts} attempt(s)).",
         fg=typer.colors.GREEN,

@@ -70,7 +70,7 @@ def test_rejected_webhook_exits_1_with_one_clear_line(httpserver):
     discord_fake(httpserver, status=404, body={"message": "Unknown Webhook", "code": 10015})
     result = invoke("test", "--webhook", httpserver.url_for(PATH))
     assert result.exit_code == 1
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
     assert "HTTP 404: Unknown Webhook" in errors[0] and "check the webhook URL" in errors[0]
 

@@ -23,6 +23,7 @@ SPIKES_TABLE = "spikes"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 SEVERITIES = ("critical", "warning")
+MAX_DAYS = 36_600  # a century: more than any lake holds, small enough for date arithmetic
 
 
 class QueryError(ValueError):
@@ -91,8 +92,8 @@ def trend(
     """
     if metric not in METRICS:
         raise QueryError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    if not days or days <= 0:
-        raise QueryError("--days must be a positive number")
+    if not (0 < days <= MAX_DAYS):  # also refuses nan
+        raise QueryError(f"--days must be a number of days above 0 and at most {MAX_DAYS:,}")
     now = now or datetime.now(UTC)
     bucket = _bucket(parse_duration(every))
     since = now - timedelta(days=days)

@@ -78,6 +78,11 @@ class AwsTarget:
             region = self._outputs.optional("region")
         return region, self.options.profile
 
+    def prepare(self, writes: bool) -> None:
+        """Fail early, in one line, when no deployed stack is known (reading or writing)."""
+        del writes
+        _ = self.outputs
+
     @property
     def outputs(self) -> stack.StackOutputs:
         if self._outputs is None:

@@ -36,6 +36,7 @@ from ..core.schema import (
     SPIKE_SCHEMA,
 )
 from ..core.validate import Rejected, table_from_rows, validate
+from ..errors import UserError
 from .results import DeliveryReport, IngestResult, QueryResult, SimulateReport
 
 HOME_ENV = "SMARTFARM_HOME"
@@ -162,7 +163,7 @@ class LocalTarget:
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
-            self.home.mkdir(parents=True, exist_ok=True)
+            self.make_home()
             db = sqlite3.connect(self.home / "stream.db", timeout=30, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
@@ -170,6 +171,36 @@ class LocalTarget:
             db.executescript(_STREAM_DDL)
             self._db = db
         return self._db
+
+    def prepare(self, writes: bool) -> None:
+        """Fail early, in one line, when the home cannot serve the command."""
+        if writes:
+            self.make_home()
+        else:
+            self.require_data()
+
+    def make_home(self) -> None:
+        """Create the home folder, or say in one line why it cannot be used."""
+        fix = "choose a writable folder with --home or SMARTFARM_HOME"
+        if self.home.exists() and not self.home.is_dir():
+            raise UserError(f"the home {self.home} is a file, not a folder; {fix}")
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.home):
+                pass  # the home must take new files, not only exist
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            raise UserError(f"cannot use {self.home} as the home ({reason}); {fix}") from None
+
+    def require_data(self) -> None:
+        """For commands that only read: a home that does not exist is a typo, not a new farm."""
+        if self.home.exists() and not self.home.is_dir():
+            self.make_home()  # says why the file cannot be a home
+        if not self.home.is_dir():
+            raise UserError(
+                f"no farm data in {self.home}: check --home / SMARTFARM_HOME, or start one "
+                "with `farmctl demo`, `farmctl simulate` or `farmctl ingest FILE`"
+            )
 
     def close(self) -> None:
         if self._db is not None:
@@ -308,7 +339,7 @@ class LocalTarget:
     @contextlib.contextmanager
     def _delivery_lock(self, wait: bool):
         """One deliverer per home; others skip (or wait, for an explicit flush)."""
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.make_home()
         with open(self.home / "delivery.lock", "w") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
