@@ -6,6 +6,7 @@ boto3, awswrangler) are imported inside the commands, so `farmctl --help` stays 
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,16 @@ import typer
 
 from .discord_cli import discord_app, set_ssm_parameter_source
 from .errors import UserError
-from .render import OutputFormat, print_result
+from .render import (
+    INGEST_VIEW,
+    LATEST_VIEW,
+    REJECTED_VIEW,
+    SPIKES_VIEW,
+    TREND_SUMMARY_VIEW,
+    OutputFormat,
+    print_result,
+    with_spike_reading,
+)
 from .targets import TargetOptions, open_target
 from .terminal import FarmctlGroup, console, err_console, guarded
 
@@ -31,6 +41,10 @@ app = typer.Typer(
 app.add_typer(discord_app, name="discord")
 
 OutputOption = typer.Option(OutputFormat.table, "--output", "-o", help="table, json or csv.")
+WideOption = typer.Option(False, "--wide", "-w", help="Show every column in the table.")
+GreenhouseFilter = typer.Option(
+    None, "--greenhouse", "--gh", help="Only this greenhouse id, e.g. gh-1.", show_default=False
+)
 
 
 class State:
@@ -150,6 +164,7 @@ def simulate(
 def ingest(
     source: str = typer.Argument("-", help="NDJSON or JSON-array file; - reads stdin."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when any reading is rejected."),
+    wide: bool = WideOption,
     output: OutputFormat = OutputOption,
 ) -> None:
     """Send readings from a file or stdin through the target's ingest path.
@@ -168,8 +183,16 @@ def ingest(
     duplicates = f", {result.duplicates} already stored" if result.duplicates else ""
     err_console.print(f"accepted {result.accepted}, rejected {len(result.rejected)}{duplicates}")
     if result.rejected:
-        rows = [(r.index + 1, r.reason, r.raw[:80]) for r in result.rejected]
-        print_result(console, ["item", "reason", "input"], rows, output, title="rejected")
+        rows = [(r.index + 1, r.reason, r.raw) for r in result.rejected]
+        print_result(
+            console,
+            ["line", "reason", "input"],
+            rows,
+            output,
+            title="rejected (--wide shows the input)",
+            view=INGEST_VIEW,
+            wide=wide,
+        )
     if strict and result.rejected:
         raise typer.Exit(1)
 
@@ -238,61 +261,116 @@ def flush() -> None:
 @command("trend")
 def trend(
     metric: str = typer.Argument(..., help="temperature, humidity or co2."),
-    days: float = typer.Option(7, "--days", help="Window length in days."),
+    days: float = typer.Option(7, "--days", help="Window length in days, e.g. 7 or 0.5."),
     every: str = typer.Option("1h", "--every", help="Bucket size: 1m, 15m, 1h, 6h, 1d..."),
-    greenhouse: str = typer.Option(None, "--greenhouse", "-g", help="Only this greenhouse."),
-    chart: bool = typer.Option(True, "--chart/--no-chart", help="Draw a terminal chart."),
+    greenhouse: str = GreenhouseFilter,
+    chart: bool = typer.Option(True, "--chart/--no-chart", help="Draw the terminal chart."),
+    table: bool = typer.Option(
+        False, "--table", help="Show every bucket as a table instead of the per-greenhouse summary."
+    ),
     output: OutputFormat = OutputOption,
 ) -> None:
     """Average / min / max of a metric per time bucket and greenhouse.
 
+    On a terminal: a chart and one summary row per greenhouse (mean, min, max, last bucket).
+    The full series (one row per bucket and greenhouse) comes with --table, -o json or -o csv.
+
     Example: farmctl trend temperature --days 7 --every 6h --greenhouse gh-1
     """
     from .core.schema import METRIC_UNITS
-    from .render import trend_chart
+    from .render import trend_chart, trend_summary
 
-    result = State.target(reads_only=True).trend(metric, days, every, greenhouse)
-    if not result.rows:
-        err_console.print(f"no {metric} readings in the last {days:g} days")
-        return
-    if chart and output is OutputFormat.table:
-        console.print(
-            trend_chart(result.rows, metric, METRIC_UNITS[metric], width=console.width - 2)
-        )
-    print_result(
-        console, result.columns, result.rows, output, title=f"{metric}, last {days:g} days"
-    )
+    target = State.target(reads_only=True)
+    result = target.trend(metric, days, every, greenhouse)
+    window = f"last {days:g} days"
+    if output is not OutputFormat.table:
+        print_result(console, result.columns, result.rows, output)
+    elif not result.rows:
+        _check_greenhouse(target, greenhouse)
+        err_console.print(f"no {metric} readings in the {window}")
+    else:
+        unit = METRIC_UNITS[metric]
+        drawn = trend_chart(result.rows, metric, unit, width=console.width - 2) if chart else None
+        if drawn is not None:
+            console.print(drawn)
+        elif chart:
+            err_console.print("one bucket only: no chart (try a smaller --every)")
+        title = f"{metric} ({unit}), {window}, every {every}"
+        if table:
+            print_result(console, result.columns, result.rows, output, title=title)
+        else:
+            columns, rows = trend_summary(result.rows)
+            print_result(console, columns, rows, output, title=title, view=TREND_SUMMARY_VIEW)
     _note(result)
+
+
+def _check_greenhouse(target, greenhouse: str | None) -> None:
+    """An empty answer for a greenhouse the lake has never seen is a typo: say so."""
+    if (
+        greenhouse
+        and not target.query(
+            "SELECT 1 FROM readings WHERE greenhouse_id = ? LIMIT 1", [greenhouse]
+        ).rows
+    ):
+        raise UserError(f"unknown greenhouse {greenhouse!r}: no reading of it is stored")
 
 
 @command("query")
 def query(
-    sql: str = typer.Argument(..., help="One SQL statement in Athena (Trino) dialect."),
+    sql: str = typer.Argument(
+        ..., help="One read-only SELECT in Athena (Trino) dialect over readings and spikes."
+    ),
+    wide: bool = WideOption,
     output: OutputFormat = OutputOption,
 ) -> None:
-    """Run Athena-dialect SQL on the `readings` and `spikes` tables.
+    """Run one read-only SELECT on the `readings` and `spikes` tables.
+
+    Only a SELECT (or WITH ... SELECT) over readings and spikes runs; anything that would
+    write, read files or change settings is refused. Unnamed columns are named after their
+    expression (count(*) -> count).
 
     Example: farmctl query "SELECT greenhouse_id, max(co2) FROM readings GROUP BY 1"
     """
     result = State.target(reads_only=True).query(sql)
-    print_result(console, result.columns, result.rows, output)
+    print_result(console, result.columns, result.rows, output, wide=wide, empty="no rows")
     _note(result)
 
 
 @command("spikes")
 def spikes(
-    since: str = typer.Option("24h", "--since", help="Window, e.g. 30m, 24h, 7d."),
+    since: str = typer.Option(
+        "24h", "--since", help="Window on the reading's time, e.g. 30m, 24h, 7d."
+    ),
     severity: str = typer.Option(None, "--severity", "-s", help="critical or warning."),
-    greenhouse: str = typer.Option(None, "--greenhouse", "-g"),
-    limit: int = typer.Option(200, "--limit", min=1, max=100_000),
+    greenhouse: str = GreenhouseFilter,
+    limit: int = typer.Option(200, "--limit", min=1, max=100_000, help="At most this many rows."),
+    wide: bool = WideOption,
     output: OutputFormat = OutputOption,
 ) -> None:
     """Stored anomalies, most severe and newest first.
 
+    The table shows what fired where; --wide (or -o json / csv) adds the detail, all the
+    reading's values and the log object each spike came from.
+
     Example: farmctl spikes --since 7d --severity critical
     """
-    result = State.target(reads_only=True).spikes(since, severity, greenhouse, limit)
-    print_result(console, result.columns, result.rows, output, title=f"spikes, last {since}")
+    target = State.target(reads_only=True)
+    result = target.spikes(since, severity, greenhouse, limit)
+    if not result.rows and output is OutputFormat.table:
+        _check_greenhouse(target, greenhouse)
+    columns, rows = result.columns, result.rows
+    if output is OutputFormat.table:
+        columns, rows = with_spike_reading(columns, rows)
+    print_result(
+        console,
+        columns,
+        rows,
+        output,
+        title=f"spikes, last {since}",
+        view=SPIKES_VIEW,
+        wide=wide,
+        empty=f"no spikes in the last {since}" + (f" for {greenhouse}" if greenhouse else ""),
+    )
     _note(result)
 
 
@@ -303,30 +381,67 @@ def latest(output: OutputFormat = OutputOption) -> None:
     Example: farmctl latest -o json
     """
     result = State.target(reads_only=True).latest()
-    print_result(console, result.columns, result.rows, output, title="latest per device")
+    print_result(
+        console,
+        result.columns,
+        result.rows,
+        output,
+        title="latest reading per device (UTC)",
+        view=LATEST_VIEW,
+        empty="no readings in the last 24 hours",
+    )
     _note(result)
 
 
 @command("rejected")
 def rejected(
-    limit: int = typer.Option(50, "--limit", min=1), output: OutputFormat = OutputOption
+    limit: int = typer.Option(50, "--limit", min=1, help="At most this many rows."),
+    wide: bool = WideOption,
+    output: OutputFormat = OutputOption,
 ) -> None:
     """Readings the pipeline refused, with the reason (newest first).
 
-    Example: farmctl rejected --limit 10
+    --wide (or -o json / csv) adds the raw input as it arrived.
+
+    Example: farmctl rejected --limit 10 --wide
     """
     result = State.target(reads_only=True).rejected(limit)
-    print_result(console, result.columns, result.rows, output, title="rejected readings")
+    print_result(
+        console,
+        result.columns,
+        result.rows,
+        output,
+        title="rejected readings",
+        view=REJECTED_VIEW,
+        wide=wide,
+        empty="no rejected readings",
+    )
 
 
 @command("status")
 def status(output: OutputFormat = OutputOption) -> None:
     """Target, counts, newest reading, delivery lag and today's spikes.
 
-    Example: farmctl status
+    Example: farmctl status -o json
     """
-    info = State.target(reads_only=True).status()
-    print_result(console, ["item", "value"], list(info.items()), output, title="smartfarm status")
+    print_record(State.target(reads_only=True).status(), output, title="smartfarm status")
+
+
+def print_record(info: dict, output: OutputFormat, title: str) -> None:
+    """One object: a two-column table, one JSON object, or a CSV header and one row.
+
+    Machine output uses snake_case keys; the table shows them as words.
+    """
+    from .render import write_csv, write_json_object
+
+    info = {re.sub(r"[^a-z0-9]+", "_", key.lower()).strip("_"): v for key, v in info.items()}
+    if output is OutputFormat.json:
+        write_json_object(info)
+    elif output is OutputFormat.csv:
+        write_csv(list(info), [list(info.values())])
+    else:
+        rows = [(key.replace("_", " "), value) for key, value in info.items()]
+        print_result(console, ["item", "value"], rows, output, title=title)
 
 
 @command("watch")
@@ -406,7 +521,7 @@ def deploy(
         echo=_echo,
         confirm=lambda question: typer.confirm(question, default=False),
     )
-    print_result(console, ["item", "value"], list(info.items()), output, title="aws stack")
+    print_record(info, output, title="aws stack")
 
 
 @command("destroy")
@@ -448,7 +563,7 @@ def crawl(
             wait=wait,
             progress=lambda state, elapsed: spinner.update(f"crawler {state} ({elapsed:.0f} s)"),
         )
-    print_result(console, ["item", "value"], list(info.items()), output, title="glue crawler")
+    print_record(info, output, title="glue crawler")
 
 
 def _note(result) -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from rich.console import Console
 
 from .core.schema import METRIC_UNITS
-from .render import OutputFormat, print_result, trend_chart
+from .render import (
+    SPIKES_VIEW,
+    TREND_SUMMARY_VIEW,
+    OutputFormat,
+    print_result,
+    trend_chart,
+    trend_summary,
+    with_spike_reading,
+)
 
 
 def run_demo(
@@ -38,24 +46,32 @@ def run_demo(
 
     console.rule("3/4  temperature, last 7 days")
     hourly = target.trend("temperature", 7, "1h")
-    console.print(
-        trend_chart(
-            hourly.rows, "temperature", METRIC_UNITS["temperature"], width=console.width - 2
-        )
+    chart = trend_chart(
+        hourly.rows, "temperature", METRIC_UNITS["temperature"], width=console.width - 2
     )
-    daily = target.trend("temperature", 7, "1d")
+    if chart is not None:
+        console.print(chart)
+    columns, rows = trend_summary(hourly.rows)
     print_result(
-        console, daily.columns, daily.rows, OutputFormat.table, title="daily temperature (°C)"
+        console,
+        columns,
+        rows,
+        OutputFormat.table,
+        title="temperature (°C) per greenhouse, last 7 days",
+        view=TREND_SUMMARY_VIEW,
     )
 
     console.rule("4/4  spikes in the last 10 minutes")
     spikes = target.spikes("10m", limit=15)
+    columns, rows = with_spike_reading(spikes.columns, spikes.rows)
     print_result(
         console,
-        spikes.columns[:6],
-        [r[:6] for r in spikes.rows],
+        columns,
+        rows,
         OutputFormat.table,
-        title="newest spikes, most severe first (farmctl spikes shows details)",
+        title="newest spikes, most severe first (farmctl spikes --wide shows details)",
+        view=SPIKES_VIEW,
+        empty="no spikes in the last 10 minutes",
     )
     by_rule = target.query(
         "SELECT rule, severity, count(*) AS spikes FROM spikes "

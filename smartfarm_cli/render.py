@@ -1,18 +1,29 @@
-"""Turning query results into tables, JSON, CSV and terminal charts (shared by both targets)."""
+"""Turning results into tables, JSON, CSV and terminal charts (shared by both targets).
+
+JSON and CSV are written with the standard library straight to stdout, one row at a time:
+always valid (an empty result is `[]` or a header line), never shaped by the terminal. Tables
+are for people at 80 columns: the columns that matter first, long ones only with `--wide`,
+numbers never cut, and every cell plain text (device input is not markup, control characters
+are dropped).
+"""
 
 from __future__ import annotations
 
 import csv
-import io
 import json
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
 from rich.console import Console
-from rich.table import Table
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow"}
+# C0 and C1 control characters and DEL: a cell must not move the cursor or start an escape.
+_CONTROL = dict.fromkeys([*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)])
+_TEXT_MAX = 24  # table width of an id or other short text column before an ellipsis
 
 
 class OutputFormat(StrEnum):
@@ -21,10 +32,26 @@ class OutputFormat(StrEnum):
     csv = "csv"
 
 
-def _plain(value):
+@dataclass(frozen=True)
+class Col:
+    """How one result column shows in a table: its header, and whether it needs --wide."""
+
+    name: str
+    header: str | None = None
+    wide: bool = False  # long values (keys, raw input): only with --wide, always in json/csv
+    wrap: bool = False  # prose (reasons, details): wraps instead of being cut
+    whole: bool = False  # never cut (numbers and times never are)
+
+    @property
+    def title(self) -> str:
+        return self.header or self.name
+
+
+def plain(value):
+    """A JSON/CSV-ready value: datetimes as ISO-8601 UTC with milliseconds and a Z."""
     if isinstance(value, datetime):  # naive datetimes from the lake are UTC
         text = value.isoformat(timespec="milliseconds")
-        return text + "Z" if value.tzinfo is None else text
+        return text + "Z" if value.tzinfo is None else text.replace("+00:00", "Z")
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -32,43 +59,185 @@ def _plain(value):
     return value
 
 
-def _cell(value) -> str:
+def clean(text: str) -> str:
+    """Drop control characters (terminal escapes, newlines) from text shown in a table."""
+    return text.translate(_CONTROL)
+
+
+def cell(value) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.2f}"
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
-    return str(value)
+    return clean(str(value))
+
+
+def write_json(columns: Sequence[str], rows: Iterable[Sequence]) -> None:
+    """A JSON array of objects, one per line, streamed."""
+    out = sys.stdout
+    separator = "[\n"
+    for row in rows:
+        out.write(separator)
+        record = {c: plain(v) for c, v in zip(columns, row, strict=True)}
+        out.write(json.dumps(record, ensure_ascii=False, default=str))
+        separator = ",\n"
+    out.write("[]\n" if separator == "[\n" else "\n]\n")
+
+
+def write_json_object(record: dict) -> None:
+    sys.stdout.write(json.dumps({k: plain(v) for k, v in record.items()}, ensure_ascii=False))
+    sys.stdout.write("\n")
+
+
+def write_csv(columns: Sequence[str], rows: Iterable[Sequence]) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([plain(v) for v in row] for row in rows)
 
 
 def print_result(
     console: Console,
-    columns: list[str],
-    rows: list[tuple],
+    columns: Sequence[str],
+    rows: Sequence[Sequence],
     output: OutputFormat,
     title: str | None = None,
+    view: Sequence[Col] | None = None,
+    wide: bool = False,
+    empty: str | None = None,
 ) -> None:
-    """Print rows in the chosen format; `severity` cells are coloured in tables."""
+    """Print rows as a table, JSON or CSV.
+
+    `view` picks and names the table's columns (default: every column as it is); `wide` adds
+    the ones marked wide. An empty table prints `empty` on stderr instead of a bare frame;
+    empty JSON and CSV stay valid (`[]`, the header).
+    """
     if output is OutputFormat.json:
-        records = [{c: _plain(v) for c, v in zip(columns, row, strict=True)} for row in rows]
-        console.print_json(json.dumps(records, ensure_ascii=False))
+        write_json(columns, rows)
         return
     if output is OutputFormat.csv:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([[_plain(v) for v in row] for row in rows])
-        console.out(buffer.getvalue(), end="", highlight=False)
+        write_csv(columns, rows)
         return
-    table = Table(title=title, header_style="bold cyan")
-    for column in columns:
-        table.add_column(column, overflow="fold", no_wrap=column != "detail")
-    severity_at = columns.index("severity") if "severity" in columns else None
-    for row in rows:
+    if not rows:
+        Console(stderr=True).print(empty or "no rows", highlight=False)
+        return
+    shown = [c for c in (view or [Col(c) for c in columns]) if wide or not c.wide]
+    table, needed = build_table(columns, rows, shown, title)
+    # Wider than the terminal even at its narrowest: draw it at that width and let the
+    # terminal wrap the lines, rather than cut cells.
+    width = console.width
+    try:
+        console.width = max(width, needed)
+        console.print(table, soft_wrap=False)
+    finally:
+        console.width = width
+
+
+def build_table(columns: Sequence[str], rows: Sequence[Sequence], shown: Sequence[Col], title):
+    """A rich Table of the `shown` columns, and the narrowest width that cuts no cell."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    index = {name: i for i, name in enumerate(columns)}
+    cells = [[cell(row[index[c.name]]) for c in shown] for row in rows]
+    table = Table(
+        title=title,
+        header_style="bold cyan",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    needed = 2 * len(shown)  # the padding around and between columns
+    for position, col in enumerate(shown):
+        values = [row[index[col.name]] for row in rows]
+        numeric = all(isinstance(v, int | float | Decimal) or v is None for v in values)
+        widest = max(len(col.title), *(len(line[position]) for line in cells))
+        if numeric or col.whole or isinstance(values[0], datetime):
+            table.add_column(
+                col.title, justify="right" if numeric else "left", no_wrap=True, min_width=widest
+            )
+            needed += widest
+        elif col.wrap:
+            table.add_column(col.title, overflow="fold", min_width=min(widest, 20))
+            needed += min(widest, 20)
+        else:
+            shortest = min(widest, 8)  # ids may end in an ellipsis, not shorter than this
+            table.add_column(
+                col.title,
+                no_wrap=True,
+                overflow="ellipsis",
+                max_width=max(_TEXT_MAX, len(col.title)),
+                min_width=shortest,
+            )
+            needed += shortest
+    severity_at = index.get("severity")
+    for row, line in zip(rows, cells, strict=True):
         style = SEVERITY_STYLE.get(row[severity_at]) if severity_at is not None else None
-        table.add_row(*(_cell(v) for v in row), style=style)
-    console.print(table)
+        table.add_row(*(Text(value) for value in line), style=style)
+    return table, needed
+
+
+# Table columns at 80 characters: what matters first; long ones only with --wide.
+SPIKES_VIEW = [
+    Col("timestamp", "time (UTC)"),
+    Col("greenhouse_id", "greenhouse"),
+    Col("device_id", "device"),
+    Col("severity"),
+    Col("rule"),
+    Col("reading", whole=True),
+    Col("metric", wide=True),
+    Col("detail", wide=True, wrap=True),
+    *(Col(c, wide=True) for c in ("temperature", "humidity", "co2", "error_code")),
+    Col("source_key", "source", wide=True, wrap=True),
+]
+LATEST_VIEW = [
+    Col("greenhouse_id", "greenhouse"),
+    Col("device_id", "device"),
+    Col("timestamp", "time"),
+    Col("temperature", "°C"),
+    Col("humidity", "%RH"),
+    Col("co2", "CO2 ppm"),
+    Col("error_code", "error"),
+]
+REJECTED_VIEW = [
+    Col("id"),
+    Col("received", "received (UTC)"),
+    Col("source"),
+    Col("reason", wrap=True),
+    Col("raw", "input", wide=True, wrap=True),
+]
+INGEST_VIEW = [Col("line"), Col("reason", wrap=True), Col("input", wide=True, wrap=True)]
+TREND_SUMMARY_VIEW = [
+    Col("greenhouse_id", "greenhouse"),
+    Col("first_bucket", "from", wide=True),
+    Col("last_bucket", "to", wide=True),
+    Col("mean"),
+    Col("min"),
+    Col("max"),
+    Col("last"),
+    Col("readings"),
+]
+
+
+def with_spike_reading(columns: Sequence[str], rows: Sequence[Sequence]):
+    """Spike rows with a leading `reading` column: what the rule judged, with its unit
+    (`400.00 °C`, `12.50 %RH`, `error 4`)."""
+    from .core.schema import METRIC_UNITS
+
+    out = []
+    for row in rows:
+        record = dict(zip(columns, row, strict=True))
+        metric = record["metric"]
+        if metric in METRIC_UNITS and record.get(metric) is not None:
+            reading = f"{record[metric]:.2f} {METRIC_UNITS[metric]}"
+        else:
+            reading = f"error {record['error_code']}"
+        out.append((reading, *row))
+    return ["reading", *columns], out
 
 
 def trend_chart(
@@ -79,33 +248,74 @@ def trend_chart(
     height: int = 20,
     max_series: int = 8,
 ):
-    """A line chart (rich Text) of the `avg` column per greenhouse.
+    """A line chart (rich Text) of the `avg` column per greenhouse, or None under 2 buckets.
 
-    Rows are (bucket, greenhouse, avg, ...) as the trend query returns them.
+    Rows are (bucket, greenhouse, avg, ...) as the trend query returns them. Time is drawn as
+    numbers with our own tick labels (plotext's date parsing mislabels short spans).
     """
     from rich.text import Text
 
-    return Text.from_ansi(_plot(rows, metric, unit, width, height, max_series))
+    buckets = sorted({row[0] for row in rows if row[2] is not None})
+    if len(buckets) < 2:
+        return None
+    return Text.from_ansi(_plot(rows, buckets, metric, unit, width, height, max_series))
 
 
-def _plot(rows, metric, unit, width, height, max_series) -> str:
+_MARKERS = ("•", "x", "+", "o", "*", "#", "@", "%")
+_COLOURS = ("red", "blue", "green", "magenta", "cyan", "orange", "yellow", "gray")
+
+
+def _plot(rows, buckets, metric, unit, width, height, max_series) -> str:
     import plotext as plt
 
-    series: dict[str, tuple[list[str], list[float]]] = {}
+    series: dict[str, tuple[list[float], list[float]]] = {}
     for bucket, greenhouse, avg, *_ in rows:
-        if avg is None:
-            continue
-        xs, ys = series.setdefault(greenhouse, ([], []))
-        xs.append(bucket.strftime("%d/%m/%Y %H:%M:%S"))
-        ys.append(float(avg))
+        if avg is not None:
+            xs, ys = series.setdefault(greenhouse, ([], []))
+            xs.append(bucket.timestamp())
+            ys.append(float(avg))
     plt.clear_figure()
     plt.plotsize(width, height)
-    plt.date_form("d/m/Y H:M:S", "m-d H:M")
     plt.theme("clear")
-    for greenhouse in sorted(series)[:max_series]:
+    for n, greenhouse in enumerate(sorted(series)[:max_series]):
         xs, ys = series[greenhouse]
-        plt.plot(xs, ys, label=greenhouse, marker="braille")
+        plt.plot(xs, ys, label=greenhouse, marker=_MARKERS[n], color=_COLOURS[n])
+    first, last = buckets[0].timestamp(), buckets[-1].timestamp()
+    ticks = [first + (last - first) * i / 4 for i in range(5)]
+    style = "%m-%d" if last - first >= 3 * 86400 else "%m-%d %H:%M"
+    plt.xticks(ticks, [datetime.fromtimestamp(t).strftime(style) for t in ticks])
     shown = min(len(series), max_series)
     more = f" (first {shown} of {len(series)} greenhouses)" if len(series) > shown else ""
     plt.title(f"{metric} ({unit}), average per bucket{more}")
     return plt.build()
+
+
+def trend_summary(rows: list[tuple]) -> tuple[list[str], list[tuple]]:
+    """One row per greenhouse from the trend rows (bucket, greenhouse, avg, min, max, n).
+
+    `mean` is the bucket averages weighted by their reading counts (the window's mean up to
+    the 0.01 rounding of each bucket), `last` the newest bucket's average.
+    """
+    per: dict[str, list[tuple]] = {}
+    for row in rows:
+        per.setdefault(row[1], []).append(row)
+    out = []
+    for greenhouse, series in sorted(per.items()):
+        counted = [r for r in series if r[5]]
+        total = sum(r[5] for r in counted)
+        mean = round(sum(float(r[2]) * r[5] for r in counted) / total, 2) if total else None
+        newest = max(series, key=lambda r: r[0])
+        out.append(
+            (
+                greenhouse,
+                min(r[0] for r in series),
+                newest[0],
+                mean,
+                min((r[3] for r in counted), default=None),
+                max((r[4] for r in counted), default=None),
+                newest[2],
+                total,
+            )
+        )
+    columns = ["greenhouse_id", "first_bucket", "last_bucket", "mean", "min", "max", "last"]
+    return [*columns, "readings"], out

@@ -10,6 +10,7 @@ DuckDB runs with external access off and its configuration locked (see LocalTarg
 from __future__ import annotations
 
 import logging
+import re
 
 import sqlglot
 from sqlglot import exp
@@ -103,6 +104,31 @@ def read_only_select(sql: str, dialect: str = "athena") -> exp.Query:
     return tree
 
 
+def name_columns(tree: exp.Query) -> exp.Query:
+    """Give unnamed result columns a name from their expression: count(*) -> count.
+
+    Without it DuckDB says `count_star()` and Athena `_col0`: the same query would print
+    different headers on the two targets.
+    """
+    select = tree
+    while isinstance(select, exp.SetOperation):
+        select = select.this  # a set operation takes its column names from the first SELECT
+    if not isinstance(select, exp.Select):
+        return tree
+    taken = {e.alias_or_name.lower() for e in select.expressions}
+    for position, projection in enumerate(select.expressions):
+        if isinstance(projection, exp.Alias | exp.Column | exp.Star) or projection.alias:
+            continue
+        base = re.sub(r"[^a-z0-9]+", "_", projection.sql().lower()).strip("_")[:40] or "col"
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}_{n}"
+        taken.add(name)
+        select.expressions[position].replace(exp.alias_(projection.copy(), name, quoted=True))
+    return tree
+
+
 def to_dialect(sql: str, dialect: str) -> str:
-    """The checked query as SQL of `dialect` (``duckdb`` locally, ``athena`` on AWS)."""
-    return read_only_select(sql).sql(dialect=dialect)
+    """The checked query, columns named, as SQL of `dialect` (``duckdb`` or ``athena``)."""
+    return name_columns(read_only_select(sql)).sql(dialect=dialect)

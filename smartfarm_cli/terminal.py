@@ -20,8 +20,8 @@ from typer.core import TyperGroup
 
 from .errors import FarmctlError, UserError
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # prose is never hard-wrapped; tables fit the width
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def print_error(message: str) -> None:

@@ -485,7 +485,7 @@ def local_lake(tmp_path):
     "args",
     [
         ["trend", "temperature", "--days", "2"],
-        ["trend", "co2", "--days", "2", "--every", "6h", "-g", "gh-2", "-o", "json"],
+        ["trend", "co2", "--days", "2", "--every", "6h", "--greenhouse", "gh-2", "-o", "json"],
         ["spikes", "--since", "2d"],
         ["spikes", "--since", "2d", "-s", "critical", "-o", "csv"],
         ["latest"],
@@ -515,7 +515,7 @@ def test_athena_results_render_exactly_like_local(stack, local_lake, monkeypatch
     assert execution["WorkGroup"] == "smartfarm"
     assert execution["QueryExecutionContext"]["Database"] == "smartfarm"
     assert "concat(year, month, day" in execution["Query"].lower()  # partition predicate
-    if "-g" in args:
+    if "--greenhouse" in args:
         assert execution["ExecutionParameters"] == ["'gh-2'"]
     if "-s" in args:
         assert execution["ExecutionParameters"] == ["'critical'"]
@@ -622,7 +622,7 @@ def test_crawl_cli_and_already_running(stack):
     result = CliRunner().invoke(app, ["crawl", "--wait", "-o", "json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
-    assert {"item": "state", "value": "READY"} in info
+    assert info["state"] == "READY"
 
 
 # -- status --------------------------------------------------------------------------------------
@@ -639,13 +639,13 @@ def test_status_reports_stream_freshness_crawler_spikes_and_dlq(stack):
     inject_athena_result(["spikes"], [(4,)])
     result = CliRunner().invoke(app, ["status", "-o", "json"])
     assert result.exit_code == 0, result.output
-    info = {row["item"]: row["value"] for row in json.loads(result.stdout)}
+    info = json.loads(result.stdout)
     assert info["target"] == "aws" and info["region"] == REGION
     assert info["stream"].startswith("sf-readings: ACTIVE")
-    assert info["newest log object"].startswith("logs/year=2026/month=11/day=28/hour=01/b.parquet")
+    assert info["newest_log_object"].startswith("logs/year=2026/month=11/day=28/hour=01/b.parquet")
     assert info["crawler"] == "sf-crawler: READY"
-    assert info["spikes today (UTC)"] == 4
-    assert info["alerts waiting in DLQ"] == 0
+    assert info["spikes_today_utc"] == 4
+    assert info["alerts_waiting_in_dlq"] == 0
     assert SIMULATOR_KEY not in result.output and INGEST_KEY not in result.output
 
 

@@ -1,6 +1,7 @@
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -39,7 +40,7 @@ def test_demo_shows_real_trend_and_every_injected_kind(tmp_path):
     result = farmctl(home, "demo")
     assert result.exit_code == 0, result.output
     assert "temperature, last 7 days" in result.output
-    assert "daily temperature" in result.output
+    assert "temperature (°C) per greenhouse, last 7 days" in result.output
     target = LocalTarget(home)
     spikes = target.spikes("10m", limit=10_000).records()
     assert {s["rule"] for s in spikes} >= set(ANOMALY_KINDS)
@@ -90,11 +91,13 @@ def test_simulate_and_alias_and_status(tmp_path):
     assert "sent 12 readings in 3 sends: 12 accepted, 0 rejected" in result.output
     alias = farmctl(tmp_path, "send-fake-logs", "--count", "2", "--interval", "0")
     assert "sent 2 readings in 2 sends" in alias.output
-    status = json.loads(farmctl(tmp_path, "status", "-o", "json").stdout)
-    values = {row["item"]: row["value"] for row in status}
-    assert values["stream readings"] == 14
-    assert values["lake readings"] == 14
-    assert values["pending delivery"] == 0
+    values = json.loads(farmctl(tmp_path, "status", "-o", "json").stdout)
+    assert values["stream_readings"] == 14
+    assert values["lake_readings"] == 14
+    assert values["pending_delivery"] == 0
+    assert values["interrupted_delivery"] is False
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", values["newest_lake_reading"])
+    assert values["newest_lake_reading"] == values["newest_streamed_reading"]
 
 
 def test_trend_table_json_and_csv_agree(tmp_path):

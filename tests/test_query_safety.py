@@ -103,4 +103,4 @@ def test_internal_queries_pass_the_guard(target, home):
     assert target.trend("temperature", 1, "1h").rows
     assert target.latest().rows
     target.spikes("7d")
-    assert target.status()["lake readings"] == lake_count(home)
+    assert target.status()["lake_readings"] == lake_count(home)

@@ -153,7 +153,7 @@ def check_cli_outcome(result, home: Path, good: list[str], bad: list[int]) -> No
     assert f"accepted {len(good)}, rejected {len(bad)}" in result.stderr
     if bad:
         rows = json.loads(result.stdout)
-        assert [row["item"] for row in rows] == [n + 1 for n in bad]
+        assert [row["line"] for row in rows] == [n + 1 for n in bad]
         assert all(row["reason"].strip() for row in rows)
     else:
         assert result.stdout.strip() == ""

@@ -562,7 +562,7 @@ class AwsTarget:
             records = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
             for line_no, record in enumerate(reversed(records)):
                 rows.append(error_row(f"{number + 1}.{line_no + 1}", kind, record))
-        rows.sort(key=lambda row: row[1], reverse=True)
+        rows.sort(key=lambda row: row[1] or datetime.min, reverse=True)
         return QueryResult(["id", "received", "source", "reason", "raw"], rows[:limit])
 
     # -- status ----------------------------------------------------------------------------------
@@ -595,17 +595,17 @@ class AwsTarget:
         return {
             "target": "aws",
             "region": self.region,
-            "stack outputs": out.source,
+            "stack_outputs": out.source,
             "stream": (
                 f"{out['stream_name']}: {summary['StreamStatus']}, {mode}, "
                 f"{summary.get('OpenShardCount', '?')} open shards"
             ),
-            "ingest API": out.optional("ingest_api_url") or "-",
-            "newest log object": freshness,
+            "ingest_api": out.optional("ingest_api_url"),
+            "newest_log_object": freshness,
             "crawler": f"{out['crawler_name']}: {crawl_text}",
-            "spikes today (UTC)": spikes_today.rows[0][0] if spikes_today.rows else 0,
-            "alerts waiting in DLQ": int(dlq),
-            "grafana": out.optional("grafana_url") or "-",
+            "spikes_today_utc": spikes_today.rows[0][0] if spikes_today.rows else 0,
+            "alerts_waiting_in_dlq": int(dlq),
+            "grafana": out.optional("grafana_url"),
         }
 
     def _newest_object(self, bucket: str, root: str, depth: int) -> dict | None:
@@ -886,12 +886,10 @@ def error_row(row_id: str, kind: str, record: dict) -> tuple:
             f"{record.get('errorCode', 'error')}: {record.get('errorMessage', '')}".strip(": ")
         )
     arrived = record.get("arrivalTimestamp") or record.get("attemptEndingTimestamp")
-    received = (
-        datetime.fromtimestamp(arrived / 1000, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
+    received = (  # naive UTC, like the local target's and the lake's timestamps
+        datetime.fromtimestamp(arrived / 1000, UTC).replace(tzinfo=None)
         if isinstance(arrived, int | float)
-        else "-"
+        else None
     )
     source = record.get("source") or kind
     return (row_id, received, source, reason, raw[:2000])

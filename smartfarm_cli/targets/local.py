@@ -320,7 +320,7 @@ class LocalTarget:
             "SELECT id, received_ms, source, reason, raw FROM rejected ORDER BY id DESC LIMIT ?",
             (limit,),
         ).fetchall()
-        rows = [(i, _iso(ms), src, reason, raw) for i, ms, src, reason, raw in rows]
+        rows = [(i, _utc(ms), src, reason, raw) for i, ms, src, reason, raw in rows]
         return QueryResult(["id", "received", "source", "reason", "raw"], rows)
 
     @contextlib.contextmanager
@@ -596,16 +596,16 @@ class LocalTarget:
         return {
             "target": "local",
             "home": str(self.home.resolve()),
-            "stream readings": streamed,
-            "delivered up to seq": delivered,
-            "pending delivery": self.pending(),
-            "interrupted delivery": "yes, redone on next flush" if pending_from else "no",
-            "delivery lag (s)": round(lag, 1),
-            "newest streamed reading": _iso(newest_ms) if newest_ms else "-",
-            "lake readings": lake_rows[0],
-            "newest lake reading": lake_rows[1].isoformat() + "Z" if lake_rows[1] else "-",
-            "spikes today (UTC)": spikes_today,
-            "rejected readings": rejected,
+            "stream_readings": streamed,
+            "delivered_up_to_seq": delivered,
+            "pending_delivery": self.pending(),
+            "interrupted_delivery": pending_from is not None,  # redone by the next flush
+            "delivery_lag_s": round(lag, 1),
+            "newest_streamed_reading": _utc(newest_ms) if newest_ms else None,
+            "lake_readings": lake_rows[0],
+            "newest_lake_reading": lake_rows[1],
+            "spikes_today_utc": spikes_today,
+            "rejected_readings": rejected,
         }
 
 
@@ -643,9 +643,6 @@ def _sql_str(text: str) -> str:
     return text.replace("'", "''")
 
 
-def _iso(ms: int) -> str:
-    return (
-        datetime.fromtimestamp(ms / 1000, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+def _utc(ms: int) -> datetime:
+    """Epoch milliseconds as the naive UTC datetime the lake's timestamps are."""
+    return datetime.fromtimestamp(ms / 1000, UTC).replace(tzinfo=None)
