@@ -33,7 +33,7 @@ app = typer.Typer(
     "Runs on the embedded `local` target (no AWS account needed) or the deployed `aws` stack.",
     cls=FarmctlGroup,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     # Plain click help: rich help pulls in markdown-it and doubles `farmctl --help` time.
     rich_markup_mode=None,
@@ -98,10 +98,25 @@ def main(
     stack_dir: Path = typer.Option(
         None, "--stack-dir", help="Terraform folder of the aws stack. Default ./terraform"
     ),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        "-V",
+        is_eager=True,
+        callback=lambda value: _print_version() if value else None,
+        help="Show farmctl's version and exit.",
+    ),
 ) -> None:
     State.options = TargetOptions(target, home, rules, profile, region, stack_dir)
     State._target = None
     set_ssm_parameter_source(_aws_webhook_parameter)
+
+
+def _print_version() -> None:
+    from importlib.metadata import version
+
+    console.print(f"farmctl {version('smartfarm-cli')}", highlight=False)
+    raise typer.Exit()
 
 
 def _aws_webhook_parameter() -> tuple[str, object] | None:
@@ -138,26 +153,50 @@ def simulate(
         False, "--direct", help="aws: send from this machine, not via pseudo_api_gw."
     ),
 ) -> None:
-    """Send fake readings, like the seed's `{"count": 12, "interval": 10}`.
+    """Send fake readings: --count sends, --interval seconds apart, one reading per device.
+
+    The same as the pseudo_sensor_log Lambda's `{"count": 12, "interval": 10}` request.
+    Anomalies are injected on every second send (a first reading has nothing to jump from).
 
     Example: farmctl simulate --count 12 --interval 10 --greenhouses 3 --anomaly-rate 0.05
     """
     from rich.progress import Progress
 
     target = State.target()
-    with Progress(console=err_console, transient=True) as progress:
-        task = progress.add_task("sending", total=count)
-        report = target.simulate(
-            count=count,
-            interval_s=interval,
-            greenhouses=greenhouses,
-            devices=devices,
-            anomaly_rate=anomaly_rate,
-            seed=seed,
-            direct=direct,
-            progress=lambda done, total: progress.update(task, completed=done),
-        )
+    try:
+        with Progress(console=err_console, transient=True) as progress:
+            task = progress.add_task("sending", total=count)
+            report = target.simulate(
+                count=count,
+                interval_s=interval,
+                greenhouses=greenhouses,
+                devices=devices,
+                anomaly_rate=anomaly_rate,
+                seed=seed,
+                direct=direct,
+                progress=lambda done, total: progress.update(task, completed=done),
+            )
+    except KeyboardInterrupt:
+        if target.name == "local":
+            err_console.print(
+                "interrupted: the readings sent so far are in the stream; "
+                f"`{_farmctl()} flush` delivers them to the lake now"
+            )
+        raise typer.Exit(130) from None
     console.print(report.summary())
+    if anomaly_rate and count == 1:
+        err_console.print("no anomalies with --count 1: they go on every second send")
+    if target.name == "local":
+        err_console.print(
+            f"next: `{_farmctl()} latest`, `{_farmctl()} spikes`, "
+            f"`{_farmctl()} trend temperature --days 1`",
+            style="dim",
+        )
+
+
+def _farmctl() -> str:
+    """How to call farmctl again on the same home (for hints)."""
+    return f"farmctl --home {State.options.home}" if State.options.home else "farmctl"
 
 
 @command("ingest")
@@ -173,6 +212,8 @@ def ingest(
     """
     from .core.validate import parse_json_lines
 
+    if source == "-" and sys.stdin.isatty():
+        err_console.print("reading readings from the terminal; end with Ctrl-D (or give a FILE)")
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except FileNotFoundError:
@@ -182,6 +223,8 @@ def ingest(
     result = State.target().ingest(parse_json_lines(data))
     duplicates = f", {result.duplicates} already stored" if result.duplicates else ""
     err_console.print(f"accepted {result.accepted}, rejected {len(result.rejected)}{duplicates}")
+    if not (result.accepted or result.rejected or result.duplicates):
+        err_console.print(f"warning: {source if source != '-' else 'stdin'} held no readings")
     if result.rejected:
         rows = [(r.index + 1, r.reason, r.raw) for r in result.rejected]
         print_result(
@@ -200,13 +243,22 @@ def ingest(
 @command("backfill")
 def backfill(
     days: float = typer.Option(7, "--days", min=0.01, max=3660, help="Days of history to write."),
-    greenhouses: int = typer.Option(3, "--greenhouses", "-g", min=1, max=1000),
-    devices: int = typer.Option(2, "--devices", "-d", min=1, max=100),
+    greenhouses: int = typer.Option(
+        3, "--greenhouses", "-g", min=1, max=1000, help="How many greenhouses (gh-1, gh-2, ...)."
+    ),
+    devices: int = typer.Option(
+        2, "--devices", "-d", min=1, max=100, help="Devices per greenhouse (dev-1, ...)."
+    ),
     every: str = typer.Option("1m", "--every", help="Reading interval, e.g. 1m, 5m, 1h."),
-    anomaly_rate: float = typer.Option(0.001, "--anomaly-rate", min=0, max=1),
-    seed: int = typer.Option(0, "--seed"),
+    anomaly_rate: float = typer.Option(
+        0.001, "--anomaly-rate", min=0, max=1, help="Share of anomalous readings, e.g. 0.01."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed for repeatable history."),
 ) -> None:
     """Write generated history straight into the lake (spikes included, no alerts).
+
+    Only readings the lake lacks are written: nothing stored is replaced, and running the
+    same backfill again adds nothing.
 
     Example: farmctl backfill --days 7 --greenhouses 20 --every 1m
     """

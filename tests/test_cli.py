@@ -156,4 +156,4 @@ def test_bad_rules_file_is_a_user_error(tmp_path):
     bad.write_text("[jump]\ntemperature = 'fast'\n")
     result = runner.invoke(app, ["--home", str(tmp_path), "--rules", str(bad), "status"])
     assert result.exit_code == 2
-    assert "rules file has a missing or malformed value" in result.output
+    assert "rules file: [jump] temperature = 'fast'" in result.output

@@ -127,3 +127,60 @@ def test_a_long_error_stays_one_line_when_piped(tmp_path):
     home.write_text("")
     result = farmctl("--home", str(home), "status")
     assert_one_line(result, 2, str(home))
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("[jump]\ntemperatur = 3.0\n", "unknown key 'temperatur' in [jump]"),
+        ("[jump]\ntemperature = 'fast'\n", "[jump] temperature = 'fast'"),
+        ("[impossible]\nco2 = [5]\n", "[impossible] co2 = [5]: must be [low, high]"),
+        ("[nope]\nx = 1\n", "unknown rules section [nope]"),
+    ],
+)
+def test_rules_file_errors_name_the_key(tmp_path, body, says):
+    rules = tmp_path / "rules.toml"
+    rules.write_text(body)
+    (tmp_path / "home").mkdir()
+    result = farmctl("--home", str(tmp_path / "home"), "--rules", str(rules), "status")
+    assert_one_line(result, 2, says)
+
+
+def test_zero_duration_is_not_called_not_a_duration(tmp_path):
+    (tmp_path / "home").mkdir()
+    result = farmctl("--home", str(tmp_path / "home"), "spikes", "--since", "0m")
+    assert_one_line(result, 2, "must be more than 0")
+
+
+def test_unknown_greenhouse_is_named(tmp_path):
+    home = tmp_path / "home"
+    assert (
+        farmctl("--home", str(home), "simulate", "--count", "1", "--interval", "0").exit_code == 0
+    )
+    for command in (["trend", "temperature"], ["spikes"]):
+        result = farmctl("--home", str(home), *command, "--greenhouse", "gh-nosuch")
+        assert_one_line(result, 2, "unknown greenhouse 'gh-nosuch'")
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = farmctl("--version")
+    assert result.exit_code == 0 and result.stdout == f"farmctl {version('smartfarm-cli')}\n"
+
+
+def test_simulate_says_where_readings_went_and_why_no_anomaly(tmp_path):
+    home = tmp_path / "home"
+    result = farmctl(
+        "--home", str(home), "simulate", "--count", "1", "--interval", "0", "-g", "2",
+        "--anomaly-rate", "1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "no anomalies with --count 1" in result.stderr
+    assert f"farmctl --home {home} spikes" in result.stderr
+
+
+def test_empty_ingest_warns(tmp_path):
+    result = farmctl("--home", str(tmp_path / "home"), "ingest", "-", input="")
+    assert result.exit_code == 0
+    assert "warning: stdin held no readings" in result.stderr

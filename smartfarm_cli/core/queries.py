@@ -33,8 +33,10 @@ class QueryError(ValueError):
 def parse_duration(text: str) -> timedelta:
     """'15m', '1h', '7d', '2w' -> timedelta."""
     match = _DURATION.match(str(text))
-    if not match or int(match.group(1)) == 0:
+    if not match:
         raise QueryError(f"{text!r} is not a duration; use a number and a unit, e.g. 15m, 1h, 7d")
+    if int(match.group(1)) == 0:
+        raise QueryError(f"a duration must be more than 0 (got {text!r}), e.g. 15m, 1h, 7d")
     return timedelta(seconds=int(match.group(1)) * _SECONDS[match.group(2)])
 
 

@@ -44,6 +44,12 @@ def _merge(base: dict, override: dict) -> dict:
             raise RulesError(
                 f"unknown rules section [{section}]; expected one of {', '.join(base)}"
             )
+        unknown = sorted(set(values) - set(base[section]))
+        if unknown:
+            raise RulesError(
+                f"unknown key {unknown[0]!r} in [{section}]; expected one of "
+                f"{', '.join(base[section])}"
+            )
         merged[section].update(values)
     return merged
 
@@ -61,22 +67,39 @@ def load_rules(path: str | os.PathLike | None = None) -> Rules:
             raise RulesError(f"cannot read rules file {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise RulesError(f"rules file {path} is not valid TOML: {exc}") from None
-    try:
-        rules = Rules(
-            severity={name: str(section["severity"]) for name, section in data.items()},
-            impossible={m: _bounds(data["impossible"][m]) for m in METRICS},
-            band={m: _bounds(data["out_of_band"][m]) for m in METRICS},
-            jump_per_minute={m: float(data["jump"][m]) for m in METRICS},
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RulesError(f"rules file has a missing or malformed value: {exc}") from None
+    rules = Rules(
+        severity={name: _value(data, name, "severity", str) for name in data},
+        impossible={m: _value(data, "impossible", m, _bounds) for m in METRICS},
+        band={m: _value(data, "out_of_band", m, _bounds) for m in METRICS},
+        jump_per_minute={m: _value(data, "jump", m, _rate) for m in METRICS},
+    )
     for name, severity in rules.severity.items():
         if severity not in SEVERITY_ORDER:
             raise RulesError(f"[{name}] severity must be critical or warning, got {severity!r}")
     return rules
 
 
+def _value(data: dict, section: str, key: str, parse):
+    """data[section][key] through `parse`; a missing or bad value names its key."""
+    try:
+        return parse(data[section][key])
+    except KeyError:
+        raise RulesError(f"rules file lacks [{section}] {key}") from None
+    except (TypeError, ValueError) as exc:
+        raise RulesError(f"rules file: [{section}] {key} = {data[section][key]!r}: {exc}") from None
+
+
+def _rate(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError("must be a number above 0, e.g. 3.0")
+    return float(value)
+
+
 def _bounds(value) -> tuple[float, float]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError("must be [low, high], e.g. [5.0, 40.0]")
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in value):
+        raise ValueError("bounds must be numbers, e.g. [5.0, 40.0]")
     low, high = (float(v) for v in value)
     if low >= high:
         raise ValueError(f"bounds {value} must be [low, high] with low < high")

@@ -63,7 +63,8 @@ class SimulateReport:
         )
         if self.delivery is not None:
             text += (
-                f"\ndelivered {self.delivery.readings} readings "
-                f"in {len(self.delivery.files)} files, {self.delivery.spikes} spikes"
+                f"\nthis process delivered {self.delivery.readings} readings to the lake "
+                f"in {len(self.delivery.files)} files ({self.delivery.spikes} spikes), "
+                "another sender's waiting readings included"
             )
         return text
