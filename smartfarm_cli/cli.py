@@ -6,6 +6,7 @@ boto3, awswrangler) are imported inside the commands, so `farmctl --help` stays 
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import typer
 
+from .core import simulation as sim
 from .discord_cli import discord_app, set_ssm_parameter_source
 from .errors import UserError
 from .render import (
@@ -135,18 +137,20 @@ def _aws_webhook_parameter() -> tuple[str, object] | None:
 
 @command("simulate", "send-fake-logs")
 def simulate(
-    count: int = typer.Option(12, "--count", "-n", min=1, max=10_000, help="Sends (time steps)."),
+    count: int = typer.Option(
+        12, "--count", "-n", min=1, max=sim.MAX_COUNT, help="Sends (time steps)."
+    ),
     interval: float = typer.Option(
-        10.0, "--interval", "-i", min=0, max=300, help="Seconds between sends."
+        10.0, "--interval", "-i", min=0, max=sim.MAX_INTERVAL_S, help="Seconds between sends."
     ),
     greenhouses: int = typer.Option(
-        1, "--greenhouses", "-g", min=1, max=100, help="Greenhouses per send."
+        1, "--greenhouses", "-g", min=1, max=sim.MAX_GREENHOUSES, help="Greenhouses per send."
     ),
     devices: int = typer.Option(
-        1, "--devices", "-d", min=1, max=100, help="Devices per greenhouse."
+        1, "--devices", "-d", min=1, max=sim.MAX_DEVICES, help="Devices per greenhouse."
     ),
     anomaly_rate: float = typer.Option(
-        0.0, "--anomaly-rate", min=0, max=1, help="Share of anomalous readings."
+        0.0, "--anomaly-rate", min=0, max=1, help="Share of anomalous readings, e.g. 0.05."
     ),
     seed: int = typer.Option(None, "--seed", help="Seed for repeatable readings."),
     direct: bool = typer.Option(
@@ -162,6 +166,11 @@ def simulate(
     """
     from rich.progress import Progress
 
+    request = dict(count=count, interval=interval, greenhouses=greenhouses, devices=devices)
+    try:  # the same bounds as the pseudo_sensor_log Lambda's request body
+        sim.parse_body({**request, "anomaly_rate": anomaly_rate}, budget_s=math.inf)
+    except sim.BadRequest as exc:
+        raise UserError(str(exc)) from None
     target = State.target()
     try:
         with Progress(console=err_console, transient=True) as progress:

@@ -184,3 +184,15 @@ def test_empty_ingest_warns(tmp_path):
     result = farmctl("--home", str(tmp_path / "home"), "ingest", "-", input="")
     assert result.exit_code == 0
     assert "warning: stdin held no readings" in result.stderr
+
+
+def test_simulate_and_the_lambda_share_one_set_of_bounds(tmp_path):
+    from smartfarm_cli.core import simulation
+
+    body = {"count": 10_000, "interval": 0, "greenhouses": 100, "devices": 100}
+    with pytest.raises(simulation.BadRequest) as refused:
+        simulation.parse_body(body, budget_s=float("inf"))
+    args = ["simulate", "-n", "10000", "-i", "0", "-g", "100", "-d", "100"]
+    result = farmctl("--home", str(tmp_path / "home"), *args)
+    assert_one_line(result, 2, str(refused.value))
+    assert not (tmp_path / "home" / "stream.db").exists()

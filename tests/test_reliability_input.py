@@ -36,7 +36,7 @@ from reliability.strategies import (
 from typer.testing import CliRunner
 
 from smartfarm_cli.cli import app
-from smartfarm_cli.core import lake
+from smartfarm_cli.core import lake, simulation
 from smartfarm_cli.core.rules import load_rules
 from smartfarm_cli.core.validate import table_from_rows, validate
 from smartfarm_cli.targets.local import LocalTarget
@@ -300,7 +300,7 @@ def valid_bodies(draw):
     if draw(st.booleans()):
         body["seed"] = draw(st.integers(-(2**31), 2**31 - 1))
     readings = body["count"] * body.get("greenhouses", 3) * body.get("devices", 2)
-    assume(readings <= ps.MAX_READINGS)
+    assume(readings <= simulation.MAX_READINGS)
     return body
 
 
