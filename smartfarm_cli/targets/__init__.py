@@ -1,7 +1,7 @@
 """Targets: `local` (embedded, the default) and `aws` (the deployed stack), one interface.
 
-Both offer: ingest, deliver, backfill, query, trend, spikes, latest, follow (for watch),
-status and rejected, returning the same result types, so the CLI renders them identically.
+Both satisfy `base.Target` (ingest, deliver, backfill, query, trend, spikes, latest, follow,
+status, rejected, prepare) and return the same result types, so the CLI renders them alike.
 """
 
 from __future__ import annotations
@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from .base import Target
 
 TARGET_ENV = "SMARTFARM_TARGET"
 TARGETS = ("local", "aws")
@@ -39,7 +43,7 @@ def resolve_name(options: TargetOptions) -> str:
     return name
 
 
-def open_target(options: TargetOptions, alert_hook_factory=None):
+def open_target(options: TargetOptions, alert_hook_factory=None) -> Target:
     """Build the chosen target; `alert_hook_factory(target)` gives the local Discord hook."""
     from ..core.rules import RulesError, load_rules
 
