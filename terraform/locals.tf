@@ -47,6 +47,8 @@ locals {
   discord_webhook_ssm_parameter = "${local.ssm_prefix}/alerts/discord-webhook-url"
   ingest_api_key_ssm_parameter  = "${local.ssm_prefix}/ingest/api-key"
   grafana_password_ssm_name     = "${local.ssm_prefix}/grafana/admin-password"
+  # Not a password: the value the Grafana instance replaces with one it generates at first boot.
+  grafana_password_placeholder = "unset: the Grafana instance writes the admin password here at first boot"
 
   # nonsensitive() on a boolean only: whether a webhook was given, never the URL itself.
   discord_enabled = nonsensitive(var.discord_webhook_url != "")
