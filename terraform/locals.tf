@@ -34,6 +34,10 @@ locals {
     pseudo_sensor_log  = "${local.lambda_build_dir}/pseudo_sensor_log.zip"
     firehose_transform = "${local.lambda_build_dir}/firehose_transform.zip"
   }
+  # null when a zip is missing: each function's precondition then says what to run, instead of
+  # filebase64sha256 failing on a fresh clone.
+  lambda_zip_hash    = { for name, zip in local.lambda_zip : name => fileexists(zip) ? filebase64sha256(zip) : null }
+  lambda_zip_missing = "The Lambda zips are not built in ${local.lambda_build_dir}: run `farmctl deploy` (it builds them before planning) or `python -m smartfarm_cli.packaging` first."
 
   anomaly_function_name   = "${var.project}-anomaly_detector"
   simulator_function_name = "${var.project}-pseudo_sensor_log_lambda"

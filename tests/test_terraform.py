@@ -496,7 +496,7 @@ def test_lambda_packaging_runtime_and_layer(resource, zip_name):
     assert fn["runtime"] == "python3.12"
     assert fn["handler"] == "handler.handler"
     assert fn["filename"] == ref(f"local.lambda_zip.{zip_name}")
-    assert fn["source_code_hash"] == ref(f"filebase64sha256(local.lambda_zip.{zip_name})")
+    assert fn["source_code_hash"] == ref(f"local.lambda_zip_hash.{zip_name}")
     assert ref("var.pandas_layer_arn") in fn["layers"]
     assert one(fn, "tracing_config")["mode"] == "Active"
     locals_ = tf()["locals"]

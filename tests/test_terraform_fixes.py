@@ -120,6 +120,9 @@ def test_user_data_generates_the_password_and_uses_no_file_env_variable(tmp_path
 # ---------------------------------------------------------------------------------------------
 # 3, 4, 7. Ordering, AMI drift, redeploy triggers
 # ---------------------------------------------------------------------------------------------
+def test_bucket_logging_waits_for_the_sink_policy():
+    logging = res("aws_s3_bucket_logging", "data")
+    assert "${aws_s3_bucket_policy.all}" in logging["depends_on"]
 
 
 def test_a_new_al2023_release_does_not_replace_grafana():
