@@ -12,7 +12,8 @@ import configparser
 import re
 import subprocess
 
-from test_terraform import TF, one, res
+from iam_trust import allows_assume
+from test_terraform import TF, one, ref, res, tf
 
 DASHBOARD = TF / "grafana/dashboards/smartfarm.json"
 USER_DATA = TF / "grafana/user_data.sh.tftpl"
@@ -21,6 +22,49 @@ USER_DATA = TF / "grafana/user_data.sh.tftpl"
 # ---------------------------------------------------------------------------------------------
 # 1. API Gateway assumes the integration and logging roles without aws:SourceAccount
 # ---------------------------------------------------------------------------------------------
+def policy_json(document: dict) -> dict:
+    """An aws_iam_policy_document data block as the IAM JSON it renders."""
+    statements = []
+    for stmt in document["statement"]:
+        out = {"Effect": stmt.get("effect", "Allow"), "Action": stmt["actions"]}
+        principals = stmt.get("principals", [])
+        if principals:
+            out["Principal"] = {p["type"]: p["identifiers"] for p in principals}
+        conditions: dict = {}
+        for cond in stmt.get("condition", []):
+            conditions.setdefault(cond["test"], {})[cond["variable"]] = cond["values"]
+        if conditions:
+            out["Condition"] = conditions
+        statements.append(out)
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def test_api_gateway_can_assume_its_integration_and_logging_roles():
+    # What API Gateway sends when it assumes an AWS integration's credentials role: its service
+    # principal, no aws:SourceAccount and no aws:SourceArn.
+    trust = policy_json(tf()["data"]["aws_iam_policy_document"]["apigateway_assume"])
+    assert allows_assume(trust, "apigateway.amazonaws.com")
+    assert not allows_assume(trust, "lambda.amazonaws.com")
+    for role in ("ingest", "apigw_cloudwatch"):
+        assert res("aws_iam_role", role)["assume_role_policy"] == ref(
+            "data.aws_iam_policy_document.apigateway_assume.json"
+        )
+
+
+def test_trust_evaluator_denies_a_missing_source_account():
+    # The evaluator itself: a SourceAccount condition denies a caller that does not send it.
+    trust = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "sts:AssumeRole",
+                "Principal": {"Service": "apigateway.amazonaws.com"},
+                "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}},
+            }
+        ]
+    }
+    assert not allows_assume(trust, "apigateway.amazonaws.com")
+    assert allows_assume(trust, "apigateway.amazonaws.com", {"aws:SourceAccount": "123456789012"})
 
 
 # ---------------------------------------------------------------------------------------------
