@@ -8,10 +8,14 @@ throttling and the dashboard's partition predicates. Items 5 and 6 are checked a
 
 from __future__ import annotations
 
+import base64
 import configparser
+import json
 import re
 import subprocess
 
+import pytest
+from apigw_vtl import render, template
 from iam_trust import allows_assume
 from test_terraform import TF, one, ref, res, tf
 
@@ -174,14 +178,113 @@ def test_a_new_al2023_release_does_not_replace_grafana():
     assert lifecycle["ignore_changes"] in (["${ami}"], ["ami"])
 
 
+def test_every_api_shape_change_redeploys_the_ingest_stage():
+    triggers = res("aws_api_gateway_deployment", "ingest")["triggers"]["redeployment"]
+    for part in (
+        "aws_api_gateway_request_validator.ingest_body",
+        "aws_api_gateway_method_response.ingest_ok",
+        "aws_api_gateway_method_response.ingest_error",
+        "aws_api_gateway_method_response.ingest_throttled",
+        "aws_api_gateway_integration_response.ingest_ok",
+        "aws_api_gateway_integration_response.ingest_error",
+        "aws_api_gateway_gateway_response.ingest_bad_body",
+        "aws_api_gateway_method.ingest",
+        "aws_api_gateway_integration.ingest",
+        "aws_api_gateway_model.reading.schema",
+        "aws_api_gateway_model.reading_batch.schema",
+    ):
+        assert part in triggers, f"changing {part} alone would not redeploy the stage"
+
+
 # ---------------------------------------------------------------------------------------------
 # 8. VTL: interpolated values are escaped; the bad-body answer is JSON
 # ---------------------------------------------------------------------------------------------
+NASTY_IDS = ["gh-1\n", 'gh"2', "gh\\3", "gh'4", "gh\t5"]
+
+
+def test_put_records_template_builds_json_for_any_id():
+    records = [
+        {"greenhouse_id": gh, "device_id": f"dev-{i}\n", "temperature": "21.5"}
+        for i, gh in enumerate(NASTY_IDS)
+    ]
+    body = json.dumps({"records": records})
+    text, _ = render(template("put_records.vtl", stream_name="smartfarm-stream"), body)
+    request = json.loads(text)  # a raw newline or quote in an id would fail here
+    assert request["StreamName"] == "smartfarm-stream"
+    assert [r["PartitionKey"] for r in request["Records"]] == [
+        f"{gh}:dev-{i}\n" for i, gh in enumerate(NASTY_IDS)
+    ]
+    assert [json.loads(base64.b64decode(r["Data"])) for r in request["Records"]] == records
+
+
+def test_put_record_template_builds_json_for_any_id():
+    reading = {"greenhouse_id": "gh-1\n", "device_id": 'dev"1', "co2": "400"}
+    text, _ = render(template("put_record.vtl", stream_name="s"), json.dumps(reading))
+    request = json.loads(text)
+    assert request["PartitionKey"] == 'gh-1\n:dev"1'
+    assert json.loads(base64.b64decode(request["Data"])) == reading
+
+
+def test_bad_body_gateway_response_is_json_whatever_the_validation_error_says():
+    # Gateway response templates are plain substitution: $context.error.messageString arrives
+    # quoted and escaped by API Gateway, validationErrorString raw (it quotes the bad value).
+    response = res("aws_api_gateway_gateway_response", "ingest_bad_body")
+    body = response["response_templates"]["application/json"]
+    rendered = body.replace("$context.error.messageString", json.dumps("Invalid request body"))
+    rendered = rendered.replace(
+        "$context.error.validationErrorString",
+        '[ECMA 262 regex "^[A-Za-z0-9_-]+$" does not match input string "gh\\"1"]',
+    )
+    assert json.loads(rendered)["message"] == "Invalid request body"
 
 
 # ---------------------------------------------------------------------------------------------
 # 9. Kinesis throttling reaches the client as 429
 # ---------------------------------------------------------------------------------------------
+def kinesis_error(kind: str) -> str:
+    return json.dumps({"__type": kind, "message": "Rate exceeded for shard shardId-000000000000"})
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [
+        ("ProvisionedThroughputExceededException", 429),
+        ("KMSThrottlingException", 429),
+        ("LimitExceededException", 429),
+        ("ValidationException", None),
+        ("ResourceNotFoundException", None),
+    ],
+)
+def test_error_response_turns_kinesis_throttling_into_429(kind, status):
+    text, override = render(template("error_response.vtl"), kinesis_error(kind))
+    assert override.get("status") == status
+    assert json.loads(text)["kinesis"]["__type"] == kind
+
+
+def test_throttled_status_is_declared_and_retried_by_the_simulator():
+    # The 4xx integration response (selection pattern on Kinesis' 400) runs error_response.vtl,
+    # which overrides the status; 429 is a declared method response.
+    error = res("aws_api_gateway_integration_response", "ingest_error")
+    assert "error_response.vtl" in error["response_templates"]["application/json"]
+    assert res("aws_api_gateway_method_response", "ingest_throttled")["status_code"] == "429"
+
+    from test_lambda_pseudo_sensor_log import load_handler
+
+    handler = load_handler()
+    calls = []
+
+    def post(url, payload, headers, timeout):
+        calls.append(len(payload["records"]))
+        if len(calls) == 1:
+            return 429, b'{"message": "the stream rejected the request"}'
+        return 200, json.dumps(
+            {"FailedRecordCount": 0, "Records": [{"SequenceNumber": "1"}] * calls[-1]}
+        ).encode()
+
+    stats = handler.SendStats()
+    records = [{"greenhouse_id": "gh-1", "device_id": "d1"}] * 3
+    handler.send_batch(records, "http://x/records", "k", post, lambda s: None, stats)
+    assert calls == [3, 3] and stats.sent == 3 and stats.failed == 0
 
 
 # ---------------------------------------------------------------------------------------------
