@@ -13,10 +13,15 @@ import configparser
 import json
 import re
 import subprocess
+from datetime import date, datetime, timedelta
+from pathlib import Path
 
+import duckdb
 import pytest
+import sqlglot
 from apigw_vtl import render, template
 from iam_trust import allows_assume
+from sqlglot import exp
 from test_terraform import TF, one, ref, res, tf
 
 DASHBOARD = TF / "grafana/dashboards/smartfarm.json"
@@ -290,3 +295,87 @@ def test_throttled_status_is_declared_and_retried_by_the_simulator():
 # ---------------------------------------------------------------------------------------------
 # 10. Dashboard partition predicates: plain per-column comparisons, right across boundaries
 # ---------------------------------------------------------------------------------------------
+PARTS = ("year", "month", "day")
+COMPARISONS = (exp.EQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between)
+
+
+def dashboard_queries() -> list[str]:
+    found: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("rawSQL", "definition") and isinstance(value, str):
+                    found.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(json.loads(DASHBOARD.read_text()))
+    return list(dict.fromkeys(found))
+
+
+def partition_conjuncts(sql: str, start: datetime, end: datetime, now: datetime) -> list:
+    sql = sql.replace("${greenhouse:sqlstring}", "'gh-1'").replace("$__interval", "5m")
+    sql = re.sub(r"\$__timeFilter\([^)]*\)", "TRUE", sql)
+    sql = re.sub(r"\$__timeGroup\(([^,]*),[^)]*\)", r"\1", sql)
+    sql = sql.replace("$__timeFrom()", f"TIMESTAMP '{start:%Y-%m-%d %H:%M:%S}'")
+    sql = sql.replace("$__timeTo()", f"TIMESTAMP '{end:%Y-%m-%d %H:%M:%S}'")
+    sql = sql.replace("current_timestamp", f"TIMESTAMP '{now:%Y-%m-%d %H:%M:%S}'")
+    where = sqlglot.parse_one(sql, read="athena").find(exp.Where)
+    conjuncts = list(where.this.flatten()) if isinstance(where.this, exp.And) else [where.this]
+    return [c for c in conjuncts if {col.name for col in c.find_all(exp.Column)} <= set(PARTS)]
+
+
+def test_dashboard_filters_partitions_with_plain_column_predicates():
+    queries = [q for q in dashboard_queries() if "year" in q]
+    assert len(queries) >= 6
+    for sql in queries:
+        assert not re.search(r"concat\s*\(\s*year", sql, re.I), sql
+        week = (datetime(2026, 1, 1), datetime(2026, 1, 8), datetime(2026, 1, 8))
+        conjuncts = partition_conjuncts(sql, *week)
+        assert conjuncts, f"no partition predicate in {sql}"
+        for conjunct in conjuncts:
+            for column in conjunct.find_all(exp.Column):
+                # compared as it is: a function of a partition column (concat) hides it from
+                # partition projection's pruning
+                assert isinstance(column.parent, COMPARISONS), f"{column.parent.sql()} in {sql}"
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (datetime(2026, 1, 1, 10), datetime(2026, 1, 8, 9)),
+        (datetime(2026, 1, 28, 23), datetime(2026, 2, 3, 1)),  # month boundary
+        (datetime(2025, 12, 30), datetime(2026, 1, 2)),  # year boundary
+        (datetime(2025, 11, 15), datetime(2026, 2, 10)),  # several months, two years
+        (datetime(2026, 2, 5, 1), datetime(2026, 2, 5, 2)),  # within a day
+    ],
+)
+def test_dashboard_partition_predicates_select_exactly_the_days_in_range(start, end):
+    days = [date(2025, 10, 1) + timedelta(d) for d in range(200)]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE parts (year VARCHAR, month VARCHAR, day VARCHAR)")
+    con.executemany(
+        "INSERT INTO parts VALUES (?, ?, ?)",
+        [(f"{d:%Y}", f"{d:%m}", f"{d:%d}") for d in days],
+    )
+    for sql in (q for q in dashboard_queries() if "$__timeFrom()" in q):
+        conjuncts = partition_conjuncts(sql, start, end, end)
+        predicate = " AND ".join(f"({c.sql(dialect='duckdb')})" for c in conjuncts)
+        got = con.execute(f"SELECT year, month, day FROM parts WHERE {predicate}").fetchall()
+        want = [(f"{d:%Y}", f"{d:%m}", f"{d:%d}") for d in days if start.date() <= d <= end.date()]
+        assert sorted(got) == want, predicate
+    # The greenhouse picker: the last 7 days up to now.
+    (picker,) = [q for q in dashboard_queries() if "current_timestamp" in q and "DISTINCT" in q]
+    conjuncts = partition_conjuncts(picker, start, end, end)
+    predicate = " AND ".join(f"({c.sql(dialect='duckdb')})" for c in conjuncts)
+    got = con.execute(f"SELECT year, month, day FROM parts WHERE {predicate}").fetchall()
+    since = (end - timedelta(days=7)).date()
+    assert sorted(got) == [(f"{d:%Y}", f"{d:%m}", f"{d:%d}") for d in days if since <= d]
+
+
+def test_fixture_paths_exist():
+    assert DASHBOARD.is_file() and USER_DATA.is_file() and Path(TF / "templates").is_dir()
