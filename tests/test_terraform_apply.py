@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -288,9 +289,31 @@ def test_ssm_parameters_hold_the_secrets_and_no_output_does(emulated):
 # farmctl --target aws against the emulated account
 # ---------------------------------------------------------------------------------------------
 def test_farmctl_status(emulated):
+    # moto's Athena runs no SQL and writes no result file; its documented way is to queue the
+    # result of the next query (status counts today's spikes: one row, 0).
+    queued = {
+        "account_id": emu.ACCOUNT_ID,
+        "region": emu.REGION,
+        "results": [
+            {
+                "rows": [{"Data": [{"VarCharValue": "spikes"}]}, {"Data": [{"VarCharValue": "0"}]}],
+                "column_info": [
+                    {"Name": "spikes", "Label": "spikes", "Type": "bigint", "Nullable": "UNKNOWN"}
+                ],
+            }
+        ],
+    }
+    request = urllib.request.Request(
+        f"{emulated['url']}/moto-api/static/athena/query-results",
+        data=json.dumps(queued).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=10).close()
     done = farmctl(emulated, "--target", "aws", "status", "--output", "json")
     assert done.returncode == 0, done.stdout + done.stderr
     assert emulated["outputs"]["stream_name"] in done.stdout
+    assert "no log objects yet" in done.stdout
 
 
 def test_farmctl_simulate_direct_lands_valid_records_in_kinesis(emulated):
