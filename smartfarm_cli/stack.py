@@ -249,9 +249,7 @@ def required_variables(stack_dir: Path) -> list[str]:
     return names
 
 
-def missing_variables(
-    stack_dir: Path, var_file: Path | None, env: Mapping[str, str]
-) -> list[str]:
+def missing_variables(stack_dir: Path, var_file: Path | None, env: Mapping[str, str]) -> list[str]:
     """Required variables set nowhere Terraform looks: -var-file, terraform.tfvars,
     *.auto.tfvars(.json) in the stack folder, or TF_VAR_<name>."""
     files = [Path(stack_dir) / "terraform.tfvars", Path(stack_dir) / "terraform.tfvars.json"]
