@@ -86,6 +86,9 @@ def emulated(tmp_path_factory):
             **emu.aws_env(server.url),
             "TF_CLI_CONFIG_FILE": str(cli_config),
             "SMARTFARM_HOME": str(root / "home"),
+            # no profile, SSO or credential_process of the developer's ~/.aws reaches the test
+            "AWS_CONFIG_FILE": str(root / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(root / "no-aws-credentials"),
             "PYTHONPATH": str(emu.REPO),
         }
         info = Emulated(root=root, stack_dir=stack_dir, env=env, url=server.url, steps={})
