@@ -84,3 +84,11 @@ def build_lambda_zips(
     return {
         name: write_zip(zip_entries(name, repo_root), out_dir / f"{name}.zip") for name in functions
     }
+
+
+if __name__ == "__main__":  # python -m smartfarm_cli.packaging [OUT_DIR], from the repository root
+    import sys
+
+    built = build_lambda_zips(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("build/lambda"))
+    for function, zip_path in sorted(built.items()):
+        print(f"{function}: {zip_path}")

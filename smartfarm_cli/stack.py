@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import FarmctlError, UserError
@@ -58,6 +60,79 @@ INSTALL_HINT = (
 )
 
 Echo = Callable[[str], None]
+
+
+# `AWS_ENDPOINT_URL` (what LocalStack and moto users set; boto3 honours it by itself) is passed
+# to Terraform's aws provider as an override file in the stack folder, written for each
+# terraform command and removed after it. One endpoint per service the stack uses.
+ENDPOINT_ENV = "AWS_ENDPOINT_URL"
+ENDPOINT_OVERRIDE = "farmctl_endpoint_override.tf"
+ENDPOINT_SERVICES = (
+    "apigateway",
+    "athena",
+    "cloudwatch",
+    "ec2",
+    "firehose",
+    "glue",
+    "iam",
+    "kinesis",
+    "kms",
+    "lambda",
+    "logs",
+    "route53",
+    "s3",
+    "sqs",
+    "ssm",
+    "sts",
+)
+_OVERRIDE_MARK = "# Written by farmctl for AWS_ENDPOINT_URL"
+
+
+def endpoint_override(url: str) -> str:
+    """HCL overriding the aws provider so every service the stack uses talks to `url`."""
+    url = url.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[\w.\-/]*)?", url):
+        raise UserError(
+            f"{ENDPOINT_ENV}={url!r} is not an http(s) URL: set it like http://localhost:4566 "
+            "or unset it to deploy to AWS"
+        )
+    endpoints = "\n".join(f'    {name:<10} = "{url}"' for name in ENDPOINT_SERVICES)
+    return (
+        f"{_OVERRIDE_MARK} (an emulator such as LocalStack or moto); removed after each\n"
+        "# terraform command. Path-style S3 because an emulator has no per-bucket host names.\n"
+        'provider "aws" {\n'
+        "  s3_use_path_style           = true\n"
+        "  skip_metadata_api_check     = true\n"
+        "  skip_region_validation      = true\n"
+        "  endpoints {\n"
+        f"{endpoints}\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+@contextmanager
+def endpoint_override_file(stack_dir: Path, env: Mapping[str, str]) -> Iterator[Path | None]:
+    """While terraform runs: the endpoint override when `AWS_ENDPOINT_URL` is set in `env`."""
+    path = Path(stack_dir) / ENDPOINT_OVERRIDE
+    url = (env.get(ENDPOINT_ENV) or "").strip()
+    if not url:
+        _remove_override(path)  # a stale one (a killed run) must not redirect a real deploy
+        yield None
+        return
+    path.write_text(endpoint_override(url), encoding="utf-8")
+    try:
+        yield path
+    finally:
+        _remove_override(path)
+
+
+def _remove_override(path: Path) -> None:
+    try:
+        if path.read_text(encoding="utf-8").startswith(_OVERRIDE_MARK):
+            path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def cache_path(home: Path) -> Path:
@@ -124,6 +199,73 @@ def terraform_env(profile: str | None = None, region: str | None = None) -> dict
     if region:
         env["AWS_REGION"] = region
     return env
+
+
+MIN_TERRAFORM = (1, 6)
+
+
+def terraform_version(env: Mapping[str, str] | None = None) -> str:
+    """`terraform version -json` -> "1.11.4"; one clear line when it cannot be read."""
+    try:
+        done = subprocess.run(
+            [find_terraform(), "version", "-json"],
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        version = json.loads(done.stdout)["terraform_version"]
+    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
+        raise FarmctlError(
+            "cannot read the terraform version (`terraform version -json`): reinstall "
+            "Terraform >= 1.6"
+        ) from None
+    return str(version)
+
+
+def version_problem(version: str) -> str | None:
+    """A line saying why this Terraform version is too old, or None."""
+    numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:2])
+    if numbers < MIN_TERRAFORM:
+        return (
+            f"terraform {version} is too old: the stack needs Terraform >= "
+            f"{'.'.join(map(str, MIN_TERRAFORM))} (https://developer.hashicorp.com/terraform/install)"
+        )
+    return None
+
+
+_VARIABLE = re.compile(r'^variable\s+"([A-Za-z0-9_-]+)"\s*\{(.*?)^\}', re.S | re.M)
+_ASSIGNED = re.compile(r'^\s*"?([A-Za-z0-9_-]+)"?\s*[=:]', re.M)
+
+
+def required_variables(stack_dir: Path) -> list[str]:
+    """Variables of the stack without a default (Terraform would prompt for them)."""
+    names = []
+    for path in sorted(Path(stack_dir).glob("*.tf")):
+        for name, body in _VARIABLE.findall(path.read_text(encoding="utf-8")):
+            if not re.search(r"^\s*default\s*=", body, re.M):
+                names.append(name)
+    return names
+
+
+def missing_variables(stack_dir: Path, var_file: Path | None, env: Mapping[str, str]) -> list[str]:
+    """Required variables set nowhere Terraform looks: -var-file, terraform.tfvars,
+    *.auto.tfvars(.json) in the stack folder, or TF_VAR_<name>."""
+    files = [Path(stack_dir) / "terraform.tfvars", Path(stack_dir) / "terraform.tfvars.json"]
+    files += sorted(Path(stack_dir).glob("*.auto.tfvars"))
+    files += sorted(Path(stack_dir).glob("*.auto.tfvars.json"))
+    if var_file is not None:
+        files.append(Path(var_file))
+    assigned = set()
+    for path in files:
+        if path.is_file():
+            assigned.update(_ASSIGNED.findall(path.read_text(encoding="utf-8", errors="replace")))
+    return [
+        name
+        for name in required_variables(stack_dir)
+        if name not in assigned and f"TF_VAR_{name}" not in env
+    ]
 
 
 def check_stack_dir(stack_dir: Path) -> Path:

@@ -105,7 +105,7 @@ resource "aws_lambda_function" "anomaly_detector" {
   handler          = "handler.handler"
   architectures    = ["x86_64"]
   filename         = local.lambda_zip.anomaly_detector
-  source_code_hash = filebase64sha256(local.lambda_zip.anomaly_detector)
+  source_code_hash = local.lambda_zip_hash.anomaly_detector
   layers           = [var.pandas_layer_arn]
   memory_size      = var.anomaly_memory_mb
   timeout          = var.anomaly_timeout_seconds
@@ -125,6 +125,13 @@ resource "aws_lambda_function" "anomaly_detector" {
   }
 
   depends_on = [aws_cloudwatch_log_group.anomaly_detector, aws_iam_role_policy.anomaly_detector]
+
+  lifecycle {
+    precondition {
+      condition     = local.lambda_zip_hash.anomaly_detector != null
+      error_message = local.lambda_zip_missing
+    }
+  }
 }
 
 resource "aws_lambda_function_event_invoke_config" "anomaly_detector" {

@@ -241,7 +241,7 @@ resource "aws_lambda_function" "firehose_transform" {
   handler          = "handler.handler"
   architectures    = ["x86_64"]
   filename         = local.lambda_zip.firehose_transform
-  source_code_hash = filebase64sha256(local.lambda_zip.firehose_transform)
+  source_code_hash = local.lambda_zip_hash.firehose_transform
   layers           = [var.pandas_layer_arn]
   memory_size      = 512
   timeout          = var.transform_timeout_seconds
@@ -258,4 +258,11 @@ resource "aws_lambda_function" "firehose_transform" {
   }
 
   depends_on = [aws_cloudwatch_log_group.firehose_transform, aws_iam_role_policy.firehose_transform]
+
+  lifecycle {
+    precondition {
+      condition     = local.lambda_zip_hash.firehose_transform != null
+      error_message = local.lambda_zip_missing
+    }
+  }
 }

@@ -17,17 +17,15 @@ data "aws_iam_policy_document" "lambda_assume" {
   }
 }
 
+# No aws:SourceAccount / aws:SourceArn condition: API Gateway sends neither key when it assumes
+# an integration's credentials role (or its CloudWatch logging role), so such a condition denies
+# the assume and every POST /record(s) answers 500. The roles' own policies are what limit them.
 data "aws_iam_policy_document" "apigateway_assume" {
   statement {
     actions = ["sts:AssumeRole"]
     principals {
       type        = "Service"
       identifiers = ["apigateway.amazonaws.com"]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
     }
   }
 }

@@ -40,14 +40,17 @@ resource "aws_api_gateway_request_validator" "ingest_body" {
   validate_request_parameters = false
 }
 
-# Tell the caller why the body was refused (API Gateway's default says only "Invalid request body").
+# A JSON answer to a refused body.
 resource "aws_api_gateway_gateway_response" "ingest_bad_body" {
   rest_api_id   = aws_api_gateway_rest_api.ingest.id
   response_type = "BAD_REQUEST_BODY"
   status_code   = "400"
 
+  # Gateway response templates are plain substitution (no VTL, no escaping): only
+  # messageString, which API Gateway quotes and escapes itself, may go into the JSON. The raw
+  # validationErrorString (it holds quotes) stays in the access log's validationError field.
   response_templates = {
-    "application/json" = "{\"message\": $context.error.messageString, \"reason\": \"$context.error.validationErrorString\"}"
+    "application/json" = "{\"message\": $context.error.messageString}"
   }
 }
 
@@ -171,6 +174,21 @@ resource "aws_api_gateway_method_response" "ingest_error" {
   }
 }
 
+# Throttling: error_response.vtl turns Kinesis' 400 ProvisionedThroughputExceededException into
+# 429 ($context.responseOverride.status), so clients retry instead of dropping the readings.
+resource "aws_api_gateway_method_response" "ingest_throttled" {
+  for_each = local.ingest_routes
+
+  rest_api_id = aws_api_gateway_rest_api.ingest.id
+  resource_id = each.value.resource_id
+  http_method = aws_api_gateway_method.ingest[each.key].http_method
+  status_code = "429"
+
+  response_models = {
+    "application/json" = "Error"
+  }
+}
+
 resource "aws_api_gateway_integration_response" "ingest_error" {
   for_each = local.ingest_error_responses
 
@@ -191,16 +209,21 @@ resource "aws_api_gateway_deployment" "ingest" {
   rest_api_id = aws_api_gateway_rest_api.ingest.id
   description = "kinesis_api_gw"
 
-  # Redeploy whenever a route, model, template or response changes.
+  # Redeploy whenever a route, model, validator, template or response changes: whole resources,
+  # so a newly added argument cannot be forgotten here.
   triggers = {
     redeployment = sha1(jsonencode([
       aws_api_gateway_model.reading.schema,
       aws_api_gateway_model.reading_batch.schema,
-      aws_api_gateway_gateway_response.ingest_bad_body.response_templates,
-      [for k, m in aws_api_gateway_method.ingest : [m.id, m.request_models, m.api_key_required]],
-      [for k, i in aws_api_gateway_integration.ingest : [i.id, i.uri, i.request_templates]],
-      [for k, r in aws_api_gateway_integration_response.ingest_ok : [r.id, r.response_templates]],
-      [for k, r in aws_api_gateway_integration_response.ingest_error : [r.id, r.selection_pattern]],
+      aws_api_gateway_gateway_response.ingest_bad_body,
+      aws_api_gateway_request_validator.ingest_body,
+      aws_api_gateway_method.ingest,
+      aws_api_gateway_integration.ingest,
+      aws_api_gateway_method_response.ingest_ok,
+      aws_api_gateway_method_response.ingest_error,
+      aws_api_gateway_method_response.ingest_throttled,
+      aws_api_gateway_integration_response.ingest_ok,
+      aws_api_gateway_integration_response.ingest_error,
     ]))
   }
 

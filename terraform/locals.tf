@@ -34,6 +34,10 @@ locals {
     pseudo_sensor_log  = "${local.lambda_build_dir}/pseudo_sensor_log.zip"
     firehose_transform = "${local.lambda_build_dir}/firehose_transform.zip"
   }
+  # null when a zip is missing: each function's precondition then says what to run, instead of
+  # filebase64sha256 failing on a fresh clone.
+  lambda_zip_hash    = { for name, zip in local.lambda_zip : name => fileexists(zip) ? filebase64sha256(zip) : null }
+  lambda_zip_missing = "The Lambda zips are not built in ${local.lambda_build_dir}: run `farmctl deploy` (it builds them before planning) or `python -m smartfarm_cli.packaging` first."
 
   anomaly_function_name   = "${var.project}-anomaly_detector"
   simulator_function_name = "${var.project}-pseudo_sensor_log_lambda"
@@ -47,6 +51,8 @@ locals {
   discord_webhook_ssm_parameter = "${local.ssm_prefix}/alerts/discord-webhook-url"
   ingest_api_key_ssm_parameter  = "${local.ssm_prefix}/ingest/api-key"
   grafana_password_ssm_name     = "${local.ssm_prefix}/grafana/admin-password"
+  # Not a password: the value the Grafana instance replaces with one it generates at first boot.
+  grafana_password_placeholder = "unset: the Grafana instance writes the admin password here at first boot"
 
   # nonsensitive() on a boolean only: whether a webhook was given, never the URL itself.
   discord_enabled = nonsensitive(var.discord_webhook_url != "")

@@ -72,7 +72,7 @@ resource "aws_lambda_function" "simulator" {
   handler          = "handler.handler"
   architectures    = ["x86_64"]
   filename         = local.lambda_zip.pseudo_sensor_log
-  source_code_hash = filebase64sha256(local.lambda_zip.pseudo_sensor_log)
+  source_code_hash = local.lambda_zip_hash.pseudo_sensor_log
   layers           = [var.pandas_layer_arn]
   memory_size      = 256
   timeout          = var.simulator_timeout_seconds
@@ -93,6 +93,13 @@ resource "aws_lambda_function" "simulator" {
   }
 
   depends_on = [aws_cloudwatch_log_group.simulator, aws_iam_role_policy.simulator]
+
+  lifecycle {
+    precondition {
+      condition     = local.lambda_zip_hash.pseudo_sensor_log != null
+      error_message = local.lambda_zip_missing
+    }
+  }
 }
 
 # A retried run would send its readings twice: no retries, failures go to the queue.

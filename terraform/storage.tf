@@ -97,6 +97,10 @@ resource "aws_s3_bucket_logging" "data" {
   bucket        = each.value.id
   target_bucket = aws_s3_bucket.access_logs.id
   target_prefix = "${each.key}/"
+
+  # S3 checks the sink's policy (the logging.s3.amazonaws.com grant) when logging is turned on:
+  # without this, a first apply can answer InvalidTargetBucketForLogging.
+  depends_on = [aws_s3_bucket_policy.all]
 }
 
 # TLS-only policies (plus, for the sink, the log delivery grant).

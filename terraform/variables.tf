@@ -377,12 +377,13 @@ variable "allowed_cidrs" {
   type        = list(string)
 
   validation {
-    condition     = length(var.allowed_cidrs) > 0 && alltrue([for c in var.allowed_cidrs : can(cidrhost(c, 0))])
-    error_message = "allowed_cidrs must list at least one valid CIDR block, e.g. [\"203.0.113.7/32\"]."
+    # IPv4 only: the security group rule takes cidr_blocks, which refuses IPv6 ranges at plan time.
+    condition     = length(var.allowed_cidrs) > 0 && alltrue([for c in var.allowed_cidrs : can(cidrhost(c, 0)) && !strcontains(c, ":")])
+    error_message = "allowed_cidrs must list at least one valid IPv4 CIDR block, e.g. [\"203.0.113.7/32\"] (IPv6 ranges are not supported)."
   }
 
   validation {
-    condition     = !contains(var.allowed_cidrs, "0.0.0.0/0") && !contains(var.allowed_cidrs, "::/0")
+    condition     = !contains(var.allowed_cidrs, "0.0.0.0/0")
     error_message = "Do not open Grafana to the whole internet; list the farm's own address ranges."
   }
 }

