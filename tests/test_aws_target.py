@@ -582,13 +582,13 @@ def test_watch_shows_records_put_while_watching(stack):
     items = readings(3)
 
     def feed():
-        time.sleep(0.3)
+        time.sleep(1.0)  # after watch has its LATEST shard iterators, even on a loaded machine
         other = AwsTarget(TargetOptions(home=stack.home))
         other.ingest(items)
 
     thread = threading.Thread(target=feed)
     thread.start()
-    result = CliRunner().invoke(app, ["watch", "--duration", "2", "--refresh", "0.05"])
+    result = CliRunner().invoke(app, ["watch", "--duration", "4", "--refresh", "0.05"])
     thread.join()
     assert result.exit_code == 0, result.output
     assert "3 devices, 3 readings seen" in result.output
