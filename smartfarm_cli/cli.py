@@ -560,6 +560,14 @@ def _aws_target():
     return AwsTarget(State.options, load_rules(State.options.rules_path))
 
 
+def _confirm(question: str) -> bool:
+    """Ask yes/no; no answer at all (a closed stdin) is a no."""
+    try:
+        return typer.confirm(question, default=False)
+    except typer.Abort:
+        return False
+
+
 def _echo(line: str) -> None:
     console.out(line, highlight=False)
 
@@ -580,7 +588,7 @@ def deploy(
         auto_approve=auto_approve,
         var_file=var_file,
         echo=_echo,
-        confirm=lambda question: typer.confirm(question, default=False),
+        confirm=_confirm,
     )
     print_record(info, output, title="aws stack")
 
@@ -594,11 +602,14 @@ def destroy(
 
     Example: farmctl destroy
     """
+    from .stack import check_stack_dir, find_terraform
+
     target = _aws_target()
-    if not auto_approve and not typer.confirm(
+    find_terraform()  # what destroy needs is checked before it asks anything
+    check_stack_dir(target.stack_dir)
+    if not auto_approve and not _confirm(
         f"Destroy every resource of the stack in {target.stack_dir} "
-        "(stream, buckets, tables, Lambdas, Grafana)?",
-        default=False,
+        "(stream, buckets, tables, Lambdas, Grafana)?"
     ):
         raise UserError("destroy cancelled: nothing was changed")
     info = target.destroy(auto_approve=True, var_file=var_file, echo=_echo)

@@ -351,3 +351,16 @@ def test_a_stale_override_never_redirects_a_real_deploy(fake_tf):
     assert result.exit_code == 0, result.output
     assert "terraform|override present" not in fake_tf.argv()
     assert not stale.exists()
+
+
+def test_destroy_checks_before_asking_and_a_closed_stdin_is_a_no(fake_tf, monkeypatch):
+    load_outputs(fake_tf.home, fake_tf.stack_dir)
+    monkeypatch.chdir(fake_tf.repo)
+    before = fake_tf.argv()
+    result = CliRunner().invoke(app, ["destroy"], input="")  # stdin closed at once
+    assert result.exit_code == 2 and "destroy cancelled" in result.stderr
+    assert fake_tf.argv() == before
+    monkeypatch.setenv("PATH", "/nonexistent")
+    result = CliRunner().invoke(app, ["destroy"], input="y\n")
+    assert result.exit_code == 1 and "terraform is not installed" in result.stderr
+    assert "Destroy every resource" not in result.output  # nothing was asked
