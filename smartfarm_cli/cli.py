@@ -520,7 +520,7 @@ def watch(
 
     from .watch import LatestBoard
 
-    target = State.target(reads_only=True)
+    target = State.target()  # a new home is fine: watch waits for the first readings
     board = LatestBoard(target.rules)
     deadline = time.monotonic() + duration if duration else None
     with Live(board.render(), console=console, refresh_per_second=8, transient=False) as live:
