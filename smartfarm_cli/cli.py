@@ -229,13 +229,15 @@ def ingest(
         raise UserError(f"no such file: {source}") from None
     except IsADirectoryError:
         raise UserError(f"{source} is a folder; give a file of readings") from None
-    result = State.target().ingest(parse_json_lines(data))
+    items = parse_json_lines(data)
+    result = State.target().ingest(items)
     duplicates = f", {result.duplicates} already stored" if result.duplicates else ""
     err_console.print(f"accepted {result.accepted}, rejected {len(result.rejected)}{duplicates}")
     if not (result.accepted or result.rejected or result.duplicates):
         err_console.print(f"warning: {source if source != '-' else 'stdin'} held no readings")
     if result.rejected:
-        rows = [(r.index + 1, r.reason, r.raw) for r in result.rejected]
+        # NDJSON: the line in the file (blank lines counted); a JSON array: the item's position.
+        rows = [(items.position(r.index), r.reason, r.raw) for r in result.rejected]
         print_result(
             console,
             ["line", "reason", "input"],

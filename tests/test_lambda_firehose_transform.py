@@ -151,7 +151,7 @@ def test_rejects_are_processing_failed_with_original_data_and_logged(capsys):
     joined = " | ".join(reasons)
     for fragment in (
         "missing field",
-        "finite",
+        "humidity must be a number",
         "no UTC offset",
         "greenhouse_id",
         "future",

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,6 +33,11 @@ MAX_FUTURE_MS = 5 * 60 * 1000
 EPOCH_MS_THRESHOLD = 100_000_000_000
 MAX_STRING = 64
 LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the end of ISO-8601 years
+# What a JSON number or a plain decimal string can say: sign, ASCII digits, point, exponent,
+# surrounding ASCII spaces. Python's float() also takes "1_000", fullwidth or Arabic-Indic
+# digits, or "\xa0400".
+PLAIN_NUMBER = re.compile(r" *[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)? *")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -65,13 +72,9 @@ def _number(name: str, value) -> float | None:
         except OverflowError:  # an integer with hundreds of digits
             raise CoercionError(f"{name} must be finite, got {_show(value)}") from None
     elif isinstance(value, str):
-        text = value.strip()
-        if not text or len(text) > MAX_STRING:
+        if len(value) > MAX_STRING or not PLAIN_NUMBER.fullmatch(value):
             raise CoercionError(f"{name} must be a number, got {_show(value)}")
-        try:
-            number = float(text)
-        except ValueError:
-            raise CoercionError(f"{name} must be a number, got {_show(value)}") from None
+        number = float(value)
     else:
         raise CoercionError(f"{name} must be a number, got {type(value).__name__}")
     if not math.isfinite(number):
@@ -89,34 +92,53 @@ def _error_code(value) -> int:
 
 
 def parse_timestamp_ms(value) -> int:
-    """Epoch seconds, epoch milliseconds or ISO-8601 with an offset -> epoch milliseconds."""
+    """Epoch seconds, epoch milliseconds or ISO-8601 with an offset -> epoch milliseconds.
+
+    Exact: integer arithmetic on the parsed parts (a float's shortest decimal form for JSON
+    numbers), so `.531` stays 531 ms. Digits below the millisecond are cut (floor), the same
+    way for ISO and epoch forms.
+    """
     if isinstance(value, bool) or value is None:
         raise CoercionError("timestamp must be ISO-8601 with an offset or epoch s/ms")
     if isinstance(value, str):
-        text = value.strip()
-        if len(text) > MAX_STRING:
+        if len(value) > MAX_STRING:
             raise CoercionError("timestamp is too long to be a timestamp")
-        try:
-            value = float(text)
-        except ValueError:
-            try:
-                parsed = datetime.fromisoformat(text)
-            except ValueError:
-                raise CoercionError(
-                    f"timestamp {_show(value)} is not ISO-8601 (e.g. 2026-11-28T15:00:00Z) "
-                    "or epoch seconds/milliseconds"
-                ) from None
-            if parsed.tzinfo is None:
-                raise CoercionError(
-                    f"timestamp {_show(value)} has no UTC offset; add Z or +09:00"
-                ) from None
-            return int(parsed.timestamp() * 1000)
-    if not isinstance(value, int | float) or not math.isfinite(value):
+        if not PLAIN_NUMBER.fullmatch(value):
+            return _iso_ms(value)
+        number = Decimal(value.strip())
+    elif isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float) and math.isfinite(value):
+        number = Decimal(repr(value))  # the shortest text that reads back as this float
+    else:
         raise CoercionError(f"timestamp must be ISO-8601 or epoch s/ms, got {_show(value)}")
-    ms = int(value) if abs(value) >= EPOCH_MS_THRESHOLD else int(value * 1000)
-    if abs(ms) > LATEST_MS:
+    try:
+        scaled = number if abs(number) >= EPOCH_MS_THRESHOLD else number.scaleb(3)
+        out_of_range = abs(scaled) > LATEST_MS
+    except InvalidOperation:
+        out_of_range = True
+    if out_of_range:
         raise CoercionError(f"timestamp {_show(value)} is out of range; check the device clock")
-    return ms
+    return int(scaled.to_integral_value(rounding=ROUND_FLOOR))
+
+
+def _iso_ms(value: str) -> int:
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise CoercionError(
+            f"timestamp {_show(value)} is not ISO-8601 (e.g. 2026-11-28T15:00:00Z) "
+            "or epoch seconds/milliseconds"
+        ) from None
+    if parsed.tzinfo is None:
+        raise CoercionError(f"timestamp {_show(value)} has no UTC offset; add Z or +09:00")
+    try:
+        delta = parsed - _EPOCH
+    except OverflowError:  # year 1 with a positive offset
+        raise CoercionError(
+            f"timestamp {_show(value)} is out of range; check the device clock"
+        ) from None
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 def coerce(item) -> tuple:
@@ -262,7 +284,23 @@ def validate(items: Iterable, now_ms: int | None = None) -> Batch:
     return Batch(table.filter(pc.is_null(reason)), rejected)
 
 
-def parse_json_lines(data: str | bytes) -> list:
+class ParsedInput(list):
+    """Items parsed from one input, and where each came from (for messages to the user).
+
+    Line-by-line input (NDJSON) skips blank lines, so item i sits on line `lines[i]`; for one
+    JSON document (an array) `lines` is None and the position is the 1-based item number.
+    """
+
+    def __init__(self, items=(), lines: list[int] | None = None):
+        super().__init__(items)
+        self.lines = lines
+
+    def position(self, index: int) -> int:
+        """The 1-based line or item number of the item at `index`."""
+        return self.lines[index] if self.lines is not None else index + 1
+
+
+def parse_json_lines(data: str | bytes) -> ParsedInput:
     """NDJSON, one JSON array or one object -> items.
 
     Whole-text JSON is tried first; otherwise every line is parsed on its own, and a line that
@@ -272,17 +310,22 @@ def parse_json_lines(data: str | bytes) -> list:
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError:
-            return [_parse_line(number, line) for number, line in _lines(data)]
+            return _by_line(data)
     stripped = data.strip()
     if not stripped:
-        return []
+        return ParsedInput()
     if stripped[0] in "[{":
         try:
             parsed = json.loads(stripped)
-            return parsed if isinstance(parsed, list) else [parsed]
+            return ParsedInput(parsed if isinstance(parsed, list) else [parsed])
         except (ValueError, RecursionError):
             pass  # not one JSON document: read it line by line
-    return [_parse_line(number, line) for number, line in _lines(stripped)]
+    return _by_line(data)
+
+
+def _by_line(data: str | bytes) -> ParsedInput:
+    lines = _lines(data)
+    return ParsedInput([_parse_line(n, line) for n, line in lines], [n for n, _ in lines])
 
 
 def _lines(data):
