@@ -4,7 +4,7 @@ Every expected value below was computed by hand from the crafted input, not by t
 """
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from typer.testing import CliRunner
@@ -145,3 +145,33 @@ def test_json_array_positions_stay_item_numbers(tmp_path):
     result = farmctl(tmp_path, "ingest", "-", "-o", "json", input=text)
     rows = json.loads(result.stdout)
     assert [(r["line"], r["reason"]) for r in rows] == [(2, "co2 must be a number, got 'lots'")]
+
+
+# -- bug 1: latest returns whole readings -------------------------------------------------------
+
+
+def test_latest_is_a_reading_that_existed(tmp_path):
+    from smartfarm_cli.core import queries
+    from smartfarm_cli.targets.local import LocalTarget
+
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    healthy = reading(timestamp=t0.isoformat(), temperature=21, humidity=55, co2=410)
+    fault = reading(
+        timestamp=(t0 + timedelta(minutes=1)).isoformat(),
+        temperature=None,
+        humidity=None,
+        co2=None,
+        error_code=4,
+    )
+    other = reading(device_id="d2", timestamp=t0.isoformat(), temperature=19)
+    target = LocalTarget(tmp_path)
+    target.ingest([healthy, fault, other])
+    rows = target.latest().records()
+    stamp = (t0 + timedelta(minutes=1)).replace(tzinfo=None)
+    assert [tuple(r.values()) for r in rows] == [
+        ("gh-1", "d1", stamp, None, None, None, 4),
+        ("gh-1", "d2", t0.replace(tzinfo=None), 19.0, 60.0, 800.0, 0),
+    ]
+    # One form both engines read the same way: a window function, no per-column max_by.
+    sql = queries.latest_per_device().sql
+    assert "max_by" not in sql and "row_number() OVER" in sql

@@ -69,6 +69,10 @@ def _window(since: datetime, with_hour: bool = True) -> str:
     return f"{key} >= '{bound}' AND \"timestamp\" >= TIMESTAMP '{_ts(since)}'"
 
 
+def _until(now: datetime) -> str:
+    return f" AND \"timestamp\" <= TIMESTAMP '{_ts(now)}'"
+
+
 def _bucket(every: timedelta) -> str:
     seconds = int(every.total_seconds())
     units = {60: "minute", 3600: "hour", 86400: "day"}
@@ -117,13 +121,21 @@ def trend(
 
 
 def latest_per_device(since: timedelta = timedelta(days=1), now: datetime | None = None) -> Query:
-    """The newest reading of every device seen in the window."""
+    """The newest whole reading of every device seen in the window.
+
+    row_number() picks one row, so every value comes from the same reading (max_by per column
+    skips NULLs in DuckDB and would mix a sensor fault's NULLs with older values). Ties on the
+    timestamp (a re-sent reading) are broken by the values themselves, the same on both engines.
+    """
     now = now or datetime.now(UTC)
-    values = ", ".join(f'max_by({c}, "timestamp") AS {c}' for c in (*METRICS, "error_code"))
+    columns = ", ".join((*METRICS, "error_code"))
     sql = (
-        f'SELECT greenhouse_id, device_id, max("timestamp") AS "timestamp", {values}\n'
-        f"FROM {READINGS_TABLE}\nWHERE {_window(now - since)}\n"
-        f"GROUP BY 1, 2\nORDER BY 1, 2"
+        f'SELECT greenhouse_id, device_id, "timestamp", {columns}\n'
+        f'FROM (SELECT greenhouse_id, device_id, "timestamp", {columns}, '
+        'row_number() OVER (PARTITION BY greenhouse_id, device_id ORDER BY "timestamp" DESC, '
+        f"{', '.join(f'{c} ASC NULLS LAST' for c in (*METRICS, 'error_code'))}) AS newest\n"
+        f"  FROM {READINGS_TABLE}\n  WHERE {_window(now - since)})\n"
+        f"WHERE newest = 1\nORDER BY 1, 2"
     )
     return Query(sql, [], _partition_floor(now - since))
 
