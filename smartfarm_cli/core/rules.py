@@ -9,6 +9,7 @@ so the healthy reading after a 400 °C glitch is not flagged.
 from __future__ import annotations
 
 import os
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .arrays import shift
+from . import jumps
 from .schema import METRIC_UNITS, METRICS, SPIKE_SCHEMA
+from .state import StateStore
 from .validate import conform
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("rules.toml")
@@ -116,67 +118,21 @@ def _text(*parts) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "")
 
 
-def _departures(fast: pa.Array, back: pa.Array) -> pa.Array:
-    """Positions where jump[i] = fast[i] and not (jump[i-1] and back[i]).
+def detect(
+    table: pa.Table,
+    rules: Rules,
+    source_key: str = "",
+    state: StateStore | None = None,
+    source: str | None = None,
+    now_ms: int | None = None,
+) -> pa.Table:
+    """All anomalies in `table` as a spike table (SPIKE_SCHEMA), most severe first.
 
-    A fast change that returns to the level before a jump ends that spike instead of starting
-    a new one. The recursion only links consecutive fast rows, which are rare, so this loop
-    runs over the fast rows alone; everything per-row stays vectorised.
+    With a `state` store, `jump` is judged against each device's remembered readings (so a
+    jump across two files is found) and the store is updated; `source` names the delivery
+    (default `source_key`): judging the same source again reports the same jumps. Without one,
+    jumps are judged within `table` alone.
     """
-    candidates = pc.indices_nonzero(fast)
-    returns = pc.take(back, candidates).to_pylist()
-    jumps, previous, last = [], False, -2
-    for index, returning in zip(candidates.to_pylist(), returns, strict=True):
-        is_jump = not (index == last + 1 and previous and returning)
-        if is_jump:
-            jumps.append(index)
-        previous, last = is_jump, index
-    return pa.array(jumps, pa.int64())
-
-
-def _device_codes(table: pa.Table) -> pa.Array:
-    """One int64 per (greenhouse, device): grouping by integers is far cheaper than by text."""
-    codes = [
-        pc.cast(pc.dictionary_encode(table[name]).combine_chunks().indices, pa.int64())
-        for name in ("greenhouse_id", "device_id")
-    ]
-    return pc.add(pc.multiply(codes[0], 1 << 32), codes[1])
-
-
-def _jump_rows(table: pa.Table, critical: pa.Array, rules: Rules) -> dict[str, pa.Array]:
-    """Per metric, the row numbers (in `table`) of jumps among the non-critical readings."""
-    # Plain arrays: pyarrow 25 crashes on indices_nonzero of a ChunkedArray with no chunks.
-    if isinstance(critical, pa.ChunkedArray):
-        critical = critical.combine_chunks()
-    keep = pc.indices_nonzero(pc.invert(critical))
-    if len(keep) == 0:
-        return {}
-    device = pc.take(_device_codes(table), keep)
-    stamp = pc.take(pc.cast(table["timestamp"], pa.int64()), keep)
-    order = pc.sort_indices(
-        pa.table({"device": device, "stamp": stamp}),
-        sort_keys=[("device", "ascending"), ("stamp", "ascending")],
-    )
-    rows, device = pc.take(keep, order), pc.take(device, order)
-    minutes = pc.divide(pc.cast(pc.take(stamp, order), pa.float64()), 60_000.0)
-    same_1 = pc.fill_null(pc.equal(device, shift(device, 1)), False)
-    same_2 = pc.fill_null(pc.equal(device, shift(device, 2)), False)
-    gap_1 = pc.max_element_wise(pc.subtract(minutes, shift(minutes, 1)), 1.0)
-    gap_2 = pc.max_element_wise(pc.subtract(minutes, shift(minutes, 2)), 1.0)
-    jumps = {}
-    for metric in METRICS:
-        values = pc.take(table[metric], rows).combine_chunks()
-        limit = rules.jump_per_minute[metric]
-        fast = pc.greater(pc.divide(pc.abs(pc.subtract(values, shift(values, 1))), gap_1), limit)
-        fast = pc.fill_null(pc.and_(same_1, fast), False)
-        back = pc.less_equal(pc.divide(pc.abs(pc.subtract(values, shift(values, 2))), gap_2), limit)
-        back = pc.fill_null(pc.and_(same_2, back), False)
-        jumps[metric] = pc.take(rows, _departures(fast, back))
-    return jumps
-
-
-def detect(table: pa.Table, rules: Rules, source_key: str = "") -> pa.Table:
-    """All anomalies in `table` as a spike table (SPIKE_SCHEMA), most severe first."""
     table = conform(table)
     # A row without a timestamp cannot come from our writers and cannot be placed in a spike
     # partition; judging the rest beats failing the whole file.
@@ -219,8 +175,15 @@ def detect(table: pa.Table, rules: Rules, source_key: str = "") -> pa.Table:
         )
         pieces.append((rows, "out_of_band", metric, detail))
 
-    for metric, positions in _jump_rows(table, critical, rules).items():
-        rows = table.take(positions)
+    healthy_rows = table.filter(pc.invert(critical))
+    if state is None:
+        jump_rows = jumps.stateless(healthy_rows, rules.jump_per_minute)
+    else:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        jump_rows = jumps.judge(
+            healthy_rows, rules.jump_per_minute, state, source or source_key, now_ms
+        )
+    for metric, rows in jump_rows.items():
         limit = rules.jump_per_minute[metric]
         detail = _text(
             f"{metric} changed faster than {limit:g} {METRIC_UNITS[metric]}/min, to ", rows[metric]

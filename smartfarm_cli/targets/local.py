@@ -35,6 +35,7 @@ from ..core.schema import (
     SPIKE_PARTITIONS,
     SPIKE_SCHEMA,
 )
+from ..core.state import SqliteStateStore
 from ..core.validate import Rejected, table_from_rows, validate
 from ..errors import UserError
 from .results import DeliveryReport, IngestResult, QueryResult, SimulateReport
@@ -157,6 +158,7 @@ class LocalTarget:
         self.logs = LocalBucket(self.home / LOG_BUCKET)
         self.spike_store = LocalBucket(self.home / SPIKE_BUCKET)
         self._db: sqlite3.Connection | None = None
+        self._state: SqliteStateStore | None = None
 
     # -- stream ---------------------------------------------------------------------------
 
@@ -171,6 +173,13 @@ class LocalTarget:
             db.executescript(_STREAM_DDL)
             self._db = db
         return self._db
+
+    @property
+    def state(self) -> SqliteStateStore:
+        """Per-device state (jump windows; alert incidents) in the stream database."""
+        if self._state is None:
+            self._state = SqliteStateStore(self.db)
+        return self._state
 
     def prepare(self, writes: bool) -> None:
         """Fail early, in one line, when the home cannot serve the command."""
@@ -206,6 +215,7 @@ class LocalTarget:
         if self._db is not None:
             self._db.close()
             self._db = None
+            self._state = None
 
     def append(self, table: pa.Table) -> int:
         """Append validated readings to the stream in one transaction -> how many were new.
@@ -407,11 +417,13 @@ class LocalTarget:
         """Write readings into hourly log files named `name`, then store each file's spikes.
 
         `name` None gives each hour file a content-addressed backfill key (lake.backfill_key).
-        The rules run once over the whole batch (so a jump across an hour boundary is seen),
-        and each hour file gets the spikes of its own readings, as the Lambda would store them.
+        The rules run once over the whole batch, against each device's remembered readings
+        (the `device_state` table, core.jumps), so a jump across deliveries is seen; each hour
+        file gets the spikes of its own readings, as the Lambda would store them.
         """
         report = DeliveryReport()
-        spikes = detect(table, self.rules)
+        source = name or _batch_name(table)
+        spikes = detect(table, self.rules, state=self.state, source=source)
         spikes_by_hour = dict(lake.split_by_time(spikes, lake.HOUR_MS))
         for hour_ms, part in lake.split_by_time(table, lake.HOUR_MS):
             data = lake.parquet_bytes(part)
@@ -607,6 +619,15 @@ class LocalTarget:
             "spikes_today_utc": spikes_today,
             "rejected_readings": rejected,
         }
+
+
+def _batch_name(table: pa.Table) -> str:
+    """A name for a batch without one (backfill): the same readings give the same name."""
+    if table.num_rows == 0:
+        return "backfill-empty"
+    stamps = pc.cast(table["timestamp"], pa.int64())
+    low, high = pc.min_max(stamps).values()
+    return f"backfill-{low.as_py()}-{high.as_py()}-{table.num_rows}"
 
 
 def _partition_files(base: Path, keys: tuple[str, ...], floor: str) -> list[str]:
