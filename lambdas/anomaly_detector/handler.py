@@ -1,7 +1,8 @@
 """anomaly_detector: S3 ObjectCreated on sensor-log-bucket -> spikes + one Discord message.
 
 Per record of the event (an event may hold several; keys are URL-encoded, `+` is a space):
-read the Parquet object, run the shared rules (`smartfarm_cli/core`), store the spikes at the
+read the Parquet object, run the shared rules (`smartfarm_cli/core`; `jump` against each
+device's state in the STATE_TABLE DynamoDB table, conditional writes), store the spikes at the
 deterministic key `spikes/year=/month=/day=/<digest of source key>.parquet` in SPIKE_BUCKET, then
 announce them once on Discord (core.alerts: marker `alerts/<digest>.json` beside the spikes).
 
@@ -19,6 +20,8 @@ Environment:
   SPIKE_BUCKET                    required, the spike-log-bucket name
   DISCORD_WEBHOOK_SSM_PARAMETER   optional, SecureString holding the webhook URL (no alert if unset)
   RULES_PATH                      optional rules.toml override (relative to this file's folder)
+  STATE_TABLE                     DynamoDB table of per-device state (jump windows, see
+                                  docs/state.md); unset: each object is judged on its own
 Logs are JSON lines on stdout; they never contain the webhook URL.
 """
 
@@ -37,6 +40,8 @@ from urllib.parse import unquote_plus
 from smartfarm_cli.core import alerts, lake
 from smartfarm_cli.core.jsonlog import log
 from smartfarm_cli.core.rules import Rules, load_rules
+from smartfarm_cli.core.state import DynamoStateStore, StateStore
+from smartfarm_cli.core.validate import conform
 
 USER_AGENT = "smartfarm-anomaly-detector (aws lambda, 0.1)"
 WEBHOOK_CACHE_S = 300.0
@@ -122,6 +127,7 @@ class Deps:
     clock: object = time.monotonic
     deadline: float | None = None
     policy: alerts.RetryPolicy = ALERT_POLICY
+    state: StateStore | None = None  # per-device state (jump windows); None: judge files alone
 
 
 @dataclass
@@ -148,12 +154,15 @@ def process_object(bucket: str, key: str, deps: Deps) -> ObjectResult:
         except deps.s3.exceptions.NoSuchKey:
             raise ValueError("object no longer exists") from None
         metadata = {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
-        table = lake.read_parquet_bytes(response["Body"].read())
-        spikes, objects = lake.spike_objects(table, key, deps.rules)
+        table = conform(lake.read_parquet_bytes(response["Body"].read()))
     except Exception as exc:  # unreadable, not Parquet, wrong columns: report, go on
         result.status = "failed"
         result.error = f"{type(exc).__name__}: {str(exc)[:300]}"
         return result
+    try:
+        spikes, objects = lake.spike_objects(table, key, deps.rules, state=deps.state)
+    except Exception as exc:  # the device state could not be read or written: retry the event
+        raise StoreError(f"cannot judge {key} against device state: {type(exc).__name__}") from exc
     result.spikes = spikes.num_rows
     for spike_key, rows in objects.items():
         try:
@@ -268,6 +277,13 @@ def _webhook_from_ssm(ssm_client_factory):
     return resolve
 
 
+def _state_store() -> StateStore | None:
+    import boto3
+
+    table = os.environ.get("STATE_TABLE", "").strip()
+    return DynamoStateStore(boto3.client("dynamodb"), table) if table else None
+
+
 def handler(event, context):
     import boto3
 
@@ -283,6 +299,7 @@ def handler(event, context):
         webhook_url=_webhook_from_ssm(lambda: boto3.client("ssm")),
         deadline=deadline,
         policy=ALERT_POLICY,
+        state=_state_store(),
     )
     summary = process_event(event, deps)
     if summary["store_failed"]:

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .rules import Rules, detect
+from .state import StateStore
 from .validate import partition_prefix
 
 HOUR_MS = 3_600_000
@@ -82,10 +83,13 @@ def source_digest(source_key: str) -> str:
 
 
 def spike_objects(
-    log_table: pa.Table, source_key: str, rules: Rules
+    log_table: pa.Table, source_key: str, rules: Rules, state: StateStore | None = None
 ) -> tuple[pa.Table, dict[str, pa.Table]]:
-    """Run the rules on one delivered log file -> (all spikes, {spike key: spikes of that day})."""
-    spikes = detect(log_table, rules, source_key)
+    """Run the rules on one delivered log file -> (all spikes, {spike key: spikes of that day}).
+
+    With `state`, jumps are judged against each device's remembered readings (core.jumps).
+    """
+    spikes = detect(log_table, rules, source_key, state=state)
     return spikes, spike_keys(spikes, source_key)
 
 
