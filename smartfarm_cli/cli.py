@@ -331,6 +331,12 @@ def trend(
     table: bool = typer.Option(
         False, "--table", help="Show every bucket as a table instead of the per-greenhouse summary."
     ),
+    tz: str = typer.Option(
+        None,
+        "--tz",
+        help="Zone for buckets and their times, e.g. Asia/Seoul "
+        "(default $SMARTFARM_TZ, else this machine's zone).",
+    ),
     output: OutputFormat = OutputOption,
 ) -> None:
     """Average / min / max of a metric per time bucket and greenhouse.
@@ -344,7 +350,7 @@ def trend(
     from .render import trend_chart, trend_summary
 
     target = State.target(reads_only=True)
-    result = target.trend(metric, days, every, greenhouse)
+    result = target.trend(metric, days, every, greenhouse, tz)
     window = f"last {days:g} days"
     if output is not OutputFormat.table:
         print_result(console, result.columns, result.rows, output)

@@ -14,6 +14,8 @@ def _isolated_env(monkeypatch, tmp_path):
         "AWS_PROFILE",
     ):
         monkeypatch.delenv(name, raising=False)
+    # Trend buckets follow the farm's zone; tests pin it (tests of the default unset it).
+    monkeypatch.setenv("SMARTFARM_TZ", "UTC")
     monkeypatch.chdir(tmp_path)
 
 

@@ -486,6 +486,7 @@ def local_lake(tmp_path):
     [
         ["trend", "temperature", "--days", "2"],
         ["trend", "co2", "--days", "2", "--every", "6h", "--greenhouse", "gh-2", "-o", "json"],
+        ["trend", "humidity", "--days", "2", "--every", "1d", "--tz", "Asia/Seoul", "-o", "csv"],
         ["spikes", "--since", "2d"],
         ["spikes", "--since", "2d", "-s", "critical", "-o", "csv"],
         ["latest"],
@@ -517,6 +518,9 @@ def test_athena_results_render_exactly_like_local(stack, local_lake, monkeypatch
     assert "concat(year, month, day" in execution["Query"].lower()  # partition predicate
     if "--greenhouse" in args:
         assert execution["ExecutionParameters"] == ["'gh-2'"]
+    if "--tz" in args:
+        assert "AT TIME ZONE 'Asia/Seoul'" in execution["Query"]
+        assert "\n2026-11-" in aws_out.stdout and ".000+09:00,gh-" in aws_out.stdout
     if "-s" in args:
         assert execution["ExecutionParameters"] == ["'critical'"]
 

@@ -175,3 +175,141 @@ def test_latest_is_a_reading_that_existed(tmp_path):
     # One form both engines read the same way: a window function, no per-column max_by.
     sql = queries.latest_per_device().sql
     assert "max_by" not in sql and "row_number() OVER" in sql
+
+
+# -- choices 6 and 7: trend buckets in the farm's zone, window [since, now], partial marked -------
+
+
+def trend_rows(target, metric="temperature", days=1.0, every="1h", zone="UTC", now=None):
+    from smartfarm_cli.core import queries
+
+    query = queries.trend(metric, days, every, now=now, zone=zone)
+    result = target.run(query)
+    columns, rows = queries.finish_trend(result.columns, result.rows, query)
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def at_utc(text, temperature=20.0, device="d1"):
+    return reading(timestamp=text, temperature=temperature, device_id=device)
+
+
+def shown(rows):
+    return [(r["bucket"].isoformat(), r["readings"], r["avg"], r["partial"]) for r in rows]
+
+
+def test_daily_buckets_start_at_the_farms_midnight(target):
+    # 14:30Z is 23:30 in Seoul (UTC+9) on the 28th; 15:30Z is 00:30 on the 29th.
+    target.ingest([at_utc("2026-11-28T14:30:00Z", 10), at_utc("2026-11-28T15:30:00Z", 20)])
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    assert shown(trend_rows(target, days=3, every="1d", zone="Asia/Seoul", now=now)) == [
+        ("2026-11-28T00:00:00+09:00", 1, 10.0, False),
+        ("2026-11-29T00:00:00+09:00", 1, 20.0, True),  # the Seoul day is still running at now
+    ]
+    assert shown(trend_rows(target, days=3, every="1d", zone="UTC", now=now)) == [
+        ("2026-11-28T00:00:00+00:00", 2, 15.0, False),
+    ]
+
+
+def test_buckets_across_a_dst_change(target):
+    # Berlin leaves summer time on 2026-10-25: 03:00 CEST (UTC+2) becomes 02:00 CET (UTC+1).
+    target.ingest(
+        [
+            at_utc("2026-10-24T22:00:00Z", 10),  # 00:00 CEST on the 25th
+            at_utc("2026-10-25T04:30:00Z", 12),  # 05:30 CET: 00-06 wall clock is 7 real hours
+            at_utc("2026-10-25T05:00:00Z", 14),  # 06:00 CET: the next 6 h bucket
+            at_utc("2026-10-25T22:30:00Z", 16),  # 23:30 CET, still the 25th (a 25-hour day)
+            at_utc("2026-10-25T23:00:00Z", 18),  # 00:00 CET on the 26th
+        ]
+    )
+    now = datetime(2026, 10, 27, 0, 0, tzinfo=UTC)
+    daily = trend_rows(target, days=3, every="1d", zone="Europe/Berlin", now=now)
+    assert shown(daily) == [
+        ("2026-10-25T00:00:00+02:00", 4, 13.0, False),  # (10 + 12 + 14 + 16) / 4
+        ("2026-10-26T00:00:00+01:00", 1, 18.0, False),
+    ]
+    six = trend_rows(target, days=3, every="6h", zone="Europe/Berlin", now=now)
+    assert shown(six) == [
+        ("2026-10-25T00:00:00+02:00", 2, 11.0, False),
+        ("2026-10-25T06:00:00+01:00", 1, 14.0, False),
+        ("2026-10-25T18:00:00+01:00", 1, 16.0, False),
+        ("2026-10-26T00:00:00+01:00", 1, 18.0, False),
+    ]
+
+
+def test_weekly_buckets_start_on_monday(target):
+    # 2026-11-22 is a Sunday, 2026-11-23 a Monday. 15:30Z on the 22nd is Monday 00:30 in Seoul.
+    target.ingest(
+        [
+            at_utc("2026-11-22T12:00:00Z", 10),
+            at_utc("2026-11-22T15:30:00Z", 20),
+            at_utc("2026-11-23T00:30:00Z", 30),
+        ]
+    )
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    assert shown(trend_rows(target, days=14, every="1w", now=now)) == [
+        # The window starts on Sunday the 15th, 12:00: the week of the 9th would be partial.
+        ("2026-11-16T00:00:00+00:00", 2, 15.0, False),
+        ("2026-11-23T00:00:00+00:00", 1, 30.0, True),  # this week is still running
+    ]
+    assert shown(trend_rows(target, days=14, every="1w", zone="Asia/Seoul", now=now)) == [
+        ("2026-11-16T00:00:00+09:00", 1, 10.0, False),
+        ("2026-11-23T00:00:00+09:00", 2, 25.0, True),
+    ]
+    # Two-week buckets are Monday-aligned too (counted from Monday 1970-01-05).
+    two = trend_rows(target, days=28, every="2w", now=now)
+    assert [r["bucket"].weekday() for r in two] == [0] * len(two) and len(two) >= 1
+
+
+def test_window_ends_now_and_partial_buckets_are_marked(target):
+    now = datetime(2026, 11, 28, 12, 30, tzinfo=UTC)  # window: 27th 12:30 .. 28th 12:30
+    target.ingest(
+        [
+            at_utc("2026-11-27T12:20:00Z", 99),  # before the window
+            at_utc("2026-11-27T12:45:00Z", 10),  # first bucket 12:00, window starts inside it
+            at_utc("2026-11-27T13:10:00Z", 20),
+            at_utc("2026-11-28T12:10:00Z", 30),  # the running bucket
+            at_utc("2026-11-28T12:30:00Z", 40),  # exactly now: in
+            at_utc("2026-11-28T12:33:00Z", 50),  # 3 min after now (accepted clock drift): out
+        ]
+    )
+    assert shown(trend_rows(target, now=now)) == [
+        ("2026-11-27T12:00:00+00:00", 1, 10.0, True),
+        ("2026-11-27T13:00:00+00:00", 1, 20.0, False),
+        ("2026-11-28T12:00:00+00:00", 2, 35.0, True),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("every", "zone", "suffix"),
+    [("1h", None, "+00:00"), ("15m", None, "+00:00"), ("6h", "Asia/Seoul", "+09:00")],
+)
+def test_bucket_times_have_one_format(tmp_path, every, zone, suffix):
+    import re
+
+    stamp = (datetime.now(UTC) - timedelta(minutes=30)).isoformat()
+    farmctl(tmp_path, "ingest", "-", input=json.dumps(reading(timestamp=stamp)))
+    args = ["trend", "temperature", "--every", every, "-o", "json"]
+    rows = json.loads(farmctl(tmp_path, *args, *(["--tz", zone] if zone else [])).stdout)
+    assert rows and all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:00\.000" + re.escape(suffix), r["bucket"])
+        for r in rows
+    )
+
+
+def test_zone_defaults_to_the_farm_zone_then_the_machine_zone(monkeypatch):
+    from smartfarm_cli.core import queries
+
+    monkeypatch.setenv("SMARTFARM_TZ", "Asia/Seoul")
+    assert queries.resolve_zone(None) == "Asia/Seoul"
+    assert queries.resolve_zone("Europe/Berlin") == "Europe/Berlin"
+    monkeypatch.delenv("SMARTFARM_TZ")
+    monkeypatch.setenv("TZ", "America/New_York")
+    assert queries.resolve_zone(None) == "America/New_York"
+    for bad in ("Mars/Base", "UTC'; DROP TABLE readings; --", "../../etc/passwd"):
+        with pytest.raises(queries.QueryError, match="unknown time zone"):
+            queries.resolve_zone(bad)
+
+
+def test_unknown_zone_is_one_line_exit_2(tmp_path):
+    result = farmctl(tmp_path, "trend", "temperature", "--tz", "Mars/Base")
+    assert result.exit_code == 2 and "unknown time zone 'Mars/Base'" in result.output

@@ -169,7 +169,7 @@ def test_trend_equals_hand_computation(target):
     values = defaultdict(list)
     for ts, gh, temp in expected_rows:
         if ts >= since:
-            values[(ts.replace(minute=0, tzinfo=None), gh)].append(temp)
+            values[(ts.replace(minute=0).astimezone(UTC), gh)].append(temp)
     got = {
         (r["bucket"], r["greenhouse_id"]): (r["avg"], r["min"], r["max"], r["readings"])
         for r in result.records()

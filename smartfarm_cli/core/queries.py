@@ -11,9 +11,12 @@ is date_trunc, from_unixtime, to_unixtime, floor, avg/min/max/count, max_by and 
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .schema import METRICS
 
@@ -24,6 +27,9 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 SEVERITIES = ("critical", "warning")
 MAX_DAYS = 36_600  # a century: more than any lake holds, small enough for date arithmetic
+ZONE_ENV = "SMARTFARM_TZ"  # the farm's zone, when it is not the machine's
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*")
+MONDAY_S = 4 * 86_400  # 1970-01-05, the first Monday after the epoch (a Thursday)
 
 
 class QueryError(ValueError):
@@ -40,6 +46,41 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _SECONDS[match.group(2)])
 
 
+def machine_zone() -> str:
+    """The IANA name of this machine's zone ($TZ, else /etc/localtime's link), else UTC."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name:
+        try:
+            link = os.readlink("/etc/localtime")
+        except OSError:
+            link = ""
+        name = link.split("zoneinfo/", 1)[1] if "zoneinfo/" in link else ""
+        if not name and Path("/etc/timezone").is_file():
+            name = Path("/etc/timezone").read_text().strip()
+    return name if name and _zone_ok(name) else "UTC"
+
+
+def _zone_ok(name: str) -> bool:
+    if not _ZONE_NAME.fullmatch(name) or len(name) > 64:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def resolve_zone(name: str | None = None) -> str:
+    """--tz, else $SMARTFARM_TZ (the farm's zone), else the machine's zone.
+
+    The name goes into SQL text, so only IANA names that exist are accepted.
+    """
+    name = (name or os.environ.get(ZONE_ENV) or "").strip() or machine_zone()
+    if not _zone_ok(name):
+        raise QueryError(f"unknown time zone {name!r}; use an IANA name such as Asia/Seoul or UTC")
+    return name
+
+
 @dataclass(frozen=True)
 class Query:
     sql: str
@@ -48,6 +89,11 @@ class Query:
     # partition projection derives it from the SQL; the local target uses it to list only the
     # folders at or after it, instead of every file of the lake.
     partitions_from: str | None = None
+    # trend only: the window and bucketing, for finish_trend.
+    since: datetime | None = None
+    until: datetime | None = None
+    every: timedelta | None = None
+    zone: str = "UTC"
 
 
 def _ts(moment: datetime) -> str:
@@ -73,14 +119,32 @@ def _until(now: datetime) -> str:
     return f" AND \"timestamp\" <= TIMESTAMP '{_ts(now)}'"
 
 
-def _bucket(every: timedelta) -> str:
+def _local(zone: str) -> str:
+    """The reading's wall-clock time in `zone`, as a timestamp without zone.
+
+    Means the same on Trino (a timestamp is cast to `with time zone` in the session zone, UTC
+    on Athena) and on DuckDB (the local target's session zone is UTC).
+    """
+    if zone == "UTC":
+        return '"timestamp"'
+    return (
+        f"CAST(CAST(\"timestamp\" AS timestamp with time zone) AT TIME ZONE '{zone}' AS timestamp)"
+    )
+
+
+def _bucket(every: timedelta, zone: str = "UTC") -> str:
+    """Bucket start as local wall-clock time: 1m/1h/1d truncate, other sizes floor from a
+    local-midnight epoch; whole weeks start on Monday."""
     seconds = int(every.total_seconds())
-    units = {60: "minute", 3600: "hour", 86400: "day"}
+    local = _local(zone)
+    units = {60: "minute", 3600: "hour", 86400: "day", 604800: "week"}
     if seconds in units:
-        return f"date_trunc('{units[seconds]}', \"timestamp\")"
+        return f"date_trunc('{units[seconds]}', {local})"
     if seconds < 60 or seconds % 60:
         raise QueryError("--every must be whole minutes, e.g. 1m, 15m, 1h, 6h, 1d")
-    return f'from_unixtime(floor(to_unixtime("timestamp") / {seconds}) * {seconds})'
+    shift = MONDAY_S if seconds % 604800 == 0 else 0
+    start = f"floor((to_unixtime({local}) - {shift}) / {seconds}) * {seconds} + {shift}"
+    return f"CAST(from_unixtime({start}) AS timestamp)"
 
 
 def trend(
@@ -90,9 +154,14 @@ def trend(
     greenhouse: str | None = None,
     now: datetime | None = None,
     valid_range: tuple[float, float] | None = None,
+    zone: str | None = None,
 ) -> Query:
     """Average, min, max and count of one metric per time bucket and greenhouse.
 
+    The window is [now - days, now]: a reading stamped in the future (clocks drift, up to 5 min
+    is accepted) waits until its time comes. Buckets are aligned on `zone`'s wall clock (a
+    farm's day starts at its own midnight); finish_trend turns them into zone-aware times and
+    marks buckets the window only partly covers.
     Readings with a sensor error, and values outside `valid_range` (the rules' physically
     possible range), are left out: a 400 °C glitch belongs in `spikes`, not in an average.
     """
@@ -100,10 +169,12 @@ def trend(
         raise QueryError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     if not (0 < days <= MAX_DAYS):  # also refuses nan
         raise QueryError(f"--days must be a number of days above 0 and at most {MAX_DAYS:,}")
+    zone = resolve_zone(zone)
     now = now or datetime.now(UTC)
-    bucket = _bucket(parse_duration(every))
+    size = parse_duration(every)
+    bucket = _bucket(size, zone)
     since = now - timedelta(days=days)
-    where = [_window(since), "error_code = 0"]
+    where = [_window(since) + _until(now), "error_code = 0"]
     if valid_range:
         where.append(f"{metric} BETWEEN {float(valid_range[0])!r} AND {float(valid_range[1])!r}")
     params: list = []
@@ -117,7 +188,27 @@ def trend(
         f"FROM {READINGS_TABLE}\nWHERE {' AND '.join(where)}\n"
         f"GROUP BY 1, 2\nORDER BY 1, 2"
     )
-    return Query(sql, params, _partition_floor(since))
+    return Query(sql, params, _partition_floor(since), since, now, size, zone)
+
+
+def finish_trend(columns: list[str], rows: list[tuple], query: Query) -> tuple[list, list]:
+    """Trend rows as both targets give them -> buckets as zone-aware datetimes, plus `partial`.
+
+    A bucket is partial when the window [since, now] does not cover all of it: the first one
+    (the window starts inside it) and the one still running. Buckets are wall-clock spans, so
+    a `1d` bucket on a DST change day is 23 or 25 hours long.
+    """
+    zone = ZoneInfo(query.zone)
+    out = []
+    for bucket, *rest in rows:
+        if isinstance(bucket, str):  # an engine that answers in text
+            bucket = datetime.fromisoformat(bucket)
+        wall = bucket.astimezone(UTC).replace(tzinfo=None) if bucket.tzinfo else bucket
+        start = wall.replace(tzinfo=zone)
+        end = (wall + query.every).replace(tzinfo=zone)
+        partial = start < query.since or end > query.until
+        out.append((start, *rest, partial))
+    return [*columns, "partial"], out
 
 
 def latest_per_device(since: timedelta = timedelta(days=1), now: datetime | None = None) -> Query:

@@ -519,12 +519,17 @@ class AwsTarget:
         return self.query(query.sql, query.params, query.partitions_from)
 
     def trend(
-        self, metric: str, days: float, every: str = "1h", greenhouse: str | None = None
+        self,
+        metric: str,
+        days: float,
+        every: str = "1h",
+        greenhouse: str | None = None,
+        zone: str | None = None,
     ) -> QueryResult:
-        query = queries.trend(
-            metric, days, every, greenhouse, valid_range=self.rules.impossible.get(metric)
-        )
-        return self.run(query)
+        valid = self.rules.impossible.get(metric)
+        query = queries.trend(metric, days, every, greenhouse, valid_range=valid, zone=zone)
+        result = self.run(query)
+        return QueryResult(*queries.finish_trend(result.columns, result.rows, query), result.note)
 
     def spikes(
         self,

@@ -571,10 +571,17 @@ class LocalTarget:
         return every_file
 
     def trend(
-        self, metric: str, days: float, every: str = "1h", greenhouse: str | None = None
+        self,
+        metric: str,
+        days: float,
+        every: str = "1h",
+        greenhouse: str | None = None,
+        zone: str | None = None,
     ) -> QueryResult:
         valid = self.rules.impossible.get(metric)
-        return self.run(queries.trend(metric, days, every, greenhouse, valid_range=valid))
+        query = queries.trend(metric, days, every, greenhouse, valid_range=valid, zone=zone)
+        result = self.run(query)
+        return QueryResult(*queries.finish_trend(result.columns, result.rows, query), result.note)
 
     def spikes(
         self,
