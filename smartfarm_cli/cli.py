@@ -232,6 +232,11 @@ def ingest(
     items = parse_json_lines(data)
     result = State.target().ingest(items)
     duplicates = f", {result.duplicates} already stored" if result.duplicates else ""
+    if result.differed:
+        duplicates += (
+            f" ({result.differed} differed from the stored copy: the first was kept, "
+            "the others are in `farmctl rejected`)"
+        )
     err_console.print(f"accepted {result.accepted}, rejected {len(result.rejected)}{duplicates}")
     if not (result.accepted or result.rejected or result.duplicates):
         err_console.print(f"warning: {source if source != '-' else 'stdin'} held no readings")

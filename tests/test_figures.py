@@ -313,3 +313,109 @@ def test_zone_defaults_to_the_farm_zone_then_the_machine_zone(monkeypatch):
 def test_unknown_zone_is_one_line_exit_2(tmp_path):
     result = farmctl(tmp_path, "trend", "temperature", "--tz", "Mars/Base")
     assert result.exit_code == 2 and "unknown time zone 'Mars/Base'" in result.output
+
+
+# -- choice 9: one rule for re-sent readings: the first copy wins, differences are kept -----------
+
+
+def test_stream_keeps_the_first_copy_and_reports_the_difference(tmp_path):
+    stamp = (datetime.now(UTC) - timedelta(minutes=20)).replace(microsecond=0).isoformat()
+    first = reading(timestamp=stamp, temperature=20)
+    farmctl(tmp_path, "ingest", "-", input=json.dumps(first))
+    again = [
+        reading(timestamp=stamp, temperature=25),
+        first,
+        reading(timestamp=stamp, temperature=20, co2="900"),
+    ]
+    result = farmctl(tmp_path, "ingest", "-", input="\n".join(map(json.dumps, again)))
+    assert result.exit_code == 0
+    assert "accepted 0, rejected 0, 3 already stored (2 differed from the stored copy" in (
+        result.stderr
+    )
+    rejected = json.loads(farmctl(tmp_path, "rejected", "-o", "json").stdout)
+    reasons = sorted(r["reason"].split(": ", 1)[1] for r in rejected)
+    assert reasons == ["co2 800.0 -> 900.0", "temperature 20.0 -> 25.0"]
+    latest = json.loads(farmctl(tmp_path, "latest", "-o", "json").stdout)
+    assert [(r["temperature"], r["co2"]) for r in latest] == [(20.0, 800.0)]
+    trend = json.loads(farmctl(tmp_path, "trend", "temperature", "-o", "json").stdout)
+    assert [(r["avg"], r["readings"]) for r in trend] == [(20.0, 1)]
+
+
+def test_firehose_transform_keeps_the_first_copy_in_a_batch():
+    import base64
+
+    from reliability.lambdas import load
+
+    transform = load("firehose_transform")
+    now_ms = int(datetime(2026, 11, 28, 12, tzinfo=UTC).timestamp() * 1000)
+    items = [
+        reading(temperature=20),
+        reading(temperature=20),  # the same again
+        reading(temperature="25"),  # a corrected copy
+        reading(device_id="d2"),
+    ]
+    records = [
+        {"recordId": str(i), "data": base64.b64encode(json.dumps(r).encode()).decode()}
+        for i, r in enumerate(items)
+    ]
+    out = transform.transform({"records": records}, now_ms)["records"]
+    assert [o["result"] for o in out] == ["Ok", "Dropped", "ProcessingFailed", "Ok"]
+    assert out[2]["data"] == records[2]["data"]  # kept as sent, under the error prefix
+
+
+def test_athena_sql_collapses_copies_like_the_local_stream(tmp_path):
+    """Two copies of one reading in two Firehose objects: Athena's trend and latest count the
+    first, as the local stream does. Athena is emulated by DuckDB over the same files, with
+    `$path` as the object's key (Firehose names objects by delivery time)."""
+    import duckdb
+    import sqlglot
+
+    from smartfarm_cli.core import lake, queries
+    from smartfarm_cli.core.validate import validate as check
+    from smartfarm_cli.targets.local import LocalTarget
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    t = now - timedelta(minutes=20)
+    sent = [
+        [reading(timestamp=t.isoformat(), temperature=20, error_code=0)],
+        [
+            reading(timestamp=t.isoformat(), temperature=25),  # a later, corrected copy
+            reading(timestamp=(t + timedelta(minutes=1)).isoformat(), temperature=22),
+        ],
+    ]
+    local = LocalTarget(tmp_path / "local")
+    for batch in sent:
+        local.ingest(batch)
+    bucket = tmp_path / "s3"
+    for n, batch in enumerate(sent):
+        table = check(batch).accepted
+        for hour_ms, part in lake.split_by_time(table, lake.HOUR_MS):
+            name = f"sensor-stream-1-{now:%Y-%m-%d-%H-%M}-{n:02d}-uuid.parquet"
+            path = bucket / lake.log_prefix(hour_ms) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(lake.parquet_bytes(part))
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    glob = f"{bucket}/logs/*/*/*/*/*.parquet"
+    con.execute(
+        'CREATE VIEW readings AS SELECT * EXCLUDE (filename), filename AS "$path" FROM '
+        f"read_parquet('{glob}', hive_partitioning = true, filename = true, "
+        "hive_types = {'year': 'VARCHAR', 'month': 'VARCHAR', 'day': 'VARCHAR', 'hour': 'VARCHAR'})"
+    )
+
+    def athena(query):
+        sql = sqlglot.transpile(query.sql, read="athena", write="duckdb")[0]
+        return con.execute(sql, query.params).fetchall()
+
+    q_trend = queries.trend("temperature", 1, "1d", now=now, zone="UTC")
+    q_trend_aws = queries.trend(
+        "temperature", 1, "1d", now=now, zone="UTC", copies_by=queries.ATHENA_COPY_ORDER
+    )
+    # Without collapsing, Athena would average both copies: (20 + 25 + 22) / 3 = 22.33.
+    assert [r[2:] for r in athena(q_trend)] == [(22.33, 20.0, 25.0, 3)]
+    # Collapsed, it counts the first copy, exactly as the local stream stored it: (20 + 22) / 2.
+    assert [r[2:] for r in athena(q_trend_aws)] == [(21.0, 20.0, 22.0, 2)]
+    assert [r[2:] for r in local.run(q_trend).rows] == [(21.0, 20.0, 22.0, 2)]
+    q_latest = queries.latest_per_device(now=now, copies_by=queries.ATHENA_COPY_ORDER)
+    assert athena(q_latest) == local.latest().rows
+    local.close()

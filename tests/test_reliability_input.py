@@ -601,7 +601,10 @@ def test_known_crash_inputs_through_firehose_transform(line, capsys):
             "recordId": str(n),
             "data": base64.b64encode(text.encode("utf-8", "surrogatepass")).decode(),
         }
-        for n, text in enumerate([json.dumps(GOOD), line, json.dumps(GOOD)])
+        # Two different readings around the bad line (a second identical copy would be Dropped).
+        for n, text in enumerate(
+            [json.dumps(GOOD), line, json.dumps({**GOOD, "device_id": "dev-good-2"})]
+        )
     ]
     out = fh.transform({"records": records}, int(time.time() * 1000))["records"]
     assert [o["result"] for o in out] == ["Ok", "ProcessingFailed", "Ok"]

@@ -8,7 +8,9 @@ Output: {"records": [{"recordId", "result", "data", "metadata"}]} with, per reco
                     of the reading's own time, for the prefix
                     `logs/year=!{partitionKeyFromLambda:year}/month=.../hour=.../`
   ProcessingFailed  the original data, unchanged; Firehose writes it under the error prefix.
-                    The reason is logged (JSON line with recordId and reason).
+                    The reason is logged (JSON line with recordId and reason). A re-sent
+                    reading whose values differ from its first copy in the batch is one.
+  Dropped           a re-sent reading identical to its first copy in the batch.
 
 One record holds one reading (what the kinesis_api_gw integration puts per Kinesis record).
 The "not in the future" check is relative to the record's arrival time when Firehose gives it,
@@ -25,10 +27,16 @@ from datetime import UTC, datetime
 
 from smartfarm_cli.core.jsonlog import log
 from smartfarm_cli.core.schema import FIELD_NAMES
-from smartfarm_cli.core.validate import parse_json_lines, partition_values, validate
+from smartfarm_cli.core.validate import (
+    parse_json_lines,
+    partition_values,
+    resent_reason,
+    validate,
+)
 
 OK = "Ok"
 FAILED = "ProcessingFailed"
+DROPPED = "Dropped"
 
 
 def iso_ms(ts_ms: int) -> str:
@@ -72,6 +80,24 @@ def transform_record(record: dict, now_ms: int | None = None) -> tuple[dict, str
     }, None
 
 
+def _first_copy_wins(out: dict, record: dict, seen: dict) -> tuple[dict, str | None]:
+    """One rule for re-sent readings on every path: the first copy of a reading is kept.
+
+    Within one batch, a later identical copy is Dropped; a later copy with other values goes
+    to the error prefix with the difference as its reason (`farmctl rejected` lists it).
+    Copies in different batches reach the lake; queries count one per key (core.queries).
+    """
+    reading = json.loads(base64.b64decode(out["data"]))
+    key = (reading["greenhouse_id"], reading["device_id"], reading["timestamp"])
+    values = tuple(reading[name] for name in FIELD_NAMES[3:])
+    if key not in seen:
+        seen[key] = values
+        return out, None
+    if seen[key] == values:
+        return {"recordId": out["recordId"], "result": DROPPED, "data": out["data"]}, None
+    return _failed(record.get("recordId"), record.get("data", "")), resent_reason(seen[key], values)
+
+
 def _failed(record_id, original) -> dict:
     return {"recordId": record_id, "result": FAILED, "data": original}
 
@@ -79,8 +105,11 @@ def _failed(record_id, original) -> dict:
 def transform(event: dict, now_ms: int | None = None) -> dict:
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     output, rejected = [], 0
+    seen: dict[tuple, tuple] = {}  # (greenhouse, device, timestamp) -> values of the first copy
     for record in event.get("records") or []:
         out, reason = transform_record(record, now_ms)
+        if reason is None:
+            out, reason = _first_copy_wins(out, record, seen)
         output.append(out)
         if reason:
             rejected += 1

@@ -155,6 +155,7 @@ def trend(
     now: datetime | None = None,
     valid_range: tuple[float, float] | None = None,
     zone: str | None = None,
+    copies_by: str | None = None,
 ) -> Query:
     """Average, min, max and count of one metric per time bucket and greenhouse.
 
@@ -164,6 +165,7 @@ def trend(
     marks buckets the window only partly covers.
     Readings with a sensor error, and values outside `valid_range` (the rules' physically
     possible range), are left out: a 400 °C glitch belongs in `spikes`, not in an average.
+    With `copies_by`, a reading stored more than once counts once (see _one_copy).
     """
     if metric not in METRICS:
         raise QueryError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
@@ -181,14 +183,38 @@ def trend(
     if greenhouse:
         where.append("greenhouse_id = ?")
         params.append(greenhouse)
+    source, where = _one_copy(where, copies_by)
     sql = (
         f"SELECT {bucket} AS bucket, greenhouse_id, "
         f"round(avg({metric}), 2) AS avg, min({metric}) AS min, max({metric}) AS max, "
         f"count({metric}) AS readings\n"
-        f"FROM {READINGS_TABLE}\nWHERE {' AND '.join(where)}\n"
+        f"FROM {source}\nWHERE {' AND '.join(where)}\n"
         f"GROUP BY 1, 2\nORDER BY 1, 2"
     )
     return Query(sql, params, _partition_floor(since), since, now, size, zone)
+
+
+# On Athena, copies of one reading delivered in different Firehose objects are told apart by
+# the object they are in; Firehose names objects by delivery time, so the first is the oldest.
+ATHENA_COPY_ORDER = '"$path"'
+
+
+def _one_copy(where: list[str], copies_by: str | None) -> tuple[str, list[str]]:
+    """(FROM source, outer WHERE): one copy per (greenhouse, device, timestamp) when asked.
+
+    The first copy (by `copies_by`, then by value so the choice is total) is kept, before any
+    value filter: a corrected second copy never replaces the first, as on the local stream.
+    Only the window predicates (partition + time) go inside, so pruning still applies.
+    """
+    if not copies_by:
+        return READINGS_TABLE, where
+    window, rest = where[0], where[1:]
+    order = ", ".join([copies_by, *(f"{c} ASC NULLS LAST" for c in (*METRICS, "error_code"))])
+    source = (
+        f'(SELECT *, row_number() OVER (PARTITION BY greenhouse_id, device_id, "timestamp" '
+        f"ORDER BY {order}) AS copy\n  FROM {READINGS_TABLE}\n  WHERE {window})"
+    )
+    return source, ["copy = 1", *rest]
 
 
 def finish_trend(columns: list[str], rows: list[tuple], query: Query) -> tuple[list, list]:
@@ -211,20 +237,31 @@ def finish_trend(columns: list[str], rows: list[tuple], query: Query) -> tuple[l
     return [*columns, "partial"], out
 
 
-def latest_per_device(since: timedelta = timedelta(days=1), now: datetime | None = None) -> Query:
+def latest_per_device(
+    since: timedelta = timedelta(days=1),
+    now: datetime | None = None,
+    copies_by: str | None = None,
+) -> Query:
     """The newest whole reading of every device seen in the window.
 
     row_number() picks one row, so every value comes from the same reading (max_by per column
-    skips NULLs in DuckDB and would mix a sensor fault's NULLs with older values). Ties on the
-    timestamp (a re-sent reading) are broken by the values themselves, the same on both engines.
+    skips NULLs in DuckDB and would mix a sensor fault's NULLs with older values). Copies of
+    the newest reading (same timestamp) are ordered by `copies_by` first (the first copy wins,
+    see _one_copy), then by their values, the same on both engines.
     """
     now = now or datetime.now(UTC)
     columns = ", ".join((*METRICS, "error_code"))
+    order = ", ".join(
+        [
+            *([copies_by] if copies_by else []),
+            *(f"{c} ASC NULLS LAST" for c in (*METRICS, "error_code")),
+        ]
+    )
     sql = (
         f'SELECT greenhouse_id, device_id, "timestamp", {columns}\n'
         f'FROM (SELECT greenhouse_id, device_id, "timestamp", {columns}, '
         'row_number() OVER (PARTITION BY greenhouse_id, device_id ORDER BY "timestamp" DESC, '
-        f"{', '.join(f'{c} ASC NULLS LAST' for c in (*METRICS, 'error_code'))}) AS newest\n"
+        f"{order}) AS newest\n"
         f"  FROM {READINGS_TABLE}\n  WHERE {_window(now - since)})\n"
         f"WHERE newest = 1\nORDER BY 1, 2"
     )

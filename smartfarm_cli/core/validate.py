@@ -300,6 +300,20 @@ class ParsedInput(list):
         return self.lines[index] if self.lines is not None else index + 1
 
 
+def resent_reason(stored: tuple, resent: tuple) -> str:
+    """Why a re-sent reading was not stored: the values (metrics, error_code) that differ."""
+    names = (*METRICS, "error_code")
+    changes = [
+        f"{name} {_show(old)} -> {_show(new)}"
+        for name, old, new in zip(names, stored, resent, strict=True)
+        if old != new
+    ]
+    return (
+        "re-sent reading differs from the stored copy, which was kept (same greenhouse, "
+        f"device and timestamp): {', '.join(changes)}"
+    )
+
+
 def parse_json_lines(data: str | bytes) -> ParsedInput:
     """NDJSON, one JSON array or one object -> items.
 

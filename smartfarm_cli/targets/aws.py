@@ -527,7 +527,15 @@ class AwsTarget:
         zone: str | None = None,
     ) -> QueryResult:
         valid = self.rules.impossible.get(metric)
-        query = queries.trend(metric, days, every, greenhouse, valid_range=valid, zone=zone)
+        query = queries.trend(
+            metric,
+            days,
+            every,
+            greenhouse,
+            valid_range=valid,
+            zone=zone,
+            copies_by=queries.ATHENA_COPY_ORDER,  # Firehose delivers at least once
+        )
         result = self.run(query)
         return QueryResult(*queries.finish_trend(result.columns, result.rows, query), result.note)
 
@@ -542,7 +550,7 @@ class AwsTarget:
         return self.run(query)
 
     def latest(self) -> QueryResult:
-        query = queries.latest_per_device(timedelta(days=1))
+        query = queries.latest_per_device(timedelta(days=1), copies_by=queries.ATHENA_COPY_ORDER)
         return self.run(query)
 
     @mapped

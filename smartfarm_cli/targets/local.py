@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import sqlite3
 import tempfile
@@ -36,7 +37,7 @@ from ..core.schema import (
     SPIKE_SCHEMA,
 )
 from ..core.state import SqliteStateStore
-from ..core.validate import Rejected, table_from_rows, validate
+from ..core.validate import Rejected, resent_reason, table_from_rows, validate
 from ..errors import UserError
 from .results import DeliveryReport, IngestResult, QueryResult, SimulateReport
 
@@ -217,26 +218,48 @@ class LocalTarget:
             self._db = None
             self._state = None
 
-    def append(self, table: pa.Table) -> int:
-        """Append validated readings to the stream in one transaction -> how many were new.
+    def append(self, table: pa.Table) -> tuple[int, list[Rejected]]:
+        """Append validated readings to the stream in one transaction.
 
-        A reading is identified by (greenhouse, device, timestamp): a device or a user sending
-        the same reading again (a retried request, the same file ingested twice) adds nothing.
+        A reading is identified by (greenhouse, device, timestamp) and the first copy stored
+        wins: a device or a user sending the same reading again (a retried request, the same
+        file ingested twice) adds nothing. Returns how many were new, and each re-sent copy
+        whose values differ from the stored one (core.validate.resent_reason says how).
         """
         if table.num_rows == 0:
-            return 0
+            return 0, []
         now = int(time.time() * 1000)
         columns = [table[name] for name in FIELD_NAMES]
         columns[2] = pc.cast(columns[2], pa.int64())
-        rows = zip(*(c.to_pylist() for c in columns), strict=True)
+        rows = list(zip(*(c.to_pylist() for c in columns), strict=True))
         with self._transaction() as db:
-            before = db.total_changes
-            db.executemany(
-                f"INSERT OR IGNORE INTO stream (received_ms, {_STREAM_COLUMNS}) "
-                f"VALUES ({now}, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS incoming (pos INTEGER PRIMARY KEY, "
+                "greenhouse_id TEXT, device_id TEXT, ts_ms INTEGER, temperature REAL, "
+                "humidity REAL, co2 REAL, error_code INTEGER)"
             )
-            return db.total_changes - before
+            db.execute("DELETE FROM incoming")
+            db.executemany(
+                "INSERT INTO incoming VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                ((i, *row) for i, row in enumerate(rows)),
+            )
+            before = db.total_changes
+            db.execute(
+                f"INSERT OR IGNORE INTO stream (received_ms, {_STREAM_COLUMNS}) "
+                f"SELECT {now}, {_STREAM_COLUMNS} FROM incoming ORDER BY pos"
+            )
+            added = db.total_changes - before
+            differing = db.execute(
+                "SELECT i.pos, s.temperature, s.humidity, s.co2, s.error_code "
+                "FROM incoming i JOIN stream s USING (greenhouse_id, device_id, ts_ms) "
+                "WHERE NOT (i.temperature IS s.temperature AND i.humidity IS s.humidity "
+                "AND i.co2 IS s.co2 AND i.error_code IS s.error_code) ORDER BY i.pos"
+            ).fetchall()
+        differed = [
+            Rejected(pos, resent_reason(stored, rows[pos][3:]), json.dumps(_reading(rows[pos])))
+            for pos, *stored in differing
+        ]
+        return added, differed
 
     def record_rejected(self, rejected: Iterable[Rejected], source: str) -> None:
         now = int(time.time() * 1000)
@@ -256,10 +279,12 @@ class LocalTarget:
         """
         batch = validate(items)
         self.record_rejected(batch.rejected, source)
-        added = self.append(batch.accepted)
+        added, differed = self.append(batch.accepted)
+        self.record_rejected(differed, source)
         if deliver:
             self.deliver(force=True)
-        return IngestResult(added, batch.rejected, batch.accepted.num_rows - added)
+        duplicates = batch.accepted.num_rows - added
+        return IngestResult(added, batch.rejected, duplicates, len(differed))
 
     def simulate(
         self,
@@ -626,6 +651,13 @@ class LocalTarget:
             "spikes_today_utc": spikes_today,
             "rejected_readings": rejected,
         }
+
+
+def _reading(row: tuple) -> dict:
+    """A stream row as the JSON reading it came from (timestamp as ISO, ms)."""
+    reading = dict(zip(FIELD_NAMES, row, strict=True))
+    reading["timestamp"] = _iso(reading["timestamp"])
+    return reading
 
 
 def _batch_name(table: pa.Table) -> str:

@@ -12,6 +12,7 @@ class IngestResult:
     accepted: int
     rejected: list[Rejected]
     duplicates: int = 0  # valid readings already stored (same greenhouse, device, timestamp)
+    differed: int = 0  # of those, copies whose values differ (kept in the rejected store)
 
 
 @dataclass
