@@ -419,6 +419,11 @@ def spikes(
     greenhouse: str = GreenhouseFilter,
     limit: int = typer.Option(200, "--limit", min=1, max=100_000, help="At most this many rows."),
     wide: bool = WideOption,
+    detected: bool = typer.Option(
+        False,
+        "--detected",
+        help="--since counts from when the rules found the spike, not from the reading's time.",
+    ),
     output: OutputFormat = OutputOption,
 ) -> None:
     """Stored anomalies, most severe and newest first.
@@ -429,7 +434,7 @@ def spikes(
     Example: farmctl spikes --since 7d --severity critical
     """
     target = State.target(reads_only=True)
-    result = target.spikes(since, severity, greenhouse, limit)
+    result = target.spikes(since, severity, greenhouse, limit, detected)
     if not result.rows and output is OutputFormat.table:
         _check_greenhouse(target, greenhouse)
     columns, rows = result.columns, result.rows

@@ -129,6 +129,7 @@ def test_hostile_text_is_clipped_and_cannot_break_out():
             "severity": ["critical"] * n,
             "detail": [long] * n,
             "source_key": [long] * n,
+            "detected_at": pa.array([T0] * n, pa.timestamp("ms")),
         },
         schema=SPIKE_SCHEMA,
     )

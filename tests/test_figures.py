@@ -419,3 +419,52 @@ def test_athena_sql_collapses_copies_like_the_local_stream(tmp_path):
     q_latest = queries.latest_per_device(now=now, copies_by=queries.ATHENA_COPY_ORDER)
     assert athena(q_latest) == local.latest().rows
     local.close()
+
+
+# -- choice 11: spikes --since is on the reading's time; --detected is on detection time ----------
+
+
+def test_spikes_since_reading_time_or_detection_time(tmp_path):
+    old = (datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0)
+    fresh = (datetime.now(UTC) - timedelta(minutes=5)).replace(microsecond=0)
+    farmctl(
+        tmp_path,
+        "ingest",
+        "-",
+        input="\n".join(
+            [
+                json.dumps(reading(timestamp=old.isoformat(), temperature=400)),  # 2 days old
+                json.dumps(reading(timestamp=fresh.isoformat(), device_id="d2", error_code=3)),
+            ]
+        ),
+    )
+    by_reading = json.loads(farmctl(tmp_path, "spikes", "--since", "24h", "-o", "json").stdout)
+    assert [(s["device_id"], s["rule"]) for s in by_reading] == [("d2", "sensor_error")]
+    args = ["spikes", "--since", "1h", "--detected", "-o", "json"]
+    by_detection = json.loads(farmctl(tmp_path, *args).stdout)
+    assert sorted((s["device_id"], s["rule"]) for s in by_detection) == [
+        ("d1", "impossible"),
+        ("d2", "sensor_error"),
+    ]
+    found = datetime.fromisoformat(by_detection[0]["detected_at"].replace("Z", "+00:00"))
+    assert timedelta(0) <= datetime.now(UTC) - found < timedelta(minutes=5)
+
+
+def test_spike_files_without_detected_at_still_read(tmp_path):
+    """A home written before `detected_at` existed: its spikes list with an empty value."""
+    from smartfarm_cli.core import lake
+    from smartfarm_cli.targets.local import LocalTarget
+
+    target = LocalTarget(tmp_path)
+    fresh = (datetime.now(UTC) - timedelta(minutes=5)).replace(microsecond=0)
+    target.ingest([reading(timestamp=fresh.isoformat(), temperature=400)])
+    (key,) = target.spike_store.keys(lake.SPIKE_ROOT)
+    table = lake.read_parquet_bytes(target.spike_store.get(key))
+    target.spike_store.put(key, lake.parquet_bytes(table.drop_columns(["detected_at"])))
+    target.ingest([reading(timestamp=fresh.isoformat(), device_id="d2", error_code=1)])
+    rows = target.spikes("1h").records()
+    assert sorted((r["device_id"], r["detected_at"] is None) for r in rows) == [
+        ("d1", True),
+        ("d2", False),
+    ]
+    target.close()

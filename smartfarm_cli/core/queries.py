@@ -274,10 +274,23 @@ def spikes(
     greenhouse: str | None = None,
     limit: int = 200,
     now: datetime | None = None,
+    detected: bool = False,
 ) -> Query:
-    """Stored spikes in the window, most severe and newest first."""
-    start = (now or datetime.now(UTC)) - parse_duration(since)
-    where = [_window(start, with_hour=False)]
+    """Stored spikes in the window, most severe and newest first.
+
+    The window is on the reading's own time: a 400 °C reading stamped two days ago and
+    delivered now is not in `24h`. With `detected`, it is on when the rules found the spike
+    (`detected_at`, "what fired in the last hour?"); that cannot prune partitions (they are
+    by reading time), so it reads every spike partition. A spike found twice (a reading
+    delivered again) is listed once: the first detection.
+    """
+    now = now or datetime.now(UTC)
+    start = now - parse_duration(since)
+    if detected:
+        window = f"detected_at >= TIMESTAMP '{_ts(start)}'"
+    else:
+        window = _window(start, with_hour=False)
+    where: list[str] = []
     params: list = []
     if severity:
         if severity not in SEVERITIES:
@@ -291,16 +304,22 @@ def spikes(
         params.append(greenhouse)
     if limit < 1:
         raise QueryError("--limit must be at least 1")
+    columns = (
+        '"timestamp", greenhouse_id, device_id, rule, metric, severity, detail, '
+        "temperature, humidity, co2, error_code, source_key, detected_at"
+    )
     sql = (
-        'SELECT "timestamp", greenhouse_id, device_id, rule, metric, severity, detail, '
-        "temperature, humidity, co2, error_code, source_key\n"
-        f"FROM {SPIKES_TABLE}\nWHERE {' AND '.join(where)}\n"
+        f"SELECT {columns}\n"
+        f"FROM (SELECT {columns}, row_number() OVER (PARTITION BY greenhouse_id, device_id, "
+        '"timestamp", rule, metric ORDER BY detected_at ASC NULLS LAST, source_key) AS copy\n'
+        f"  FROM {SPIKES_TABLE}\n  WHERE {window})\n"
+        f"WHERE {' AND '.join(['copy = 1', *where])}\n"
         # The trailing keys make the order total: one reading can break several rules.
         f"ORDER BY CASE severity WHEN 'critical' THEN 0 ELSE 1 END, \"timestamp\" DESC, "
         "greenhouse_id, device_id, rule, metric\n"
         f"LIMIT {int(limit)}"
     )
-    return Query(sql, params, _partition_floor(start, with_hour=False))
+    return Query(sql, params, None if detected else _partition_floor(start, with_hour=False))
 
 
 def spike_count(since: datetime) -> Query:

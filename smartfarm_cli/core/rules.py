@@ -131,7 +131,7 @@ def detect(
     With a `state` store, `jump` is judged against each device's remembered readings (so a
     jump across two files is found) and the store is updated; `source` names the delivery
     (default `source_key`): judging the same source again reports the same jumps. Without one,
-    jumps are judged within `table` alone.
+    jumps are judged within `table` alone. Every spike carries `detected_at` = `now_ms`.
     """
     table = conform(table)
     # A row without a timestamp cannot come from our writers and cannot be placed in a spike
@@ -176,10 +176,10 @@ def detect(
         pieces.append((rows, "out_of_band", metric, detail))
 
     healthy_rows = table.filter(pc.invert(critical))
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     if state is None:
         jump_rows = jumps.stateless(healthy_rows, rules.jump_per_minute)
     else:
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         jump_rows = jumps.judge(
             healthy_rows, rules.jump_per_minute, state, source or source_key, now_ms
         )
@@ -204,6 +204,7 @@ def detect(
         }
         for name, values in extra.items():
             rows = rows.append_column(name, pc.cast(values, pa.string()))
+        rows = rows.append_column("detected_at", pa.repeat(pa.scalar(now_ms, pa.int64()), n))
         spikes.append(rows.cast(SPIKE_SCHEMA))
     if not spikes:
         return SPIKE_SCHEMA.empty_table()

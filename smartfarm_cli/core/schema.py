@@ -40,6 +40,7 @@ SPIKE_EXTRA_COLUMNS: tuple[Column, ...] = (
     Column("severity", pa.string(), "string", "critical | warning"),
     Column("detail", pa.string(), "string", "human-readable reason"),
     Column("source_key", pa.string(), "string", "log object the reading came from"),
+    Column("detected_at", pa.timestamp("ms"), "timestamp", "when the rules found it, UTC"),
 )
 
 SPIKE_COLUMNS: tuple[Column, ...] = READING_COLUMNS + SPIKE_EXTRA_COLUMNS

@@ -545,8 +545,9 @@ class AwsTarget:
         severity: str | None = None,
         greenhouse: str | None = None,
         limit: int = 200,
+        detected: bool = False,
     ) -> QueryResult:
-        query = queries.spikes(since, severity, greenhouse, limit)
+        query = queries.spikes(since, severity, greenhouse, limit, detected=detected)
         return self.run(query)
 
     def latest(self) -> QueryResult:

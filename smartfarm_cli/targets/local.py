@@ -581,17 +581,24 @@ class LocalTarget:
         for view, bucket, root, schema, partitions in views:
             files = _partition_files(bucket.path(root), partitions, partitions_from or "")
             every_file += files
+            typed = ", ".join(
+                f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema
+            ) + "".join(f", CAST(NULL AS VARCHAR) AS {p}" for p in partitions)
             if files:
                 source = "[" + ", ".join(f"'{_sql_str(f)}'" for f in files) + "]"
                 hive_types = ", ".join(f"'{p}': 'VARCHAR'" for p in partitions)
+                # Spike files written before a column existed lack it (Athena reads Parquet
+                # by name and gives NULL): union by name, with every column always present.
+                older = (
+                    f", union_by_name = true) UNION ALL BY NAME SELECT {typed} WHERE false"
+                    if view == queries.SPIKES_TABLE
+                    else ")"
+                )
                 con.execute(
                     f"CREATE VIEW {view} AS SELECT * FROM read_parquet({source}, "
-                    f"hive_partitioning = true, hive_types = {{{hive_types}}})"
+                    f"hive_partitioning = true, hive_types = {{{hive_types}}}{older}"
                 )
             else:
-                typed = ", ".join(
-                    f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema
-                ) + "".join(f", CAST(NULL AS VARCHAR) AS {p}" for p in partitions)
                 con.execute(f"CREATE VIEW {view} AS SELECT {typed} WHERE false")
         return every_file
 
@@ -614,8 +621,9 @@ class LocalTarget:
         severity: str | None = None,
         greenhouse: str | None = None,
         limit: int = 200,
+        detected: bool = False,
     ) -> QueryResult:
-        return self.run(queries.spikes(since, severity, greenhouse, limit))
+        return self.run(queries.spikes(since, severity, greenhouse, limit, detected=detected))
 
     def latest(self) -> QueryResult:
         return self.run(queries.latest_per_device(timedelta(days=1)))
@@ -656,7 +664,7 @@ class LocalTarget:
 def _reading(row: tuple) -> dict:
     """A stream row as the JSON reading it came from (timestamp as ISO, ms)."""
     reading = dict(zip(FIELD_NAMES, row, strict=True))
-    reading["timestamp"] = _iso(reading["timestamp"])
+    reading["timestamp"] = _utc(reading["timestamp"]).isoformat(timespec="milliseconds") + "Z"
     return reading
 
 
