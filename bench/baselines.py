@@ -36,25 +36,22 @@ def rules_row_by_row(rows: list[dict], rules: Rules) -> list[tuple]:
     baseline.sort(key=lambda r: (r["greenhouse_id"], r["device_id"], r["timestamp"]))
     for metric in METRICS:
         limit = rules.jump_per_minute[metric]
-        previous_was_jump = False
+        base = None  # the level before the open jump, per device
         for i, row in enumerate(baseline):
             if i == 0 or _device(baseline[i - 1]) != _device(row):
-                previous_was_jump = False
+                base = None
                 continue
             prev = baseline[i - 1]
             gap = max((row["timestamp"] - prev["timestamp"]).total_seconds() / 60, 1.0)
-            fast = abs(row[metric] - prev[metric]) / gap > limit
-            returning = False
-            if previous_was_jump and i >= 2 and _device(baseline[i - 2]) == _device(row):
-                before = baseline[i - 2]
-                gap2 = max((row["timestamp"] - before["timestamp"]).total_seconds() / 60, 1.0)
-                returning = abs(row[metric] - before[metric]) / gap2 <= limit
-            is_jump = fast and not returning
-            if is_jump:
-                spikes.append(
-                    (row["greenhouse_id"], row["device_id"], row["timestamp"], "jump", metric)
-                )
-            previous_was_jump = is_jump
+            if abs(row[metric] - prev[metric]) / gap <= limit:
+                continue
+            if base is not None and abs(row[metric] - base) <= limit:
+                base = None  # back to the level before the jump
+                continue
+            spikes.append(
+                (row["greenhouse_id"], row["device_id"], row["timestamp"], "jump", metric)
+            )
+            base = prev[metric]
     return spikes
 
 

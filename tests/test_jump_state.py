@@ -289,3 +289,28 @@ def test_local_ingest_finds_a_jump_across_deliveries_and_a_late_return(target):
     spikes = target.spikes("1h").records()
     assert [(s["rule"], s["temperature"]) for s in spikes] == [("jump", 30.0)]
     assert spikes[0]["timestamp"] == (t0 + timedelta(minutes=1)).replace(tzinfo=None)
+
+
+def test_vectorised_rule_equals_the_row_by_row_baseline():
+    """bench/baselines.py states the rule as a plain loop; both must find the same spikes."""
+    import sys
+    from pathlib import Path
+
+    from smartfarm_cli.core.generator import generate
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from baselines import rules_row_by_row
+
+    table = generate(NOW_MS, 3_000, 60, 4, 2, anomaly_rate=0.05, seed=7).table
+    spikes = detect(table, RULES)
+    ours = sorted(
+        zip(
+            *(
+                spikes[c].to_pylist()
+                for c in ("greenhouse_id", "device_id", "timestamp", "rule", "metric")
+            ),
+            strict=True,
+        )
+    )
+    assert sum(1 for s in ours if s[3] == "jump") > 10
+    assert sorted(rules_row_by_row(table.to_pylist(), RULES)) == ours

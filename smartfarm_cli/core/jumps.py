@@ -228,25 +228,42 @@ def _judge_once(
     merged = merged.filter(pc.invert(repeat))
     device = device.filter(pc.invert(repeat))
     minutes = _minutes(merged)
-    origin = merged["_origin"].to_pylist()
-    stamps_list = pc.cast(merged["timestamp"], pa.int64()).to_pylist()
+    origin = merged["_origin"].combine_chunks()
+    stamps = pc.cast(merged["timestamp"], pa.int64()).combine_chunks()
     code_of = {name: code for code, name in enumerate(names)}
     starts = {code_of[k]: b["base"] for k, b in bodies.items() if k in code_of}
     emitted = {code_of[k]: b.get("emitted", {}) for k, b in bodies.items() if k in code_of}
     new_emitted: dict[int, dict[str, dict[str, str]]] = {}
     report: dict[str, list[int]] = {}
     changes_by_metric = {}
-    device_list = device.to_pylist()
+    # Python sees only the stored rows (at most WINDOW + 1 per device) and the jump rows.
+    stored_at = pc.indices_nonzero(pc.not_equal(origin, 2))
+    stored_index = {
+        (code, str(ts)): i
+        for i, code, ts in zip(
+            stored_at.to_pylist(),
+            pc.take(device, stored_at).to_pylist(),
+            pc.take(stamps, stored_at).to_pylist(),
+            strict=True,
+        )
+    }
     for metric in METRICS:
         values = merged[metric].combine_chunks()
         start = {code: (base or {}).get(metric) for code, base in starts.items()}
         jumps, changes = scan(device, minutes, values, limits[metric], start)
         changes_by_metric[metric] = (changes, start)
         chosen = set()
-        for index in jumps:
-            code, ts = device_list[index], str(stamps_list[index])
+        at = pa.array(jumps, pa.int64())
+        for index, code, ts, kind in zip(
+            jumps,
+            pc.take(device, at).to_pylist(),
+            pc.take(stamps, at).to_pylist(),
+            pc.take(origin, at).to_pylist(),
+            strict=True,
+        ):
+            ts = str(ts)
             owner = emitted.get(code, {}).get(ts, {}).get(metric)
-            if origin[index] == 2 or owner is None or owner == source:
+            if kind == 2 or owner is None or owner == source:
                 chosen.add(index)
                 owner = source if owner is None else owner
             new_emitted.setdefault(code, {}).setdefault(ts, {})[metric] = owner
@@ -256,27 +273,28 @@ def _judge_once(
             for ts, by_metric in flags.items():
                 if metric in by_metric:
                     new_emitted.setdefault(code, {}).setdefault(ts, {})[metric] = by_metric[metric]
-        if any(source == f.get(metric) for flags in emitted.values() for f in flags.values()):
-            lookup = {(device_list[i], str(stamps_list[i])): i for i in range(len(origin))}
-            for code, flags in emitted.items():
-                for ts, by_metric in flags.items():
-                    if by_metric.get(metric) == source and (code, ts) in lookup:
-                        chosen.add(lookup[(code, ts)])
+        for code, flags in emitted.items():
+            for ts, by_metric in flags.items():
+                if by_metric.get(metric) == source and (code, ts) in stored_index:
+                    chosen.add(stored_index[(code, ts)])
         report[metric] = sorted(chosen)
     merged = merged.drop_columns(["_origin"])
     rows = {m: merged.take(pa.array(ix, pa.int64())) for m, ix in report.items() if ix}
     late_rows = stateless(too_late, limits)
     for metric, part in late_rows.items():
         rows[metric] = pa.concat_tables([rows[metric], part]) if metric in rows else part
-    return rows, _new_bodies(merged, device_list, names, changes_by_metric, new_emitted)
+    return rows, _new_bodies(merged, device, names, changes_by_metric, new_emitted)
 
 
-def _new_bodies(merged, device_list, names, changes_by_metric, emitted) -> dict[str, dict]:
+def _new_bodies(merged, device, names, changes_by_metric, emitted) -> dict[str, dict]:
     """Each device's last WINDOW readings (plus the anchor before them) and bases."""
     bodies = {}
     ends = {}
-    for index, code in enumerate(device_list):
-        ends.setdefault(code, [index, index])[1] = index
+    offset = 0
+    for run in pc.value_counts(device):  # rows are sorted by device: one run per device
+        code, count = run["values"].as_py(), run["counts"].as_py()
+        ends[code] = (offset, offset + count - 1)
+        offset += count
     for code, (first, last) in ends.items():
         count = last - first + 1
         anchored = count > WINDOW
