@@ -314,3 +314,39 @@ def test_vectorised_rule_equals_the_row_by_row_baseline():
     )
     assert sum(1 for s in ours if s[3] == "jump") > 10
     assert sorted(rules_row_by_row(table.to_pylist(), RULES)) == ours
+
+
+def test_dynamo_store_scan_lists_live_items_of_one_kind(dynamo):
+    store = DynamoStateStore(dynamo, "state", clock=lambda: NOW_MS / 1000)
+    writes = [(("gh-1", f"d{i}", "alerts"), {"i": i}, 0, NOW_MS + 1000) for i in range(3)]
+    writes.append((("gh-1", "d0", "jump"), {"other": True}, 0, NOW_MS + 1000))
+    writes.append((("gh-1", "d9", "alerts"), {"expired": True}, 0, NOW_MS - 1000))
+    assert store.save(writes) == []
+    assert store.scan("alerts") == [(("gh-1", f"d{i}", "alerts"), {"i": i}, 1) for i in range(3)]
+
+
+def test_incident_race_through_dynamodb_opens_once(dynamo):
+    from smartfarm_cli.core import incidents
+
+    policy = incidents.policy_from(RULES.alerts)
+    barrier = threading.Barrier(2)
+    stores = [RacingStore(DynamoStateStore(dynamo, "state"), barrier) for _ in range(2)]
+    results = [None, None]
+
+    def run(i):
+        table = at({i: 20.0})
+        spikes = detect(table.set_column(6, "error_code", pa_int32([5])), RULES, f"f{i}")
+        results[i] = incidents.observe(spikes, table, policy, stores[i], f"f{i}", NOW_MS)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(e.kind for r in results for e in r) == ["opened"]
+
+
+def pa_int32(values):
+    import pyarrow as pa
+
+    return pa.array(values, pa.int32())

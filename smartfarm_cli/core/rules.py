@@ -37,6 +37,7 @@ class Rules:
     impossible: dict[str, tuple[float, float]]
     band: dict[str, tuple[float, float]]
     jump_per_minute: dict[str, float]
+    alerts: dict  # the [alerts] section: incident thresholds (core.incidents.policy_from)
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -70,11 +71,13 @@ def load_rules(path: str | os.PathLike | None = None) -> Rules:
         except tomllib.TOMLDecodeError as exc:
             raise RulesError(f"rules file {path} is not valid TOML: {exc}") from None
     rules = Rules(
-        severity={name: _value(data, name, "severity", str) for name in data},
+        severity={name: _value(data, name, "severity", str) for name in data if name != "alerts"},
         impossible={m: _value(data, "impossible", m, _bounds) for m in METRICS},
         band={m: _value(data, "out_of_band", m, _bounds) for m in METRICS},
         jump_per_minute={m: _value(data, "jump", m, _rate) for m in METRICS},
+        alerts=dict(data["alerts"]),
     )
+    _check_alerts(rules.alerts)
     for name, severity in rules.severity.items():
         if severity not in SEVERITY_ORDER:
             raise RulesError(f"[{name}] severity must be critical or warning, got {severity!r}")
@@ -95,6 +98,18 @@ def _rate(value) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError("must be a number above 0, e.g. 3.0")
     return float(value)
+
+
+def _check_alerts(section: dict) -> None:
+    from .incidents import policy_from
+    from .queries import QueryError
+
+    try:
+        policy = policy_from(section)
+    except (QueryError, KeyError) as exc:
+        raise RulesError(f"[alerts] has a missing or malformed duration: {exc}") from None
+    if policy.silent_severity not in SEVERITY_ORDER:
+        raise RulesError("[alerts] silent_severity must be critical or warning")
 
 
 def _bounds(value) -> tuple[float, float]:

@@ -40,6 +40,10 @@ class StateStore(Protocol):
         """
         ...
 
+    def scan(self, kind: str) -> list[tuple[StateKey, dict, int]]:
+        """Every live item of one kind (the silent-device check walks the devices)."""
+        ...
+
 
 def _text(body: dict) -> str:
     return json.dumps(body, separators=(",", ":"), allow_nan=False)
@@ -84,32 +88,48 @@ class SqliteStateStore:
                 found[(greenhouse, device, kind)] = (json.loads(body) if live else None, version)
         return found
 
+    def scan(self, kind: str) -> list[tuple[StateKey, dict, int]]:
+        now_ms = int(self.clock() * 1000)
+        rows = self.db.execute(
+            "SELECT greenhouse_id, device_id, kind, version, body FROM device_state "
+            "WHERE kind = ? AND expires_ms > ? ORDER BY greenhouse_id, device_id",
+            (kind, now_ms),
+        ).fetchall()
+        return [((g, d, k), json.loads(body), version) for g, d, k, version, body in rows]
+
     def save(self, writes: list[StateWrite]) -> list[StateKey]:
+        """Conditional writes in one transaction (or in the caller's, when one is open)."""
         if not writes:
             return []
         now_ms = int(self.clock() * 1000)
-        conflicts = []
+        if self.db.in_transaction:
+            return self._write(writes, now_ms)
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            for key, body, expected, expires_ms in writes:
-                if expected == 0:
-                    cursor = self.db.execute(
-                        "INSERT OR IGNORE INTO device_state VALUES (?, ?, ?, 1, ?, ?, ?)",
-                        (*key, _text(body), now_ms, expires_ms),
-                    )
-                else:
-                    cursor = self.db.execute(
-                        "UPDATE device_state SET version = version + 1, body = ?, updated_ms = ?, "
-                        "expires_ms = ? WHERE greenhouse_id = ? AND device_id = ? AND kind = ? "
-                        "AND version = ?",
-                        (_text(body), now_ms, expires_ms, *key, expected),
-                    )
-                if cursor.rowcount != 1:
-                    conflicts.append(key)
+            conflicts = self._write(writes, now_ms)
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+        return conflicts
+
+    def _write(self, writes: list[StateWrite], now_ms: int) -> list[StateKey]:
+        conflicts = []
+        for key, body, expected, expires_ms in writes:
+            if expected == 0:
+                cursor = self.db.execute(
+                    "INSERT OR IGNORE INTO device_state VALUES (?, ?, ?, 1, ?, ?, ?)",
+                    (*key, _text(body), now_ms, expires_ms),
+                )
+            else:
+                cursor = self.db.execute(
+                    "UPDATE device_state SET version = version + 1, body = ?, updated_ms = ?, "
+                    "expires_ms = ? WHERE greenhouse_id = ? AND device_id = ? AND kind = ? "
+                    "AND version = ?",
+                    (_text(body), now_ms, expires_ms, *key, expected),
+                )
+            if cursor.rowcount != 1:
+                conflicts.append(key)
         return conflicts
 
 
@@ -157,6 +177,28 @@ class DynamoStateStore:
             else:
                 raise StateConflict("DynamoDB kept returning unprocessed keys; try again")
         return found
+
+    def scan(self, kind: str) -> list[tuple[StateKey, dict, int]]:
+        """A consistent Scan filtered on `kind` (small: one item per device and kind)."""
+        now_s = self.clock()
+        found = []
+        request = {
+            "TableName": self.table,
+            "FilterExpression": "kind = :kind",
+            "ExpressionAttributeValues": {":kind": {"S": kind}},
+            "ConsistentRead": True,
+        }
+        while True:
+            response = self.client.scan(**request)
+            for item in response.get("Items", []):
+                if float(item.get("expires_at", {}).get("N", "inf")) <= now_s:
+                    continue
+                greenhouse, device = item["device"]["S"].split("/", 1)
+                key = (greenhouse, device, item["kind"]["S"])
+                found.append((key, json.loads(item["body"]["S"]), int(item["version"]["N"])))
+            if "LastEvaluatedKey" not in response:
+                return sorted(found, key=lambda f: f[0])
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def save(self, writes: list[StateWrite]) -> list[StateKey]:
         conflicts = []

@@ -1,0 +1,409 @@
+"""Alert incidents: what an operator is told, and when (issue 14).
+
+An anomaly opens an incident keyed by (greenhouse, device, rule, metric). Opening sends one
+message; further anomalies of an open incident are counted, and a reminder goes out every
+`repeat_interval` while it persists (with the count and the worst value since the last message);
+once the device has sent readings for `resolve_after` without that anomaly, one "resolved"
+message says how long it lasted. A device that reported within `known_for` and then sends nothing
+for `stale_after` opens a `silent` incident; its next reading resolves it. Thresholds live in
+rules.toml ([alerts]), per severity.
+
+State: the per-device item `kind = "alerts"` of core.state (docs/state.md), beside the jump
+window: the device's last reading time, its open incidents, and the last sources it judged (so a
+redone delivery or a duplicate S3 event changes nothing and sends nothing twice). Every write is
+conditional: of two invocations racing on one device, one opens the incident, the other sees it
+open. Pure: stdlib + pyarrow; the caller sends the messages (`message`) and keeps them in an
+outbox until they are sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import discord
+from .queries import parse_duration
+from .state import StateConflict, StateKey, StateStore
+
+KIND = "alerts"
+SILENT = "silent"
+RECENT_SOURCES = 32
+STATE_TTL_MS = 30 * 86_400_000
+MAX_ATTEMPTS = 8
+
+OPENED, REMINDER, RESOLVED = "opened", "still firing", "resolved"
+
+
+@dataclass(frozen=True)
+class Policy:
+    repeat_ms: dict[str, int]  # severity -> reminder interval
+    resolve_ms: dict[str, int]  # severity -> quiet time before "resolved"
+    known_for_ms: int
+    stale_after_ms: int
+    silent_severity: str = "warning"
+
+
+def policy_from(section: dict) -> Policy:
+    """The [alerts] section of rules.toml -> Policy (durations like "1h", "10m")."""
+
+    def ms(name: str) -> int:
+        return int(parse_duration(section[name]).total_seconds() * 1000)
+
+    return Policy(
+        repeat_ms={s: ms(f"{s}_repeat_interval") for s in ("critical", "warning")},
+        resolve_ms={s: ms(f"{s}_resolve_after") for s in ("critical", "warning")},
+        known_for_ms=ms("silent_known_for"),
+        stale_after_ms=ms("silent_stale_after"),
+        silent_severity=str(section.get("silent_severity", "warning")),
+    )
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # opened | still firing | resolved
+    greenhouse_id: str
+    device_id: str
+    rule: str
+    metric: str
+    severity: str
+    at_ms: int  # when it was decided
+    opened_ms: int
+    count: int = 0  # anomalies this message covers (opened: in the file; reminder: since last)
+    worst: float | None = None
+    last_seen_ms: int | None = None  # silent: the device's last reading
+
+    @property
+    def incident(self) -> tuple[str, str, str, str]:
+        return (self.greenhouse_id, self.device_id, self.rule, self.metric)
+
+
+@dataclass
+class _Group:
+    severity: str
+    count: int = 0
+    worst: float | None = None
+    last_ms: int = 0
+    distance: float = -1.0
+
+
+@dataclass
+class _Device:
+    last_reading_ms: int | None = None
+    groups: dict[str, _Group] = field(default_factory=dict)
+
+
+def _digest(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def _worse(group: _Group, value, distance: float) -> None:
+    if value is not None and distance > group.distance:
+        group.worst, group.distance = value, distance
+
+
+def _by_device(spikes: pa.Table, readings: pa.Table, centre: dict, now_ms: int) -> dict:
+    """(greenhouse, device) -> newest reading time and the file's anomalies per rule/metric."""
+    devices: dict[tuple[str, str], _Device] = {}
+    if readings.num_rows:
+        stamps = pa.table(
+            {
+                "greenhouse_id": readings["greenhouse_id"],
+                "device_id": readings["device_id"],
+                "ts": pc.cast(readings["timestamp"], pa.int64()),
+            }
+        )
+        newest = stamps.group_by(["greenhouse_id", "device_id"]).aggregate([("ts", "max")])
+        for g, d, ts in zip(
+            newest["greenhouse_id"].to_pylist(),
+            newest["device_id"].to_pylist(),
+            newest["ts_max"].to_pylist(),
+            strict=True,
+        ):
+            devices.setdefault((g, d), _Device()).last_reading_ms = min(ts, now_ms)
+    if spikes.num_rows:
+        columns = ["greenhouse_id", "device_id", "timestamp", "rule", "metric", "severity"]
+        values = {c: spikes[c].to_pylist() for c in columns}
+        values["timestamp"] = pc.cast(spikes["timestamp"], pa.int64()).to_pylist()
+        for name in ("temperature", "humidity", "co2", "error_code"):
+            values[name] = spikes[name].to_pylist()
+        for i in range(spikes.num_rows):
+            key = (values["greenhouse_id"][i], values["device_id"][i])
+            incident = f"{values['rule'][i]}/{values['metric'][i]}"
+            group = devices.setdefault(key, _Device()).groups.setdefault(
+                incident, _Group(values["severity"][i])
+            )
+            group.count += 1
+            group.last_ms = max(group.last_ms, values["timestamp"][i])
+            value = values[values["metric"][i]][i]
+            middle = centre.get(values["metric"][i], 0.0)
+            _worse(group, value, abs(value - middle) if value is not None else -1.0)
+    return devices
+
+
+def observe(
+    spikes: pa.Table,
+    readings: pa.Table,
+    policy: Policy,
+    store: StateStore,
+    source: str,
+    now_ms: int,
+    centre: dict[str, float] | None = None,
+) -> list[Event]:
+    """Apply one delivered file (its readings and spikes) to the devices' incidents.
+
+    `centre` gives, per metric, the value the "worst" is measured from (the middle of the
+    crop band). Returns the events to announce, in a stable order. A source already judged for
+    a device changes nothing for it.
+    """
+    devices = _by_device(spikes, readings, centre or {}, now_ms)
+    digest = _digest(source)
+    pending = sorted(devices)
+    events: list[Event] = []
+    for _ in range(MAX_ATTEMPTS):
+        keys: dict[tuple[str, str], StateKey] = {k: (*k, KIND) for k in pending}
+        loaded = store.load(list(keys.values()))
+        writes, found = [], {}
+        for device in pending:
+            body, version = loaded[keys[device]]
+            body = body or {"open": {}, "sources": []}
+            if digest in body["sources"]:
+                continue  # this file was judged for this device already
+            new_events = _apply(device, devices[device], body, policy, now_ms)
+            body["sources"] = [*body["sources"], digest][-RECENT_SOURCES:]
+            writes.append((keys[device], body, version, now_ms + STATE_TTL_MS))
+            found[device] = new_events
+        conflicts = set(store.save(writes))
+        for device, new_events in found.items():
+            if keys[device] not in conflicts:
+                events += new_events
+        if not conflicts:
+            return sorted(events, key=lambda e: (*e.incident, e.kind))
+        pending = sorted((g, d) for g, d, _ in conflicts)
+    raise StateConflict(f"alert state kept changing under us for {len(pending)} device(s)")
+
+
+def _apply(device, seen: _Device, body: dict, policy: Policy, now_ms: int) -> list[Event]:
+    greenhouse, device_id = device
+    events = []
+    open_ = body["open"]
+    if seen.last_reading_ms is not None:
+        body["last_ms"] = max(body.get("last_ms") or 0, seen.last_reading_ms)
+        body.setdefault("first_ms", seen.last_reading_ms)
+        silent = open_.pop(f"{SILENT}/readings", None)
+        if silent:
+            events.append(
+                Event(
+                    RESOLVED,
+                    greenhouse,
+                    device_id,
+                    SILENT,
+                    "readings",
+                    silent["severity"],
+                    now_ms,
+                    silent["opened_ms"],
+                    last_seen_ms=silent.get("last_seen_ms"),
+                )
+            )
+    for name, group in sorted(seen.groups.items()):
+        rule, metric = name.split("/", 1)
+        incident = open_.get(name)
+        if incident is None:
+            open_[name] = {
+                "severity": group.severity,
+                "opened_ms": now_ms,
+                "last_anomaly_ms": group.last_ms,
+                "last_message_ms": now_ms,
+                "total": group.count,
+                "since_message": 0,
+                "worst_since_message": None,
+                "distance": -1.0,
+            }
+            events.append(
+                Event(
+                    OPENED,
+                    greenhouse,
+                    device_id,
+                    rule,
+                    metric,
+                    group.severity,
+                    now_ms,
+                    now_ms,
+                    group.count,
+                    group.worst,
+                )
+            )
+            continue
+        incident["total"] += group.count
+        incident["since_message"] += group.count
+        incident["last_anomaly_ms"] = max(incident["last_anomaly_ms"], group.last_ms)
+        if group.distance > incident["distance"]:
+            incident["worst_since_message"], incident["distance"] = group.worst, group.distance
+        if now_ms - incident["last_message_ms"] >= policy.repeat_ms[incident["severity"]]:
+            events.append(
+                Event(
+                    REMINDER,
+                    greenhouse,
+                    device_id,
+                    rule,
+                    metric,
+                    incident["severity"],
+                    now_ms,
+                    incident["opened_ms"],
+                    incident["since_message"],
+                    incident["worst_since_message"],
+                )
+            )
+            incident.update(
+                last_message_ms=now_ms, since_message=0, worst_since_message=None, distance=-1.0
+            )
+    newest = body.get("last_ms")
+    for name in sorted(open_):
+        incident = open_[name]
+        rule, metric = name.split("/", 1)
+        if rule == SILENT or name in seen.groups or newest is None:
+            continue
+        if newest - incident["last_anomaly_ms"] >= policy.resolve_ms[incident["severity"]]:
+            del open_[name]
+            events.append(
+                Event(
+                    RESOLVED,
+                    greenhouse,
+                    device_id,
+                    rule,
+                    metric,
+                    incident["severity"],
+                    now_ms,
+                    incident["opened_ms"],
+                    incident["total"],
+                )
+            )
+    return events
+
+
+def check_silent(store: StateStore, policy: Policy, now_ms: int) -> list[Event]:
+    """Open a `silent` incident for every device quiet for `stale_after` (known recently).
+
+    Runs without any reading arriving. A device another writer updated meanwhile is skipped:
+    the next check sees it again.
+    """
+    events, writes = [], []
+    for key, body, version in store.scan(KIND):
+        last = body.get("last_ms")
+        if last is None or f"{SILENT}/readings" in body["open"]:
+            continue
+        quiet = now_ms - last
+        if quiet < policy.stale_after_ms or quiet > policy.known_for_ms:
+            continue
+        body["open"][f"{SILENT}/readings"] = {
+            "severity": policy.silent_severity,
+            "opened_ms": now_ms,
+            "last_seen_ms": last,
+        }
+        writes.append((key, body, version, now_ms + STATE_TTL_MS))
+        events.append(
+            Event(
+                OPENED,
+                key[0],
+                key[1],
+                SILENT,
+                "readings",
+                policy.silent_severity,
+                now_ms,
+                now_ms,
+                last_seen_ms=last,
+            )
+        )
+    conflicts = set(store.save(writes))
+    return [e for e in events if (e.greenhouse_id, e.device_id, KIND) not in conflicts]
+
+
+def open_incidents(store: StateStore) -> list[dict]:
+    """Every open incident, for `farmctl alerts` and `farmctl status`."""
+    rows = []
+    for (greenhouse, device, _), body, _version in store.scan(KIND):
+        for name, incident in sorted(body["open"].items()):
+            rule, metric = name.split("/", 1)
+            rows.append(
+                {
+                    "greenhouse_id": greenhouse,
+                    "device_id": device,
+                    "rule": rule,
+                    "metric": metric,
+                    "severity": incident["severity"],
+                    "opened_ms": incident["opened_ms"],
+                    "count": incident.get("total", 0),
+                    "last_seen_ms": incident.get("last_seen_ms") or body.get("last_ms"),
+                }
+            )
+    return rows
+
+
+# -- the message ------------------------------------------------------------------------------
+
+
+def _clock(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _duration(ms: int) -> str:
+    minutes = max(0, round(ms / 60_000))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def _value(value) -> str:
+    return "-" if value is None else discord._number(value)
+
+
+def describe(event: Event) -> str:
+    """One line naming the incident and what happened to it."""
+    who = f"{event.greenhouse_id}/{event.device_id}"
+    if event.rule == SILENT:
+        if event.kind == OPENED:
+            return f"{who} silent since {_clock(event.last_seen_ms)}"
+        return f"{who} reporting again after {_duration(event.at_ms - event.opened_ms)} of silence"
+    what = f"{who} {event.rule} ({event.metric})"
+    if event.kind == OPENED:
+        noun = "anomaly" if event.count == 1 else "anomalies"
+        return f"{what} opened: {event.count} {noun}, worst {_value(event.worst)}"
+    if event.kind == REMINDER:
+        return (
+            f"{what} still firing x{event.count} since the last message, worst "
+            f"{_value(event.worst)} (open since {_clock(event.opened_ms)})"
+        )
+    return f"{what} resolved after {_duration(event.at_ms - event.opened_ms)}"
+
+
+def message(events: list[Event], source: str) -> dict:
+    """One Discord message carrying every event of one delivered file (or one check)."""
+    counts = {kind: sum(e.kind == kind for e in events) for kind in (OPENED, REMINDER, RESOLVED)}
+    summary = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+    ordered = sorted(
+        events, key=lambda e: (e.kind == RESOLVED, e.severity != "critical", *e.incident)
+    )
+    shown = ordered[: discord.EMBEDS_MAX]
+    more = len(ordered) - len(shown)
+    content = f"**smartfarm incidents**: {summary}" + (f" (+{more} not shown)" if more else "")
+    content += f" · from {discord._code(source, 200)}"
+    budget = discord.EMBEDS_TOTAL_MAX // max(1, len(shown))
+    embeds = []
+    for event in shown:
+        icon = "✅" if event.kind == RESOLVED else discord.SEVERITY_ICON.get(event.severity, "⚪")
+        colour = 0x2ECC71 if event.kind == RESOLVED else discord.COLOURS.get(event.severity)
+        title = discord.clip(f"{icon} {event.kind}: {event.rule} ({event.metric})", 200)
+        text = discord.clip(describe(event), max(1, budget - len(title) - 10))
+        embeds.append({"title": title, "description": text, "color": colour})
+    return {
+        "username": discord.USERNAME,
+        "content": discord.clip(content, discord.CONTENT_MAX),
+        "embeds": embeds,
+        "allowed_mentions": dict(discord.NO_MENTIONS),
+    }
