@@ -430,6 +430,67 @@ def p7_watch_latency(runs: int, readings: int = 1000) -> dict:
     }
 
 
+def p15_incident_messages(runs: int) -> dict:
+    """Discord messages for a day-long stuck sensor and a silent hour (issue 14), counted by a
+    local HTTP server, through the local target's delivery with a fake clock."""
+    del runs  # a count, not a timing
+    from pytest_httpserver import HTTPServer
+
+    from smartfarm_cli import alerting
+    from smartfarm_cli.core import discord
+    from smartfarm_cli.core.validate import table_from_rows
+    from smartfarm_cli.targets.local import LocalTarget
+
+    start_ms = int(END.timestamp() * 1000) - 2 * 86_400_000
+    server = HTTPServer(host="127.0.0.1", port=_free_port())
+    server.expect_request("/api/webhooks/1/token", method="POST").respond_with_json({"id": "1"})
+    server.start()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-p15-"))
+    try:
+        target = LocalTarget(scratch / "home")
+        target.alert_hook = alerting.local_alert_hook(
+            target, webhook=server.url_for("/api/webhooks/1/token")
+        )
+        clock = [start_ms / 1000]
+        target.clock = lambda: clock[0]
+
+        def minute(n: int, device: str, error_code: int) -> None:
+            clock[0] = (start_ms + n * 60_000 + 30_000) / 1000
+            row = ("gh-1", device, start_ms + n * 60_000, 21.0, 60.0, 800.0, error_code)
+            target.write_logs(table_from_rows([row]), f"stream-{device}-{n:06d}")
+
+        files_with_spikes = 0
+        for n in range(1440):  # 24 h of error_code 1, one file a minute
+            minute(n, "stuck", 1)
+            files_with_spikes += 1
+        for n in range(1440, 1460):
+            minute(n, "stuck", 0)
+        stuck = len(server.log)
+        minute(1460, "quiet", 0)
+        for n in range(1461, 1521):  # an hour of silence, checked every minute
+            clock[0] = (start_ms + n * 60_000) / 1000
+            target.check()
+        minute(1521, "quiet", 0)
+        bodies = [request.get_json() for request, _ in server.log]
+        # (the stuck device, healthy and then quiet too, goes silent in that hour as well)
+        silent = sum("gh-1/quiet" in json.dumps(body, ensure_ascii=False) for body in bodies)
+        target.close()
+    finally:
+        server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    violations = [v for body in bodies for v in discord.limit_violations(body)]
+    assert violations == [], violations
+    return {
+        "measure": "Discord messages: one device stuck at error_code 1 for 24 h, one file a "
+        "minute, then healthy; a device silent for 1 h (local webhook server, fake clock)",
+        "value": f"{stuck} message(s) stuck; {silent} silent",
+        "baseline": f"one message per file with anomalies = {files_with_spikes:,}",
+        "ratio": round(stuck / files_with_spikes, 3),
+        "goal": "<= 26; silent: exactly 2",
+        "met": stuck <= 26 and silent == 2,
+    }
+
+
 MEASURES = {
     "P1": p1_help,
     "P2": p2_backfill,
@@ -439,6 +500,7 @@ MEASURES = {
     "P5": p5_webhook_requests,
     "P6": p6_put_records,
     "P7": p7_watch_latency,
+    "P15": p15_incident_messages,
 }
 
 

@@ -21,9 +21,7 @@ from urllib.parse import urlsplit
 
 from .errors import UserError
 
-if TYPE_CHECKING:  # pyarrow and the core load only when an alert is actually sent
-    import pyarrow as pa
-
+if TYPE_CHECKING:  # the core loads only when an alert is actually sent
     from .core.alerts import AlertOutcome, RetryPolicy
 
 WEBHOOK_ENV = "SMARTFARM_DISCORD_WEBHOOK"
@@ -117,7 +115,7 @@ def resolve_webhook(
 
 @dataclass
 class LocalAlertHook:
-    """`AlertHook` for LocalTarget: deliver each file's alert through the core, like the Lambda.
+    """`AlertHook` for LocalTarget: send each file's incident message through the core.
 
     Outcomes are kept in `outcomes` (for the CLI to report) and logged on the
     `smartfarm.alerts` logger; an undelivered alert is recorded in the spike store and retried
@@ -131,14 +129,16 @@ class LocalAlertHook:
     policy: RetryPolicy | None = None
     outcomes: list[AlertOutcome] = field(default_factory=list)
 
-    def __call__(self, source_key: str, spikes: pa.Table) -> None:
+    def __call__(self, source_key: str, message: dict, count: int) -> AlertOutcome:
+        """Send one source's message (its incident events) once; the outcome is returned."""
         from .core import alerts
         from .core.discord import redact
 
-        outcome = alerts.deliver_alert(
+        outcome = alerts.deliver_message(
             self.store,
             source_key,
-            spikes,
+            message,
+            count,
             self.post,
             self.webhook.url,
             sleep=self.sleep,
@@ -147,13 +147,14 @@ class LocalAlertHook:
         self.outcomes.append(outcome)
         if outcome.status == alerts.UNDELIVERED:
             log.warning(
-                "Discord alert for %s not delivered: %s (recorded; retried when the file is "
-                "processed again)",
+                "Discord alert for %s not delivered: %s (kept; retried by the next delivery "
+                "or `farmctl check`)",
                 source_key,
                 redact(outcome.reason, self.webhook.url),
             )
         else:
             log.info("Discord alert for %s: %s", source_key, outcome.status)
+        return outcome
 
 
 def local_alert_hook(

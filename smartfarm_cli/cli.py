@@ -497,6 +497,40 @@ def rejected(
     )
 
 
+@command("alerts")
+def alerts_(
+    since: str = typer.Option("24h", "--since", help="History window, e.g. 1h, 24h, 7d."),
+    state: str = typer.Option(None, "--state", help="open or resolved (default: both)."),
+    output: OutputFormat = OutputOption,
+) -> None:
+    """Open incidents and recent incident history (opened, still firing, resolved).
+
+    Example: farmctl alerts --state open
+    """
+    target = State.target(reads_only=True)
+    if target.name != "local":
+        raise UserError("farmctl alerts runs on the local target only for now (issue 14)")
+    result = target.alerts(since, state)
+    print_result(console, result.columns, result.rows, output, title=f"incidents, last {since}")
+
+
+@command("check")
+def check() -> None:
+    """Look for silent devices now, and send queued alerts (no reading needed).
+
+    Example: farmctl check
+    """
+    target = State.target()
+    if target.name != "local":
+        raise UserError("farmctl check runs on the local target only for now (issue 14)")
+    from .core.incidents import describe
+
+    events = target.check(retry_after_s=0)
+    for event in events:
+        console.print(describe(event), highlight=False)
+    err_console.print(f"{len(events)} device(s) newly silent")
+
+
 @command("status")
 def status(output: OutputFormat = OutputOption) -> None:
     """Target, counts, newest reading, delivery lag and today's spikes.

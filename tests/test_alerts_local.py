@@ -76,7 +76,8 @@ def test_local_target_alerts_once_per_delivered_file(tmp_path, httpserver, monke
     assert result.accepted == 3
     assert len(calls) == 1
     body = calls[0]["json"]
-    assert "2 anomalies" in body["content"] and body["allowed_mentions"] == {"parse": []}
+    # One message for the file: its two anomalies opened two incidents.
+    assert "2 opened" in body["content"] and body["allowed_mentions"] == {"parse": []}
     assert [o.status for o in hook.outcomes] == ["delivered"]
     source = hook.outcomes[0].source_key
     marker = json.loads(target.spike_store.get(lake.alert_key(source)))
@@ -85,7 +86,11 @@ def test_local_target_alerts_once_per_delivered_file(tmp_path, httpserver, monke
     # the same file processed again (a redone delivery): spikes overwritten, no second message
     redo(target, source)
     assert len(calls) == 1
-    assert hook.outcomes[-1].status == alerts.ALREADY_DELIVERED
+    assert [o.status for o in hook.outcomes] == ["delivered"]  # nothing new to announce
+    # and a queued message whose marker says delivered is not sent again
+    target.db.execute("UPDATE alert_outbox SET status = 'pending'")
+    target.send_alerts()
+    assert len(calls) == 1 and hook.outcomes[-1].status == alerts.ALREADY_DELIVERED
     assert len(target.spike_store.keys("spikes")) == 1
     assert TOKEN not in ours(caplog)
     target.close()
@@ -113,7 +118,9 @@ def test_local_undelivered_is_logged_recorded_and_retried(tmp_path, httpserver, 
     httpserver.clear()
     calls = discord_fake(httpserver, [(200, {"id": "1"})])
     source = hook.outcomes[0].source_key
-    redo(target, source)
+    redo(target, source)  # within a minute of the failure: not retried yet (no storm)
+    assert len(calls) == 0
+    target.send_alerts(retry_after_s=0)  # what the next delivery does a minute later
     assert len(calls) == 1 and hook.outcomes[-1].status == alerts.DELIVERED
     target.close()
 

@@ -92,9 +92,12 @@ def test_silent_device_opens_once_and_its_next_reading_resolves_it():
     state = store()
     run(state, 0)
     run(state, 1, device="d2")
-    # 10:00 after d1's last reading (minute 0): d1 is silent; d2 (minute 1) not yet.
-    events = incidents.check_silent(state, POLICY, T0 + 10 * MIN)
-    assert [(e.device_id, e.kind, e.last_seen_ms) for e in events] == [("d1", "opened", T0)]
+    # Readings arrive 30 s after their minute: d1 was last heard at 00:00:30, d2 at 00:01:30.
+    # At 00:11 d1 has been quiet for 10.5 min (silent), d2 for 9.5 min (not yet).
+    events = incidents.check_silent(state, POLICY, T0 + 11 * MIN)
+    assert [(e.device_id, e.kind, e.last_seen_ms) for e in events] == [
+        ("d1", "opened", T0 + 30_000)
+    ]
     assert incidents.describe(events[0]) == "gh-1/d1 silent since 2026-11-28 00:00 UTC"
     # 30 min: d2 is silent now; d1's silent incident is open already (one message, not two).
     later = incidents.check_silent(state, POLICY, T0 + 30 * MIN)

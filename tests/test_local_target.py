@@ -98,11 +98,11 @@ def test_crash_between_file_write_and_checkpoint_loses_and_duplicates_nothing(tm
     original = crashing.store_spikes
     calls = []
 
-    def crash_after_first(key, spikes, alerts=True, durable=True):
+    def crash_after_first(key, spikes, alerts=True, durable=True, readings=None):
         calls.append(key)
         if len(calls) == 2:
             raise KeyboardInterrupt("simulated crash")
-        return original(key, spikes, alerts, durable)
+        return original(key, spikes, alerts, durable, readings)
 
     crashing.store_spikes = crash_after_first
     with pytest.raises(KeyboardInterrupt):
@@ -130,7 +130,9 @@ def test_crash_between_file_write_and_checkpoint_loses_and_duplicates_nothing(tm
 
 def test_spikes_are_stored_and_alert_hook_called_once_per_file(target):
     seen = []
-    target.alert_hook = lambda key, spikes: seen.append((key, spikes.num_rows))
+    target.alert_hook = lambda key, message, count: (
+        seen.append((key, count, message)) or type("Outcome", (), {"status": "delivered"})
+    )
     now = iso(datetime.now(UTC))
     target.ingest(
         [
@@ -145,8 +147,12 @@ def test_spikes_are_stored_and_alert_hook_called_once_per_file(target):
         ("d1", "impossible", "critical"),
         ("d2", "sensor_error", "critical"),
     ]
-    assert len(seen) == 1 and seen[0][1] == 2
+    assert len(seen) == 1 and seen[0][1] == 2  # one message for the file, two anomalies
     assert result[0]["source_key"] == seen[0][0]
+    assert [e["title"] for e in seen[0][2]["embeds"]] == [
+        "🔴 opened: impossible (temperature)",
+        "🔴 opened: sensor_error (error_code)",
+    ]
 
 
 def test_trend_equals_hand_computation(target):

@@ -110,13 +110,15 @@ def files_hold_no_secret(home: Path, extra=()) -> int:
     return checked
 
 
-def reading_lines() -> str:
+def reading_lines(tag: str = "") -> str:
+    """Readings with an anomaly on device `hot<tag>`: a new tag opens a new incident (and so
+    sends a new alert); the same tag again only counts into the open one."""
     from datetime import UTC, datetime
 
     now = datetime.now(UTC).isoformat()
     base = {"greenhouse_id": "gh-1", "timestamp": now, "humidity": 60, "co2": 800}
     rows = [
-        {**base, "device_id": "hot", "temperature": "400", "error_code": "0"},
+        {**base, "device_id": f"hot{tag}", "temperature": "400", "error_code": "0"},
         {**base, "device_id": "ok", "temperature": 21, "error_code": 0},
         {**base, "device_id": "bad", "temperature": f"leak {TOKEN[:3]}", "error_code": 0},
     ]
@@ -148,6 +150,8 @@ def test_every_local_command_with_a_webhook_and_keys_configured(
         ["watch", "--duration", "0.5", "--refresh", "0.1"],
         ["status"],
         ["rejected"],
+        ["alerts"],
+        ["check"],
         ["discord", "test"],
         ["crawl"],
         ["destroy"],
@@ -159,7 +163,7 @@ def test_every_local_command_with_a_webhook_and_keys_configured(
     # failure paths: Discord answering 500, then nobody listening on the webhook's port
     httpserver.clear()
     discord_fake(httpserver, status=500)
-    source.write_text(reading_lines())  # new readings: the same ones again are not stored twice
+    source.write_text(reading_lines("2"))  # a new device's anomaly: a new incident to announce
     farmctl("ingest", str(source))
     farmctl("discord", "test")
     probe = socket.socket()
@@ -167,7 +171,7 @@ def test_every_local_command_with_a_webhook_and_keys_configured(
     port = probe.getsockname()[1]
     probe.close()
     monkeypatch.setenv("SMARTFARM_DISCORD_WEBHOOK", f"http://127.0.0.1:{port}{HOOK_PATH}")
-    source.write_text(reading_lines())
+    source.write_text(reading_lines("3"))
     farmctl("ingest", str(source))
     failed = farmctl("discord", "test")
     assert failed.exit_code == 1 and "not delivered" in failed.output

@@ -262,10 +262,39 @@ def deliver_alert(
     deadline: float | None = None,
 ) -> AlertOutcome:
     """Announce one delivered file's spikes (already stored) once, and record the outcome."""
+    if spikes.num_rows == 0:
+        return AlertOutcome(NOTHING_TO_SEND, source_key, 0, marker_key=alert_key(source_key))
+    return deliver_message(
+        store,
+        source_key,
+        lambda: discord.build_alert_message(spikes, source_key),
+        spikes.num_rows,
+        post,
+        url,
+        sleep,
+        policy,
+        clock,
+        deadline,
+    )
+
+
+def deliver_message(
+    store: ObjectStore,
+    source_key: str,
+    message: dict | Callable[[], dict],
+    count: int,
+    post: Post,
+    url: str,
+    sleep: Callable[[float], None] = time.sleep,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    clock: Callable[[], float] = time.monotonic,
+    deadline: float | None = None,
+) -> AlertOutcome:
+    """Send the one message of a source (a file's anomalies, or its incident events) once.
+
+    The marker beside the spikes makes it idempotent: `delivered` means nothing is sent again.
+    """
     key = alert_key(source_key)
-    count = spikes.num_rows
-    if count == 0:
-        return AlertOutcome(NOTHING_TO_SEND, source_key, 0, marker_key=key)
     previous = read_marker(store, source_key)
     if previous and previous.get("status") == DELIVERED:
         return AlertOutcome(
@@ -276,7 +305,7 @@ def deliver_alert(
             reason=f"already delivered at {previous.get('time', '?')}",
             marker_key=key,
         )
-    payload = discord.build_alert_message(spikes, source_key)
+    payload = message() if callable(message) else message
     result = send_message(post, url, payload, policy, sleep, clock, deadline)
     status = DELIVERED if result.delivered else UNDELIVERED
     write_marker(

@@ -74,7 +74,7 @@ class Event:
     opened_ms: int
     count: int = 0  # anomalies this message covers (opened: in the file; reminder: since last)
     worst: float | None = None
-    last_seen_ms: int | None = None  # silent: the device's last reading
+    last_seen_ms: int | None = None  # silent: when the device's readings last arrived
 
     @property
     def incident(self) -> tuple[str, str, str, str]:
@@ -191,8 +191,8 @@ def _apply(device, seen: _Device, body: dict, policy: Policy, now_ms: int) -> li
     events = []
     open_ = body["open"]
     if seen.last_reading_ms is not None:
-        body["last_ms"] = max(body.get("last_ms") or 0, seen.last_reading_ms)
-        body.setdefault("first_ms", seen.last_reading_ms)
+        body["last_ms"] = max(body.get("last_ms") or 0, seen.last_reading_ms)  # event time
+        body["heard_ms"] = now_ms  # when its readings last arrived: what silence is about
         silent = open_.pop(f"{SILENT}/readings", None)
         if silent:
             events.append(
@@ -292,7 +292,7 @@ def check_silent(store: StateStore, policy: Policy, now_ms: int) -> list[Event]:
     """
     events, writes = [], []
     for key, body, version in store.scan(KIND):
-        last = body.get("last_ms")
+        last = body.get("heard_ms")
         if last is None or f"{SILENT}/readings" in body["open"]:
             continue
         quiet = now_ms - last
@@ -336,7 +336,7 @@ def open_incidents(store: StateStore) -> list[dict]:
                     "severity": incident["severity"],
                     "opened_ms": incident["opened_ms"],
                     "count": incident.get("total", 0),
-                    "last_seen_ms": incident.get("last_seen_ms") or body.get("last_ms"),
+                    "last_seen_ms": incident.get("last_seen_ms") or body.get("heard_ms"),
                 }
             )
     return rows

@@ -69,7 +69,7 @@ class SqliteStateStore:
     def __init__(self, db, clock=time.time):
         self.db = db
         self.clock = clock
-        db.executescript(SQLITE_DDL)
+        db.execute(SQLITE_DDL)  # one statement: safe inside an open transaction
 
     def load(self, keys: list[StateKey]) -> dict[StateKey, tuple[dict | None, int]]:
         now_ms = int(self.clock() * 1000)

@@ -48,8 +48,8 @@ DEFAULT_FLUSH_ROWS = 5_000
 DEFAULT_FLUSH_AGE_S = 10.0
 MAX_FILE_ROWS = 100_000
 
-# Called after each delivered file's spikes are stored: (source key, spikes table).
-AlertHook = Callable[[str, pa.Table], None]
+# Sends one source's incident message once: (source key, Discord message, anomaly count).
+AlertHook = Callable[[str, dict, int], object]
 
 _STREAM_DDL = """
 CREATE TABLE IF NOT EXISTS stream (
@@ -78,6 +78,29 @@ CREATE TABLE IF NOT EXISTS delivery (
     pending_to INTEGER
 );
 INSERT OR IGNORE INTO delivery (name, delivered_seq) VALUES ('lake', 0);
+CREATE TABLE IF NOT EXISTS alert_outbox (
+    source TEXT PRIMARY KEY,
+    created_ms INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    anomalies INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    greenhouse_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    event TEXT NOT NULL,
+    anomalies INTEGER NOT NULL,
+    worst REAL,
+    opened_ms INTEGER NOT NULL,
+    source TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_log_time ON alert_log (at_ms);
 """
 _STREAM_COLUMNS = "greenhouse_id, device_id, ts_ms, temperature, humidity, co2, error_code"
 
@@ -160,6 +183,7 @@ class LocalTarget:
         self.spike_store = LocalBucket(self.home / SPIKE_BUCKET)
         self._db: sqlite3.Connection | None = None
         self._state: SqliteStateStore | None = None
+        self.clock = time.time  # incidents' clock (a fake one in tests and benchmarks)
 
     # -- stream ---------------------------------------------------------------------------
 
@@ -394,6 +418,7 @@ class LocalTarget:
                 return report
             while (batch := self._next_batch(force)) is not None:
                 report.add(self._deliver_range(*batch))
+            self.check()  # silence produces no files: the delivery loop looks for it
         return report
 
     def _next_batch(self, force: bool) -> tuple[int, int] | None:
@@ -461,7 +486,11 @@ class LocalTarget:
             report.files.append(key)
             report.readings += part.num_rows
             hour_spikes = spikes_by_hour.get(hour_ms, SPIKE_SCHEMA.empty_table())
-            report.add(self.store_spikes(key, lake.with_source(hour_spikes, key), alerts, durable))
+            report.add(
+                self.store_spikes(
+                    key, lake.with_source(hour_spikes, key), alerts, durable, readings=part
+                )
+            )
         return report
 
     def _unstored(self, readings: pa.Table) -> pa.Table:
@@ -477,15 +506,160 @@ class LocalTarget:
         return pa.concat_tables(parts) if parts else readings
 
     def store_spikes(
-        self, key: str, spikes: pa.Table, alerts: bool = True, durable: bool = True
+        self,
+        key: str,
+        spikes: pa.Table,
+        alerts: bool = True,
+        durable: bool = True,
+        readings: pa.Table | None = None,
     ) -> DeliveryReport:
-        """What the anomaly Lambda does for one new object: store its spikes, then alert."""
+        """What the anomaly Lambda does for one new object: store its spikes, then alert.
+
+        Alerting goes through incidents (core.incidents): the file's `readings` and spikes move
+        each device's incidents, and one message per file carries what opened, still fires or
+        resolved in it.
+        """
         objects = lake.spike_keys(spikes, key)
         for spike_key, rows in objects.items():
             self.spike_store.put(spike_key, lake.parquet_bytes(rows), durable)
-        if alerts and self.alert_hook is not None and spikes.num_rows:
-            self.alert_hook(key, spikes)
+        if alerts:
+            self.record_incidents(key, readings, spikes)
+            self.send_alerts()
         return DeliveryReport(spikes=spikes.num_rows, spike_files=list(objects))
+
+    # -- incidents (core.incidents; state beside the jump windows, docs/state.md) -----------
+
+    def record_incidents(
+        self, source: str, readings: pa.Table | None, spikes: pa.Table, now_ms: int | None = None
+    ) -> list:
+        """Apply one delivered file to the incidents; events logged and, when a webhook is
+        configured, their message queued, all in the same transaction as the state (a crash
+        after it loses nothing: the queued message is sent by the next delivery or check)."""
+        from ..core import incidents
+
+        now_ms = int(self.clock() * 1000) if now_ms is None else now_ms
+        readings = READING_SCHEMA.empty_table() if readings is None else readings
+        centre = {m: sum(self.rules.band[m]) / 2 for m in self.rules.band}
+        with self._transaction():
+            events = incidents.observe(
+                spikes, readings, self.policy, self.state, source, now_ms, centre
+            )
+            self._queue(source, events, spikes.num_rows, now_ms)
+        return events
+
+    @property
+    def policy(self):
+        from ..core import incidents
+
+        return incidents.policy_from(self.rules.alerts)
+
+    def _queue(self, source: str, events: list, anomalies: int, now_ms: int) -> None:
+        from ..core import incidents
+
+        if not events:
+            return
+        self.db.executemany(
+            "INSERT INTO alert_log (at_ms, greenhouse_id, device_id, rule, metric, severity, "
+            "event, anomalies, worst, opened_ms, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (e.at_ms, *e.incident, e.severity, e.kind, e.count, e.worst, e.opened_ms, source)
+                for e in events
+            ],
+        )
+        if self.alert_hook is not None:
+            self.db.execute(
+                "INSERT OR IGNORE INTO alert_outbox (source, created_ms, message, anomalies, "
+                "updated_ms) VALUES (?, ?, ?, ?, ?)",
+                (source, now_ms, json.dumps(incidents.message(events, source)), anomalies, now_ms),
+            )
+
+    def send_alerts(self, retry_after_s: float = 60.0) -> int:
+        """Send queued incident messages, oldest first -> how many were delivered.
+
+        A message that failed is tried again once `retry_after_s` has passed (so a Discord
+        outage does not stall every delivery).
+        """
+        if self.alert_hook is None:
+            return 0
+        from ..core import alerts
+
+        now_ms = int(self.clock() * 1000)
+        rows = self.db.execute(
+            "SELECT source, message, anomalies FROM alert_outbox WHERE status = 'pending' "
+            "OR (status = 'undelivered' AND updated_ms <= ?) ORDER BY created_ms, source",
+            (now_ms - int(retry_after_s * 1000),),
+        ).fetchall()
+        delivered = 0
+        for source, message, anomalies in rows:
+            outcome = self.alert_hook(source, json.loads(message), anomalies)
+            done = outcome.status in (alerts.DELIVERED, alerts.ALREADY_DELIVERED)
+            delivered += outcome.status == alerts.DELIVERED
+            self.db.execute(
+                "UPDATE alert_outbox SET status = ?, updated_ms = ? WHERE source = ?",
+                ("delivered" if done else "undelivered", int(self.clock() * 1000), source),
+            )
+        return delivered
+
+    def check(self, now_ms: int | None = None, retry_after_s: float = 60.0) -> list:
+        """Silent devices (no reading for `silent_stale_after`): open their incidents and send
+        what is queued. Runs without any reading arriving (`farmctl check`, `farmctl watch`)."""
+        from ..core import incidents
+
+        now_ms = int(self.clock() * 1000) if now_ms is None else now_ms
+        with self._transaction():
+            events = incidents.check_silent(self.state, self.policy, now_ms)
+            self._queue(f"check-{now_ms}", events, 0, now_ms)
+        self.send_alerts(retry_after_s)
+        return events
+
+    def alerts(self, since: str = "24h", state: str | None = None) -> QueryResult:
+        """Open incidents and the recent history (opened / still firing / resolved events)."""
+        from ..core import incidents
+
+        if state not in (None, "open", "resolved"):
+            raise queries.QueryError(f"unknown state {state!r}; choose open or resolved")
+        start = int((datetime.now(UTC) - queries.parse_duration(since)).timestamp() * 1000)
+        columns = [
+            "state",
+            "greenhouse_id",
+            "device_id",
+            "rule",
+            "metric",
+            "severity",
+            "opened",
+            "at",
+            "anomalies",
+            "worst",
+        ]
+        rows = []
+        if state in (None, "open"):
+            for r in incidents.open_incidents(self.state):
+                rows.append(
+                    (
+                        "open",
+                        r["greenhouse_id"],
+                        r["device_id"],
+                        r["rule"],
+                        r["metric"],
+                        r["severity"],
+                        _utc(r["opened_ms"]),
+                        None,
+                        r["count"],
+                        None,
+                    )
+                )
+        if state in (None, "resolved"):
+            kinds = ("resolved",) if state == "resolved" else ("opened", "still firing", "resolved")
+            marks = ", ".join("?" * len(kinds))
+            for row in self.db.execute(
+                "SELECT event, greenhouse_id, device_id, rule, metric, severity, opened_ms, "
+                f"at_ms, anomalies, worst FROM alert_log WHERE at_ms >= ? AND event IN ({marks}) "
+                "ORDER BY at_ms DESC, id DESC",
+                (start, *kinds),
+            ):
+                event, *rest, opened, at, count, worst = row
+                rows.append((event, *rest, _utc(opened), _utc(at), count, worst))
+        return QueryResult(columns, rows)
 
     def pending(self) -> int:
         (count,) = self.db.execute(
@@ -658,7 +832,13 @@ class LocalTarget:
             "newest_lake_reading": lake_rows[1],
             "spikes_today_utc": spikes_today,
             "rejected_readings": rejected,
+            "open_incidents": len(self._open_incidents()),
         }
+
+    def _open_incidents(self) -> list[dict]:
+        from ..core import incidents
+
+        return incidents.open_incidents(self.state)
 
 
 def _reading(row: tuple) -> dict:
