@@ -69,8 +69,14 @@ class Target(Protocol):
         """A query built by core.queries."""
 
     def trend(
-        self, metric: str, days: float, every: str = "1h", greenhouse: str | None = None
-    ) -> QueryResult: ...
+        self,
+        metric: str,
+        days: float,
+        every: str = "1h",
+        greenhouse: str | None = None,
+        zone: str | None = None,
+    ) -> QueryResult:
+        """Buckets aligned on `zone`'s wall clock (core.queries.resolve_zone), `partial` marked."""
 
     def spikes(
         self,
@@ -78,7 +84,9 @@ class Target(Protocol):
         severity: str | None = None,
         greenhouse: str | None = None,
         limit: int = 200,
-    ) -> QueryResult: ...
+        detected: bool = False,
+    ) -> QueryResult:
+        """`since` on the reading's time, or on detection time with `detected`."""
 
     def latest(self) -> QueryResult: ...
 
