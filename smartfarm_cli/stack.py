@@ -71,6 +71,7 @@ ENDPOINT_SERVICES = (
     "apigateway",
     "athena",
     "cloudwatch",
+    "dynamodb",
     "ec2",
     "firehose",
     "glue",

@@ -117,6 +117,7 @@ resource "aws_lambda_function" "anomaly_detector" {
       # Empty when no webhook was given: the function then only stores spikes.
       DISCORD_WEBHOOK_SSM_PARAMETER = local.discord_enabled ? aws_ssm_parameter.discord_webhook[0].name : ""
       LOG_LEVEL                     = var.log_level
+      STATE_TABLE                   = aws_dynamodb_table.device_state.name # state.tf
     }
   }
 
@@ -124,7 +125,11 @@ resource "aws_lambda_function" "anomaly_detector" {
     mode = "Active"
   }
 
-  depends_on = [aws_cloudwatch_log_group.anomaly_detector, aws_iam_role_policy.anomaly_detector]
+  depends_on = [
+    aws_cloudwatch_log_group.anomaly_detector,
+    aws_iam_role_policy.anomaly_detector,
+    aws_iam_role_policy.anomaly_detector_state,
+  ]
 
   lifecycle {
     precondition {

@@ -512,7 +512,12 @@ def test_lambda_environment_variable_names():
         name: set(one(res("aws_lambda_function", name), "environment")["variables"])
         for name in LAMBDAS
     }
-    assert env["anomaly_detector"] == {"SPIKE_BUCKET", "DISCORD_WEBHOOK_SSM_PARAMETER", "LOG_LEVEL"}
+    assert env["anomaly_detector"] == {
+        "SPIKE_BUCKET",
+        "DISCORD_WEBHOOK_SSM_PARAMETER",
+        "LOG_LEVEL",
+        "STATE_TABLE",
+    }
     assert env["simulator"] == {
         "INGEST_URL",
         "INGEST_API_KEY_SSM_PARAMETER",
@@ -794,3 +799,44 @@ def test_schema_files_are_what_the_generator_writes():
         timeout=60,
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-device state (state.tf, docs/state.md)
+# ---------------------------------------------------------------------------------------------
+def test_device_state_table_is_on_demand_ttl_kms_and_only_the_anomaly_lambda_uses_it():
+    table = res("aws_dynamodb_table", "device_state")
+    assert table["name"] == ref("local.state_table_name")
+    assert tf()["locals"]["state_table_name"] == "${var.project}-device-state"
+    assert table["billing_mode"] == "PAY_PER_REQUEST"
+    assert (table["hash_key"], table["range_key"]) == ("device", "kind")
+    assert {(a["name"], a["type"]) for a in table["attribute"]} == {("device", "S"), ("kind", "S")}
+    # The core's DynamoStateStore writes these names (and reads the TTL attribute as expiry).
+    assert one(table, "ttl") == {"attribute_name": "expires_at", "enabled": True}
+    sse = one(table, "server_side_encryption")
+    assert sse["enabled"] is True and sse["kms_key_arn"] == ref("aws_kms_key.main.arn")
+    assert one(table, "point_in_time_recovery")["enabled"] is True
+    env = one(res("aws_lambda_function", "anomaly_detector"), "environment")["variables"]
+    assert env["STATE_TABLE"] == ref("aws_dynamodb_table.device_state.name")
+    policy = res("aws_iam_role_policy", "anomaly_detector_state")
+    assert policy["role"] == ref("aws_iam_role.anomaly_detector.id")
+    doc = tf()["data"]["aws_iam_policy_document"]["anomaly_detector_state"]
+    stmts = {s["sid"]: s for s in doc["statement"]}
+    assert set(stmts["ReadWriteDeviceState"]["actions"]) == {
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+    }
+    assert stmts["ReadWriteDeviceState"]["resources"] == [
+        ref("aws_dynamodb_table.device_state.arn")
+    ]
+    kms = stmts["UseProjectKeyThroughDynamoDB"]
+    assert kms["resources"] == [ref("aws_kms_key.main.arn")]
+    assert one(kms, "condition")["values"] == ["dynamodb.${local.region}.amazonaws.com"]
+    # No other role touches the table.
+    others = [
+        name
+        for name, body in tf()["data"]["aws_iam_policy_document"].items()
+        if name != "anomaly_detector_state" and "device_state" in str(body)
+    ]
+    assert others == []
