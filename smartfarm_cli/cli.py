@@ -584,6 +584,69 @@ def watch(
                 break
 
 
+@command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback)."),
+    port: int = typer.Option(8787, "--port", min=0, max=65535, help="TCP port (0 = any free)."),
+    api_key_file: Path = typer.Option(
+        None, "--api-key-file", help="File holding the API key (else $SMARTFARM_API_KEY)."
+    ),
+    show_key: bool = typer.Option(False, "--show-key", help="Print the API key once and exit."),
+    certfile: Path = typer.Option(None, "--certfile", help="TLS certificate (PEM)."),
+    keyfile: Path = typer.Option(None, "--keyfile", help="TLS private key (PEM)."),
+    rate_limit: float = typer.Option(
+        50, "--rate-limit", min=0.1, help="Requests/s per API key (usage-plan throttle)."
+    ),
+    burst_limit: int = typer.Option(100, "--burst-limit", min=1, help="Burst of requests per key."),
+    flush_rows: int = typer.Option(5000, "--flush-rows", min=1, help="Deliver at this many rows."),
+    flush_age: float = typer.Option(10.0, "--flush-age", min=0.1, help="...or at this age (s)."),
+) -> None:
+    """Ingest API for real devices (same contract as kinesis_api_gw) plus a live dashboard.
+
+    Example: farmctl serve   then   curl -H "x-api-key: $KEY" -d @reading.json localhost:8787/record
+    """
+    try:
+        from .serve.app import Settings, create_app
+        from .serve.keys import load_api_key
+        from .serve.runner import serve as run_server
+    except ImportError as exc:
+        raise UserError(
+            f"farmctl serve needs the serve extra ({exc.name} is missing): "
+            "pip install 'smartfarm-cli[serve]'"
+        ) from None
+
+    if State.options.name == "aws" or (State.options.name is None and _resolved() == "aws"):
+        raise UserError("serve runs the local pipeline; use --target local")
+    from .targets.local import default_home
+
+    home = State.options.home or default_home()
+    key = load_api_key(home, api_key_file)
+    if show_key:
+        print(key.value)
+        return
+    err_console.print(
+        f"API key ({key.origin}): {key.masked}; `farmctl serve --show-key` prints it",
+        soft_wrap=True,
+        highlight=False,
+    )
+    settings = Settings(
+        home=home,
+        api_key=key,
+        rules_path=State.options.rules_path,
+        rate_limit=rate_limit,
+        burst_limit=burst_limit,
+        flush_rows=flush_rows,
+        flush_age_s=flush_age,
+    )
+    run_server(create_app(settings), host, port, certfile, keyfile)
+
+
+def _resolved() -> str:
+    from .targets import resolve_name
+
+    return resolve_name(State.options)
+
+
 @command("demo")
 def demo() -> None:
     """Backfill a week, stream a live burst with anomalies, show the trend and the spikes.

@@ -1,0 +1,378 @@
+"""The ASGI application of `farmctl serve` (Starlette): ingest API, health, dashboard.
+
+POST /record, POST /records   the kinesis_api_gw contract (see contract.py, openapi.json)
+GET  /healthz                 stream and delivery health (200 healthy, 503 not)
+GET  /openapi.json            the contract, as kept in the repository
+GET  /                        the live dashboard (static page + vendored uPlot)
+GET  /api/latest|trend|spikes the dashboard's data: the CLI's queries (LocalTarget.latest,
+                              .trend, .spikes over core.queries) plus the live stream tail
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..core.jsonlog import log as jsonlog
+from . import contract
+from .keys import ApiKey
+from .pipeline import DeliveryLoop, LiveBoard, RateLimiter, StreamBusy, StreamClosed, Writer
+
+log = logging.getLogger("smartfarm.serve")
+PACKAGE = resources.files("smartfarm_cli.serve")
+UNHEALTHY_DELIVERY_S = 60.0  # no successful delivery pass for this long -> unhealthy
+
+
+@dataclass
+class Settings:
+    home: Path
+    api_key: ApiKey
+    rules_path: str | None = None
+    rate_limit: float = 50.0  # requests/s per key, as the usage plan's default
+    burst_limit: int = 100
+    flush_rows: int = 5_000
+    flush_age_s: float = 10.0
+    delivery_tick_s: float = 0.5
+    body_timeout_s: float = 10.0
+    alerts: bool = True
+    access_log: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+class Pipeline:
+    """The writer, the delivery loop and the live board of one server."""
+
+    def __init__(self, settings: Settings):
+        from ..core.rules import load_rules
+
+        self.settings = settings
+        self.rules = load_rules(settings.rules_path)
+        self.writer = Writer(self._target, self._stored)
+        self.delivery = DeliveryLoop(lambda: self._target(alerts=settings.alerts))
+        self.delivery.tick_s = settings.delivery_tick_s
+        self.board = LiveBoard(self._target)
+        self.sequence = contract.SequenceNumbers()
+        self.limiter = RateLimiter(settings.rate_limit, settings.burst_limit)
+        self.accepted = 0
+        self.started = time.time()
+
+    def _target(self, alerts: bool = False):
+        from ..targets.local import LocalTarget
+
+        target = LocalTarget(
+            self.settings.home,
+            self.rules,
+            flush_rows=self.settings.flush_rows,
+            flush_age_s=self.settings.flush_age_s,
+        )
+        if alerts:
+            from ..alerting import local_alert_hook
+
+            target.alert_hook = local_alert_hook(target)
+        return target
+
+    def _stored(self, count: int) -> None:
+        self.accepted += count
+
+    def start(self) -> None:
+        self.writer.start()
+        self.delivery.start()
+        self.board.start()
+
+    def stop(self) -> None:
+        """Finish every accepted request, deliver everything, then stop."""
+        self.writer.close()
+        self.delivery.stop()
+        self.board.stop()
+
+    def health(self) -> tuple[bool, dict]:
+        now = time.time()
+        writer, delivery = self.writer, self.delivery
+        stream_ok = writer.last_error is None
+        delivery_ok = delivery.last_error is None and now - delivery.last_run < UNHEALTHY_DELIVERY_S
+        body = {
+            "status": "ok" if stream_ok and delivery_ok else "unhealthy",
+            "stream": {
+                "writable": stream_ok,
+                "queued_readings": writer.queued,
+                "commits": writer.commits,
+                "last_error": writer.last_error,
+            },
+            "delivery": {
+                "healthy": delivery_ok,
+                "pending_readings": delivery.pending,
+                "seconds_since_last_pass": round(now - delivery.last_run, 1),
+                "delivered_readings": delivery.delivered,
+                "spikes": delivery.spikes,
+                "last_error": delivery.last_error,
+            },
+            "uptime_s": round(now - self.started, 1),
+        }
+        return stream_ok and delivery_ok, body
+
+
+def _json(body, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":"), default=_default),
+        status,
+        headers,
+        media_type="application/json",
+    )
+
+
+def _default(value):
+    if isinstance(value, datetime):
+        stamp = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return str(value)
+
+
+def _refuse(exc: contract.ContractError) -> Response:
+    return _json(exc.body, exc.status, exc.headers)
+
+
+async def _read_body(request: Request, timeout_s: float) -> bytes:
+    """The body, at most MAX_BODY_BYTES, arriving within `timeout_s` (slow clients get 408)."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise contract.ContractError(400, {"message": "Content-Length is not a number"})
+        if int(length) > contract.MAX_BODY_BYTES:
+            raise contract.too_large()
+    chunks, size = [], 0
+    deadline = time.monotonic() + timeout_s
+    stream = request.stream().__aiter__()
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), max(left, 0.001))
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise contract.ContractError(
+                408, {"message": f"the body did not arrive within {timeout_s:g} s"}
+            ) from None
+        size += len(chunk)
+        if size > contract.MAX_BODY_BYTES:
+            raise contract.too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlette:
+    pipeline = pipeline or Pipeline(settings)
+    key = settings.api_key
+
+    async def ingest(request: Request) -> Response:
+        route = request.url.path
+        try:
+            if not key.matches(request.headers.get("x-api-key")):
+                raise contract.forbidden()
+            wait = pipeline.limiter.take(key.value)
+            if wait:
+                raise contract.too_many_requests(wait)
+            contract.check_media_type(request.headers.get("content-type"))
+            body = await _read_body(request, settings.body_timeout_s)
+            readings = contract.parse(route, body)
+            try:
+                future = pipeline.writer.submit(readings)
+            except StreamBusy:
+                raise contract.stream_error(
+                    503, "ProvisionedThroughputExceededException", "the stream is busy", 1
+                ) from None
+            except StreamClosed:
+                raise contract.stream_error(
+                    503, "ServiceUnavailable", "the server is shutting down", 5
+                ) from None
+            try:
+                outcome = await asyncio.wrap_future(future)
+            except Exception as exc:
+                raise contract.stream_error(
+                    503,
+                    "ServiceUnavailable",
+                    f"the stream cannot take writes ({type(exc).__name__})",
+                    5,
+                ) from None
+        except contract.ContractError as exc:
+            request.scope["smartfarm"] = {"refused": exc.body.get("message")}
+            return _refuse(exc)
+        request.scope["smartfarm"] = {
+            "readings": len(readings),
+            "rejected": len(outcome.rejected),
+        }
+        headers = {"X-Smartfarm-Rejected": str(len(outcome.rejected))}
+        return _json(contract.answer(route, pipeline.sequence.take(len(readings))), 200, headers)
+
+    async def healthz(request: Request) -> Response:
+        ok, body = pipeline.health()
+        return _json(body, 200 if ok else 503)
+
+    async def openapi(request: Request) -> Response:
+        return FileResponse(str(PACKAGE / "openapi.json"), media_type="application/json")
+
+    async def index(request: Request) -> Response:
+        return FileResponse(str(PACKAGE / "static" / "index.html"), media_type="text/html")
+
+    def _query_target():
+        from ..targets.local import LocalTarget
+
+        return LocalTarget(settings.home, pipeline.rules)
+
+    async def api_latest(request: Request) -> Response:
+        from .dashboard import latest_rows
+
+        rows = await run_in_threadpool(latest_rows, _query_target(), pipeline.board.rows())
+        return _json({"devices": rows})
+
+    async def api_trend(request: Request) -> Response:
+        from .dashboard import trend_rows
+
+        params = request.query_params
+        rows = await run_in_threadpool(
+            trend_rows,
+            _query_target(),
+            params.get("metric", "temperature"),
+            params.get("days", "7"),
+            params.get("every"),
+            params.get("greenhouse"),
+        )
+        return _json(rows)
+
+    async def api_spikes(request: Request) -> Response:
+        from .dashboard import spike_rows
+
+        params = request.query_params
+        rows = await run_in_threadpool(
+            spike_rows,
+            _query_target(),
+            params.get("since", "24h"),
+            params.get("severity"),
+            params.get("limit", "50"),
+        )
+        return _json(rows)
+
+    async def not_found(request: Request, exc: HTTPException) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return _refuse(contract.missing_route())
+        return _json({"message": "Not Found"}, 404)
+
+    async def bad_query(request: Request, exc: Exception) -> Response:
+        return _json({"message": str(exc)}, 400)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        pipeline.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(pipeline.stop)
+            report = pipeline.delivery.final_report
+            jsonlog(
+                "INFO",
+                "shutdown",
+                accepted=pipeline.accepted,
+                delivered=pipeline.delivery.delivered,
+                final_flush=report.readings if report else None,
+                pending=pipeline.delivery.pending,
+            )
+
+    from ..core.queries import QueryError
+
+    routes = [
+        Route("/record", ingest, methods=["POST"]),
+        Route("/records", ingest, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/", index, methods=["GET"]),
+        Route("/api/latest", api_latest, methods=["GET"]),
+        Route("/api/trend", api_trend, methods=["GET"]),
+        Route("/api/spikes", api_spikes, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=str(PACKAGE / "static")), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: not_found, QueryError: bad_query},
+    )
+    app.state.pipeline = pipeline
+    wrapped = HeaderLimit(app)
+    return AccessLog(wrapped) if settings.access_log else wrapped
+
+
+class HeaderLimit:
+    """431 when the request line and headers exceed API Gateway's 10 KiB."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            size += sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+            if size > contract.MAX_HEADER_BYTES:
+                response = _json(
+                    {"message": f"headers too large: at most {contract.MAX_HEADER_BYTES} bytes"},
+                    431,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def __getattr__(self, name):
+        return getattr(self.app, name)
+
+
+class AccessLog:
+    """One JSON line per request: no body, no header values, never the key."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        seen = {"status": 0, "bytes": 0}
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                seen["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            jsonlog(
+                "INFO",
+                "access",
+                time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                client=client[0],
+                method=scope["method"],
+                path=scope["path"][:200],
+                status=seen["status"],
+                bytes=seen["bytes"],
+                ms=round((time.perf_counter() - started) * 1000, 2),
+                **scope.get("smartfarm", {}),
+            )
+
+    def __getattr__(self, name):
+        return getattr(self.app, name)

@@ -1,0 +1,268 @@
+"""The background half of `farmctl serve`: the stream writer, the delivery loop, the live board.
+
+Each runs in its own thread with its own LocalTarget (SQLite connections stay in the thread that
+opened them). The only call into the local target's write path is `store()`, so a change there
+(issue 12 makes ingest columnar) touches one function here.
+
+writer    group commit: every request waiting when the writer wakes goes into ONE validation
+          call and ONE stream transaction (synchronous=FULL, so a 200 survives a power cut);
+          each request then gets its own answer.
+delivery  LocalTarget.deliver() every `tick_s` (it flushes by size or age itself), which also
+          runs the rules, stores spikes and calls the Discord hook; one forced flush at shutdown.
+board     follows the stream like `farmctl watch` (the same LatestBoard), so a reading is on the
+          dashboard's latest panel before it is delivered to the lake.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+log = logging.getLogger("smartfarm.serve")
+
+MAX_GROUP_READINGS = 20_000  # readings per group commit
+MAX_QUEUED_READINGS = 200_000  # beyond this the stream is "busy": 503 + Retry-After
+
+
+def store(target, items: list):
+    """The one call into LocalTarget's write path: core validation, rejected store, append."""
+    return target.ingest(items, source="serve", deliver=False)
+
+
+class StreamBusy(Exception):
+    """Too many readings wait for the stream already."""
+
+
+class StreamClosed(Exception):
+    """The server is shutting down."""
+
+
+@dataclass
+class StoreOutcome:
+    accepted: int  # new in the stream (duplicates of stored readings are not counted)
+    rejected: list  # core.validate.Rejected, indexes relative to the request
+
+
+@dataclass
+class _Job:
+    items: list
+    future: Future = field(default_factory=Future)
+
+
+class Writer:
+    """Appends readings to the stream in group commits; `submit` returns a Future."""
+
+    def __init__(self, open_target: Callable[[], object], on_stored: Callable[[int], None]):
+        self._open_target = open_target
+        self._on_stored = on_stored
+        self._jobs: deque[_Job] = deque()
+        self._queued = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="serve-writer", daemon=True)
+        self.last_error: str | None = None
+        self.last_ok = time.time()
+        self.commits = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    def submit(self, items: list) -> Future:
+        job = _Job(items)
+        with self._cond:
+            if self._closing:
+                raise StreamClosed()
+            if self._queued + len(items) > MAX_QUEUED_READINGS:
+                raise StreamBusy()
+            self._jobs.append(job)
+            self._queued += len(items)
+            self._cond.notify()
+        return job.future
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop taking jobs, finish every job already taken, then stop."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _take(self) -> list[_Job] | None:
+        with self._cond:
+            while not self._jobs and not self._closing:
+                self._cond.wait()
+            if not self._jobs:
+                return None
+            group, size = [], 0
+            while self._jobs and (
+                not group or size + len(self._jobs[0].items) <= MAX_GROUP_READINGS
+            ):
+                job = self._jobs.popleft()
+                group.append(job)
+                size += len(job.items)
+            return group
+
+    def _run(self) -> None:
+        target = self._open_target()
+        # Every 200 means "durably in the stream": fsync the WAL on every commit.
+        target.db.execute("PRAGMA synchronous=FULL")
+        try:
+            while (group := self._take()) is not None:
+                self._write(target, group)
+        finally:
+            target.close()
+
+    def _write(self, target, group: list[_Job]) -> None:
+        items = [item for job in group for item in job.items]
+        try:
+            result = store(target, items)
+        except Exception as exc:  # disk full, database locked too long, ...
+            self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            log.error("stream write failed: %s", self.last_error)
+            for job in group:
+                job.future.set_exception(exc)
+        else:
+            self.last_error = None
+            self.last_ok = time.time()
+            self.commits += 1
+            by_job: list[list] = [[] for _ in group]
+            starts, offset = [], 0
+            for job in group:
+                starts.append(offset)
+                offset += len(job.items)
+            position = 0
+            for rejected in result.rejected:  # sorted by index
+                while position + 1 < len(group) and rejected.index >= starts[position + 1]:
+                    position += 1
+                by_job[position].append(
+                    type(rejected)(rejected.index - starts[position], rejected.reason, rejected.raw)
+                )
+            for job, refused in zip(group, by_job, strict=True):
+                job.future.set_result(StoreOutcome(len(job.items) - len(refused), refused))
+            self._on_stored(result.accepted)
+        finally:
+            with self._cond:
+                self._queued -= len(items)
+
+
+class DeliveryLoop:
+    """Runs LocalTarget.deliver() every `tick_s`; a forced flush when stopped."""
+
+    def __init__(self, open_target: Callable[[], object], tick_s: float = 0.5):
+        self._open_target = open_target
+        self.tick_s = tick_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="serve-delivery", daemon=True)
+        self.last_run = time.time()
+        self.last_error: str | None = None
+        self.delivered = 0
+        self.spikes = 0
+        self.pending = 0
+        self.final_report = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 120.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        target = self._open_target()
+        try:
+            while not self._stop.wait(self.tick_s):
+                self._once(target, force=False)
+            # Shutdown: the writer has finished; deliver everything it accepted.
+            self.final_report = self._once(target, force=True)
+        finally:
+            target.close()
+
+    def _once(self, target, force: bool):
+        try:
+            report = target.deliver(force=force)
+            self.pending = target.pending()
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            log.error("delivery failed: %s (retried in %.1f s)", self.last_error, self.tick_s)
+            return None
+        self.last_error = None
+        self.last_run = time.time()
+        self.delivered += report.readings
+        self.spikes += report.spikes
+        return report
+
+
+class LiveBoard:
+    """The newest reading per device from the stream, as `farmctl watch` keeps it."""
+
+    def __init__(self, open_target: Callable[[], object], poll_s: float = 0.2, backlog: int = 2000):
+        self._open_target = open_target
+        self.poll_s = poll_s
+        self.backlog = backlog
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="serve-board", daemon=True)
+        self._board = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def rows(self) -> list[dict]:
+        with self._lock:
+            if self._board is None:
+                return []
+            return [dict(row) for row in self._board.latest.values()]
+
+    def _run(self) -> None:
+        from ..watch import LatestBoard
+
+        target = self._open_target()
+        board = LatestBoard(target.rules)
+        with self._lock:
+            self._board = board
+        try:
+            for batch in target.follow(poll_s=self.poll_s, backlog=self.backlog):
+                if batch.num_rows:
+                    with self._lock:
+                        board.update(batch)
+                if self._stop.is_set():
+                    break
+        except Exception as exc:  # the board is a view; the pipeline goes on without it
+            log.error("live board stopped: %s: %s", type(exc).__name__, str(exc)[:200])
+        finally:
+            target.close()
+
+
+class RateLimiter:
+    """Token bucket per API key: `rate` requests/s steady, `burst` at once (a usage plan)."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """0 when the request may go; else seconds until it would."""
+        now = self._clock()
+        with self._lock:
+            tokens, then = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+            if tokens >= 1:
+                self._buckets[key] = (tokens - 1, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) / self.rate
