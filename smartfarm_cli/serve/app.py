@@ -267,7 +267,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
         return _json(rows)
 
     async def not_found(request: Request, exc: HTTPException) -> Response:
-        if request.method not in ("GET", "HEAD"):
+        if request.method not in ("GET", "HEAD") or request.url.path in contract.ROUTES:
             return _refuse(contract.missing_route())
         return _json({"message": "Not Found"}, 404)
 
