@@ -48,7 +48,9 @@ def test_put_records_keeps_request_order_and_refuses_bad_values_into_the_rejecte
     now = int(time.time() * 1000)
     batch = [reading("gh-b", f"dev-{i}", now - i) for i in range(5)]
     batch[2]["timestamp"] = "2026-11-28T10:00:00"  # no offset: the core refuses it
-    response = requests.post(server.url + "/records", json={"records": batch}, headers=server.headers)
+    response = requests.post(
+        server.url + "/records", json={"records": batch}, headers=server.headers
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["FailedRecordCount"] == 0 and len(body["Records"]) == 5
@@ -100,7 +102,12 @@ def test_curl_posts_like_a_device_script(server, tmp_path):
         ("/records", json.dumps({"records": []}).encode(), 400, "records"),
         ("/records", json.dumps({"records": [reading()] * 501}).encode(), 400, "records"),
         ("/records", json.dumps([reading()]).encode(), 400, "object"),
-        ("/records", json.dumps({"records": [reading(error_code=1.5)]}).encode(), 400, "error_code"),
+        (
+            "/records",
+            json.dumps({"records": [reading(error_code=1.5)]}).encode(),
+            400,
+            "error_code",
+        ),
     ],
 )
 def test_bad_bodies_get_400_with_a_reason_and_store_nothing(server, path, body, status, needle):
@@ -115,7 +122,10 @@ def test_bad_bodies_get_400_with_a_reason_and_store_nothing(server, path, body, 
 
 def test_key_media_type_size_and_route_faults(server):
     url, good = server.url + "/record", json.dumps(reading("gh-f")).encode()
-    assert httpx.post(url, content=good, headers={"content-type": "application/json"}).status_code == 403
+    assert (
+        httpx.post(url, content=good, headers={"content-type": "application/json"}).status_code
+        == 403
+    )
     wrong = {"x-api-key": server.key[:-1] + "x", "content-type": "application/json"}
     answer = httpx.post(url, content=good, headers=wrong)
     assert answer.status_code == 403 and answer.json() == {"message": "Forbidden"}
@@ -124,14 +134,18 @@ def test_key_media_type_size_and_route_faults(server):
     # No Content-Type at all counts as JSON, as on API Gateway.
     assert httpx.post(url, content=good, headers={"x-api-key": server.key}).status_code == 200
     huge = b'{"records": [' + b" " * (10 * 1024 * 1024) + b"]}"
-    assert httpx.post(server.url + "/records", content=huge, headers=server.headers).status_code == 413
+    assert (
+        httpx.post(server.url + "/records", content=huge, headers=server.headers).status_code == 413
+    )
     # Chunked (no Content-Length): counted while it arrives.
     chunks = (b" " * 1024 * 1024 for _ in range(12))
     assert httpx.post(url, content=chunks, headers=server.headers).status_code == 413
     big_header = {**server.headers, "x-padding": "a" * 11_000}
     assert httpx.post(url, content=good, headers=big_header).status_code == 431
     missing = httpx.post(server.url + "/nowhere", content=good, headers=server.headers)
-    assert missing.status_code == 403 and missing.json()["message"] == "Missing Authentication Token"
+    assert (
+        missing.status_code == 403 and missing.json()["message"] == "Missing Authentication Token"
+    )
     assert httpx.get(server.url + "/record").status_code == 403
 
 
@@ -285,7 +299,10 @@ def test_api_key_is_generated_0600_shown_masked_and_printed_once_on_request(tmp_
     proc = ServeProcess(tmp_path / "h", key=key)
     proc.env.pop("SMARTFARM_API_KEY")
     with proc:
-        assert httpx.post(proc.url + "/record", json=reading(), headers=proc.headers).status_code == 200
+        assert (
+            httpx.post(proc.url + "/record", json=reading(), headers=proc.headers).status_code
+            == 200
+        )
     assert key not in proc.output() and key[:4] + "****" in proc.output()
 
 
