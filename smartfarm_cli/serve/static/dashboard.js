@@ -93,7 +93,7 @@ function draw(metric, rows) {
   box.dataset.greenhouses = greenhouses.join(",");
   box.dataset.points = String(data[0].length);
   if (charts[metric]) { charts[metric].destroy(); delete charts[metric]; }
-  const width = Math.max(320, Math.min(560, (document.body.clientWidth - 80) / 2));
+  const width = Math.max(320, Math.min(600, (document.body.clientWidth - 150) / 3));
   const options = {
     width: width, height: 220,
     scales: {x: {time: true}},
