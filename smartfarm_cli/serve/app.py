@@ -1,6 +1,7 @@
 """The ASGI application of `farmctl serve` (Starlette): ingest API, health, dashboard.
 
-POST /record, POST /records   the kinesis_api_gw contract (see contract.py, openapi.json)
+POST /record, POST /records   the kinesis_api_gw contract (contract.py, openapi.json), answered
+                              by ingest.py in front of Starlette
 GET  /healthz                 stream and delivery health (200 healthy, 503 not)
 GET  /openapi.json            the contract, as kept in the repository
 GET  /                        the live dashboard (static page + vendored uPlot)
@@ -10,7 +11,6 @@ GET  /api/latest|trend|spikes the dashboard's data: the CLI's queries (LocalTarg
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -30,8 +30,9 @@ from starlette.staticfiles import StaticFiles
 
 from ..core.jsonlog import log as jsonlog
 from . import contract
+from .ingest import IngestEndpoint
 from .keys import ApiKey
-from .pipeline import DeliveryLoop, LiveBoard, RateLimiter, StreamBusy, StreamClosed, Writer
+from .pipeline import DeliveryLoop, LiveBoard, RateLimiter, Writer
 
 log = logging.getLogger("smartfarm.serve")
 PACKAGE = resources.files("smartfarm_cli.serve")
@@ -50,6 +51,7 @@ class Settings:
     delivery_tick_s: float = 0.5
     body_timeout_s: float = 10.0
     alerts: bool = True
+    fsync: bool = True  # fsync each stream commit before answering 200
     access_log: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -62,7 +64,7 @@ class Pipeline:
 
         self.settings = settings
         self.rules = load_rules(settings.rules_path)
-        self.writer = Writer(self._target, self._stored)
+        self.writer = Writer(self._target, self._stored, settings.fsync)
         self.delivery = DeliveryLoop(lambda: self._target(alerts=settings.alerts))
         self.delivery.tick_s = settings.delivery_tick_s
         self.board = LiveBoard(self._target)
@@ -146,77 +148,9 @@ def _refuse(exc: contract.ContractError) -> Response:
     return _json(exc.body, exc.status, exc.headers)
 
 
-async def _read_body(request: Request, timeout_s: float) -> bytes:
-    """The body, at most MAX_BODY_BYTES, arriving within `timeout_s` (slow clients get 408)."""
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise contract.ContractError(400, {"message": "Content-Length is not a number"})
-        if int(length) > contract.MAX_BODY_BYTES:
-            raise contract.too_large()
-    chunks, size = [], 0
-    deadline = time.monotonic() + timeout_s
-    stream = request.stream().__aiter__()
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            chunk = await asyncio.wait_for(stream.__anext__(), max(left, 0.001))
-        except StopAsyncIteration:
-            break
-        except TimeoutError:
-            raise contract.ContractError(
-                408, {"message": f"the body did not arrive within {timeout_s:g} s"}
-            ) from None
-        size += len(chunk)
-        if size > contract.MAX_BODY_BYTES:
-            raise contract.too_large()
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlette:
     pipeline = pipeline or Pipeline(settings)
     key = settings.api_key
-
-    async def ingest(request: Request) -> Response:
-        route = request.url.path
-        try:
-            if not key.matches(request.headers.get("x-api-key")):
-                raise contract.forbidden()
-            wait = pipeline.limiter.take(key.value)
-            if wait:
-                raise contract.too_many_requests(wait)
-            contract.check_media_type(request.headers.get("content-type"))
-            body = await _read_body(request, settings.body_timeout_s)
-            readings = contract.parse(route, body)
-            try:
-                future = pipeline.writer.submit(readings)
-            except StreamBusy:
-                raise contract.stream_error(
-                    503, "ProvisionedThroughputExceededException", "the stream is busy", 1
-                ) from None
-            except StreamClosed:
-                raise contract.stream_error(
-                    503, "ServiceUnavailable", "the server is shutting down", 5
-                ) from None
-            try:
-                outcome = await asyncio.wrap_future(future)
-            except Exception as exc:
-                raise contract.stream_error(
-                    503,
-                    "ServiceUnavailable",
-                    f"the stream cannot take writes ({type(exc).__name__})",
-                    5,
-                ) from None
-        except contract.ContractError as exc:
-            request.scope["smartfarm"] = {"refused": exc.body.get("message")}
-            return _refuse(exc)
-        request.scope["smartfarm"] = {
-            "readings": len(readings),
-            "rejected": len(outcome.rejected),
-        }
-        headers = {"X-Smartfarm-Rejected": str(len(outcome.rejected))}
-        return _json(contract.answer(route, pipeline.sequence.take(len(readings))), 200, headers)
 
     async def healthz(request: Request) -> Response:
         ok, body = pipeline.health()
@@ -294,8 +228,6 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
     from ..core.queries import QueryError
 
     routes = [
-        Route("/record", ingest, methods=["POST"]),
-        Route("/records", ingest, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/", index, methods=["GET"]),
@@ -310,7 +242,8 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
         exception_handlers={404: not_found, 405: not_found, QueryError: bad_query},
     )
     app.state.pipeline = pipeline
-    wrapped = HeaderLimit(app)
+    # POST /record(s) is answered in front of Starlette (ingest.py: the hot path).
+    wrapped = HeaderLimit(IngestEndpoint(app, pipeline, key, settings.body_timeout_s))
     return AccessLog(wrapped) if settings.access_log else wrapped
 
 

@@ -15,13 +15,14 @@ board     follows the stream like `farmctl watch` (the same LatestBoard), so a r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 log = logging.getLogger("smartfarm.serve")
 
@@ -51,14 +52,32 @@ class StoreOutcome:
 @dataclass
 class _Job:
     items: list
-    future: Future = field(default_factory=Future)
+    future: object  # asyncio.Future of the submitting loop, or concurrent.futures.Future
+    loop: object = None
+
+
+def _settle(results: list) -> None:
+    """Set each job's outcome (in the job's event loop: one wake-up per group commit)."""
+    for job, outcome, error in results:
+        if job.future.done():
+            continue  # the client went away
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(outcome)
 
 
 class Writer:
     """Appends readings to the stream in group commits; `submit` returns a Future."""
 
-    def __init__(self, open_target: Callable[[], object], on_stored: Callable[[int], None]):
+    def __init__(
+        self,
+        open_target: Callable[[], object],
+        on_stored: Callable[[int], None],
+        fsync: bool = True,
+    ):
         self._open_target = open_target
+        self.fsync = fsync
         self._on_stored = on_stored
         self._jobs: deque[_Job] = deque()
         self._queued = 0
@@ -76,8 +95,9 @@ class Writer:
     def queued(self) -> int:
         return self._queued
 
-    def submit(self, items: list) -> Future:
-        job = _Job(items)
+    def submit(self, items: list, loop=None):
+        """Queue readings; an asyncio future of `loop` (or a concurrent Future) gets the outcome."""
+        job = _Job(items, loop.create_future() if loop else Future(), loop)
         with self._cond:
             if self._closing:
                 raise StreamClosed()
@@ -112,8 +132,13 @@ class Writer:
 
     def _run(self) -> None:
         target = self._open_target()
-        # Every 200 means "durably in the stream": fsync the WAL on every commit.
-        target.db.execute("PRAGMA synchronous=FULL")
+        # fsync: every 200 survives a power cut (the WAL is synced on each commit); without,
+        # the local target's own setting (WAL + NORMAL) holds: a 200 survives a process crash.
+        if self.fsync:
+            target.db.execute("PRAGMA synchronous=FULL")
+        # WAL checkpoints (copying the log into the database file, with its own fsyncs) are
+        # left to the delivery loop's connection, so no device waits for one.
+        target.db.execute("PRAGMA wal_autocheckpoint=0")
         try:
             while (group := self._take()) is not None:
                 self._write(target, group)
@@ -122,13 +147,13 @@ class Writer:
 
     def _write(self, target, group: list[_Job]) -> None:
         items = [item for job in group for item in job.items]
+        results: list = []
         try:
             result = store(target, items)
         except Exception as exc:  # disk full, database locked too long, ...
             self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
             log.error("stream write failed: %s", self.last_error)
-            for job in group:
-                job.future.set_exception(exc)
+            results = [(job, None, exc) for job in group]
         else:
             self.last_error = None
             self.last_ok = time.time()
@@ -145,12 +170,23 @@ class Writer:
                 by_job[position].append(
                     type(rejected)(rejected.index - starts[position], rejected.reason, rejected.raw)
                 )
-            for job, refused in zip(group, by_job, strict=True):
-                job.future.set_result(StoreOutcome(len(job.items) - len(refused), refused))
+            results = [
+                (job, StoreOutcome(len(job.items) - len(refused), refused), None)
+                for job, refused in zip(group, by_job, strict=True)
+            ]
             self._on_stored(result.accepted)
         finally:
             with self._cond:
                 self._queued -= len(items)
+            by_loop: dict = {}
+            for entry in results:
+                by_loop.setdefault(entry[0].loop, []).append(entry)
+            for loop, entries in by_loop.items():
+                if loop is None:
+                    _settle(entries)
+                else:
+                    with contextlib.suppress(RuntimeError):  # the loop has closed
+                        loop.call_soon_threadsafe(_settle, entries)
 
 
 class DeliveryLoop:
@@ -201,12 +237,18 @@ class DeliveryLoop:
 
 
 class LiveBoard:
-    """The newest reading per device from the stream, as `farmctl watch` keeps it."""
+    """The newest reading per device from the stream, as `farmctl watch` keeps it.
 
-    def __init__(self, open_target: Callable[[], object], poll_s: float = 0.2, backlog: int = 2000):
+    Each poll reads at most the newest `tail` stream rows (LocalTarget.read_stream) into the
+    same LatestBoard `farmctl watch` uses. Under a flood of readings the rows in between are
+    skipped (the dashboard's latest panel also has the lake query behind it), so the view costs
+    the writer little however fast readings arrive.
+    """
+
+    def __init__(self, open_target: Callable[[], object], poll_s: float = 0.2, tail: int = 2000):
         self._open_target = open_target
         self.poll_s = poll_s
-        self.backlog = backlog
+        self.tail = tail
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="serve-board", daemon=True)
@@ -232,13 +274,15 @@ class LiveBoard:
         board = LatestBoard(target.rules)
         with self._lock:
             self._board = board
+        after = 0
         try:
-            for batch in target.follow(poll_s=self.poll_s, backlog=self.backlog):
-                if batch.num_rows:
+            while not self._stop.is_set():
+                (last,) = target.db.execute("SELECT coalesce(max(seq), 0) FROM stream").fetchone()
+                if last > after:
+                    batch, after = target.read_stream(max(after, last - self.tail), self.tail)
                     with self._lock:
                         board.update(batch)
-                if self._stop.is_set():
-                    break
+                self._stop.wait(self.poll_s)
         except Exception as exc:  # the board is a view; the pipeline goes on without it
             log.error("live board stopped: %s: %s", type(exc).__name__, str(exc)[:200])
         finally:

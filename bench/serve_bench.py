@@ -1,0 +1,352 @@
+"""Benchmarks of `farmctl serve` (P12-P14), loopback, load from separate processes.
+
+    python bench/serve_bench.py                 # all three, writes bench/serve_results.json
+    python bench/serve_bench.py --readme        # ...and rewrites README's serve table
+    python bench/serve_bench.py --duration 10   # shorter P12 (the goal is stated for 30 s)
+
+P12  `wrk` POSTs /records with 100 unique readings per request for `--duration` s; readings/s
+     from the 200s wrk counted, p99 from wrk; then SIGTERM (final flush) and a DuckDB count of
+     the lake, which must equal the accepted readings.
+P13  `wrk` POSTs /record (one reading) to `farmctl serve`, and to the same uvicorn + Starlette
+     stack answering a constant 200 (the framework ceiling), interleaved; the ratio of the
+     requests/s and serve's p99.
+P14  a client process POSTs one reading for a new device and polls /api/latest (the
+     dashboard's data) until it is there; p95 over `--samples` readings.
+
+Needs `wrk` (Debian: apt-get install wrk). Results go to bench/serve_results.json and, with
+--readme, between the `serve-bench` markers of README.md (bench/run.py owns the main table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LUA = ROOT / "bench" / "serve_wrk.lua"
+RESULTS = ROOT / "bench" / "serve_results.json"
+README = ROOT / "README.md"
+START, END = "<!-- serve-bench:start -->", "<!-- serve-bench:end -->"
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+WRK_THREADS, WRK_CONNECTIONS = 2, 32
+
+
+def start_serve(home: Path, key: str, *args: str) -> tuple[subprocess.Popen, str, Path]:
+    log = home.parent / f"{home.name}-serve.log"
+    env = {**os.environ, "SMARTFARM_API_KEY": key, "SMARTFARM_HOME": str(home)}
+    env["LOG_LEVEL"] = "WARNING"  # no access log line per request while measuring
+    cmd = [sys.executable, "-c", "from smartfarm_cli.cli import app; app()"]
+    cmd += ["--target", "local", "serve", "--port", "0"]
+    proc = subprocess.Popen(
+        [*cmd, "--rate-limit", "1000000", "--burst-limit", "1000000", *args],
+        env=env,
+        stdout=open(log, "w"),  # noqa: SIM115 - closed with the process
+        stderr=subprocess.STDOUT,
+    )
+    return proc, _wait_url(proc, log), log
+
+
+def start_baseline() -> tuple[subprocess.Popen, str, Path]:
+    log = Path(tempfile.mkdtemp(prefix="sf-baseline-")) / "baseline.log"
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--baseline-server"],
+        stdout=open(log, "w"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    return proc, _wait_url(proc, log), log
+
+
+def _wait_url(proc: subprocess.Popen, log: Path) -> str:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        match = LISTENING.search(log.read_text())
+        if match:
+            url = f"http://127.0.0.1:{match.group(1)}"
+            try:
+                httpx.get(url + "/healthz", timeout=2)
+                return url
+            except httpx.TransportError:
+                pass
+        if proc.poll() is not None:
+            raise SystemExit("server did not start:\n" + log.read_text())
+        time.sleep(0.1)
+    raise SystemExit("server did not start in 60 s:\n" + log.read_text())
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(180)
+
+
+def wrk(url: str, path: str, batch: int, seconds: float, key: str, base_ms: int) -> dict:
+    env = {
+        **os.environ,
+        "SF_KEY": key,
+        "SF_PATH": path,
+        "SF_BATCH": str(batch),
+        "SF_BASE_MS": str(base_ms),
+    }
+    out = subprocess.run(
+        [
+            "wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{int(seconds)}s",
+            "--timeout", "10s", "-s", str(LUA), url + path,
+        ],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    line = next(x for x in out.stdout.splitlines() if x.startswith("SF_RESULT "))
+    result = json.loads(line.removeprefix("SF_RESULT "))
+    result["seconds"] = result["duration_us"] / 1e6
+    return result
+
+
+def lake_count(home: Path) -> int:
+    from smartfarm_cli.targets.local import LocalTarget
+
+    target = LocalTarget(home)
+    try:
+        return target.query("SELECT count(*) FROM readings").rows[0][0]
+    finally:
+        target.close()
+
+
+def p12(work: Path, seconds: float) -> dict:
+    key, home = secrets.token_urlsafe(32), work / "p12"
+    proc, url, _ = start_serve(home, key)
+    base = int(time.time() * 1000) - 2 * 86_400_000
+    try:
+        result = wrk(url, "/records", 100, seconds, key, base)
+    finally:
+        stop(proc)
+    accepted = result["ok"] * 100
+    stored = lake_count(home)
+    rate = accepted / result["seconds"]
+    p99_ms = result["p99_us"] / 1000
+    return {
+        "id": "P12",
+        "requests": result["requests"],
+        "refused": result["bad"],
+        "errors": {k: v for k, v in result.items() if k.startswith("errors_") and v},
+        "seconds": round(result["seconds"], 1),
+        "accepted_readings": accepted,
+        "lake_readings": stored,
+        "readings_per_s": round(rate),
+        "p50_ms": round(result["p50_us"] / 1000, 1),
+        "p99_ms": round(p99_ms, 1),
+        "met": rate >= 50_000 and p99_ms <= 100 and stored == accepted and result["bad"] == 0,
+    }
+
+
+def p13(work: Path, seconds: float, rounds: int = 2) -> dict:
+    key, home = secrets.token_urlsafe(32), work / "p13"
+    serve_runs, base_runs = [], []
+    base = int(time.time() * 1000) - 86_400_000
+    for round_ in range(rounds):  # interleaved: baseline, serve, baseline, serve...
+        proc, url, _ = start_baseline()
+        try:
+            base_runs.append(wrk(url, "/record", 1, seconds, key, base))
+        finally:
+            stop(proc)
+        proc, url, _ = start_serve(home, key)
+        try:
+            serve_runs.append(wrk(url, "/record", 1, seconds, key, base + round_ * 10**8))
+        finally:
+            stop(proc)
+    serve_rps = sum(r["ok"] for r in serve_runs) / sum(r["seconds"] for r in serve_runs)
+    base_rps = sum(r["ok"] for r in base_runs) / sum(r["seconds"] for r in base_runs)
+    p99_ms = max(r["p99_us"] for r in serve_runs) / 1000
+    ratio = serve_rps / base_rps
+    return {
+        "id": "P13",
+        "serve_requests_per_s": round(serve_rps),
+        "baseline_requests_per_s": round(base_rps),
+        "ratio": round(ratio, 3),
+        "p50_ms": round(max(r["p50_us"] for r in serve_runs) / 1000, 1),
+        "p99_ms": round(p99_ms, 1),
+        "baseline_p99_ms": round(max(r["p99_us"] for r in base_runs) / 1000, 1),
+        "refused": sum(r["bad"] for r in serve_runs),
+        "met": ratio >= 0.4 and p99_ms <= 50,
+    }
+
+
+def p14(work: Path, samples: int) -> dict:
+    key, home = secrets.token_urlsafe(32), work / "p14"
+    from smartfarm_cli.targets.local import LocalTarget
+
+    seed = LocalTarget(home)  # a realistic lake behind the latest panel: 7 days, 20 greenhouses
+    seed.backfill(days=7, greenhouses=20, devices=2, interval_s=300, seed=1)
+    seed.close()
+    proc, url, _ = start_serve(home, key)
+    try:
+        out = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--p14-client", url, key, str(samples)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    finally:
+        stop(proc)
+    latencies = sorted(json.loads(out.stdout))
+    p50 = latencies[len(latencies) // 2]
+    p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
+    return {
+        "id": "P14",
+        "samples": len(latencies),
+        "p50_ms": round(p50 * 1000),
+        "p95_ms": round(p95 * 1000),
+        "max_ms": round(latencies[-1] * 1000),
+        "met": p95 <= 1.0,
+    }
+
+
+def p14_client(url: str, key: str, samples: int) -> None:
+    """Runs in its own process: POST, then poll the dashboard's latest endpoint."""
+    import httpx
+
+    latencies = []
+    with httpx.Client(base_url=url, timeout=10) as http:
+        for n in range(samples):
+            device = f"probe-{n}"
+            reading = {
+                "greenhouse_id": "gh-probe",
+                "device_id": device,
+                "timestamp": int(time.time() * 1000),
+                "temperature": 20.0,
+                "humidity": 50.0,
+                "co2": 420,
+                "error_code": 0,
+            }
+            started = time.perf_counter()
+            answer = http.post("/record", json=reading, headers={"x-api-key": key})
+            answer.raise_for_status()
+            while True:
+                devices = http.get("/api/latest").json()["devices"]
+                if any(d["device_id"] == device for d in devices):
+                    break
+                if time.perf_counter() - started > 30:
+                    raise SystemExit(f"{device} not visible after 30 s")
+                time.sleep(0.02)
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.1)
+    print(json.dumps(latencies))
+
+
+def baseline_server() -> None:
+    """The same uvicorn + Starlette stack answering a constant 200 (the framework ceiling)."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    body = b'{"FailedRecordCount":0,"SequenceNumber":"1","ShardId":"shardId-000000000000"}'
+
+    async def constant(request):
+        return Response(body, 200, media_type="application/json")
+
+    app = Starlette(
+        routes=[Route("/record", constant, methods=["POST"]), Route("/healthz", constant)]
+    )
+    from smartfarm_cli.serve.runner import bind
+
+    sock = bind("127.0.0.1", 0)
+    print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def table(results: dict) -> str:
+    p12r, p13r, p14r = results["P12"], results["P13"], results["P14"]
+
+    def met(row):
+        return "yes" if row["met"] else "**no**"
+
+    lines = [
+        f"Measured {results['date']} on {results['machine']} with `{results['command']}` "
+        f"(loopback; load from `wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}` in its own process).",
+        "",
+        "| id | measure | ours | baseline (same run) | ratio | goal | met |",
+        "|---|---|---|---|---|---|---|",
+        f"| P12 | `farmctl serve`: POST /records x 100 readings for {p12r['seconds']} s | "
+        f"{p12r['readings_per_s']:,} readings/s, p50 {p12r['p50_ms']} ms, p99 "
+        f"{p12r['p99_ms']} ms; {p12r['accepted_readings']:,} accepted, "
+        f"{p12r['lake_readings']:,} in the lake after the flush | - | - | "
+        f">= 50,000 readings/s for 30 s, p99 <= 100 ms, none lost | {met(p12r)} |",
+        f"| P13 | `farmctl serve`: POST /record (one reading) | "
+        f"{p13r['serve_requests_per_s']:,} requests/s, p99 {p13r['p99_ms']} ms | "
+        f"same uvicorn + Starlette answering a constant 200: "
+        f"{p13r['baseline_requests_per_s']:,} requests/s | {p13r['ratio']:.2f}x | "
+        f">= 0.40x, p99 <= 50 ms | {met(p13r)} |",
+        f"| P14 | reading POSTed -> on the dashboard's /api/latest ({p14r['samples']} readings, "
+        f"7-day 20-greenhouse lake) | p50 {p14r['p50_ms']} ms, p95 {p14r['p95_ms']} ms | - | - "
+        f"| p95 <= 1 s | {met(p14r)} |",
+    ]
+    return "\n".join(lines)
+
+
+def write_readme(text: str) -> None:
+    readme = README.read_text()
+    if START not in readme or END not in readme:
+        raise SystemExit(f"README.md lacks the {START} / {END} markers")
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=30.0, help="P12 seconds (goal: 30)")
+    parser.add_argument("--p13-seconds", type=float, default=10.0)
+    parser.add_argument("--samples", type=int, default=60, help="P14 readings")
+    parser.add_argument("--readme", action="store_true", help="rewrite README's serve table")
+    parser.add_argument("--only", choices=["P12", "P13", "P14"])
+    parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--p14-client", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.baseline_server:
+        baseline_server()
+        return 0
+    if args.p14_client:
+        url, key, samples = args.p14_client
+        p14_client(url, key, int(samples))
+        return 0
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    command = "python bench/serve_bench.py" + (" --readme" if args.readme else "")
+    results = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}",
+        "command": command,
+    }
+    with tempfile.TemporaryDirectory(prefix="sf-serve-bench-") as tmp:
+        work = Path(tmp)
+        if args.only in (None, "P12"):
+            results["P12"] = p12(work, args.duration)
+            print(json.dumps(results["P12"]), flush=True)
+        if args.only in (None, "P13"):
+            results["P13"] = p13(work, args.p13_seconds)
+            print(json.dumps(results["P13"]), flush=True)
+        if args.only in (None, "P14"):
+            results["P14"] = p14(work, args.samples)
+            print(json.dumps(results["P14"]), flush=True)
+    if args.only is None:
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        text = table(results)
+        print(text)
+        if args.readme:
+            write_readme(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
