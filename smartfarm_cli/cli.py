@@ -600,6 +600,9 @@ def serve(
     burst_limit: int = typer.Option(100, "--burst-limit", min=1, help="Burst of requests per key."),
     flush_rows: int = typer.Option(5000, "--flush-rows", min=1, help="Deliver at this many rows."),
     flush_age: float = typer.Option(10.0, "--flush-age", min=0.1, help="...or at this age (s)."),
+    client_timeout: float = typer.Option(
+        10.0, "--client-timeout", min=0.1, max=300, help="Seconds a client has for headers/body."
+    ),
     fsync: bool = typer.Option(
         True,
         "--fsync/--no-fsync",
@@ -644,8 +647,9 @@ def serve(
         flush_rows=flush_rows,
         flush_age_s=flush_age,
         fsync=fsync,
+        body_timeout_s=client_timeout,
     )
-    run_server(create_app(settings), host, port, certfile, keyfile)
+    run_server(create_app(settings), host, port, certfile, keyfile, client_timeout)
 
 
 def _resolved() -> str:

@@ -324,3 +324,49 @@ def test_non_loopback_host_warns_that_the_key_is_the_only_guard(tmp_path):
         assert httpx.get(proc.url + "/healthz").status_code == 200
     text = proc.output()
     assert "the API key is the only guard" in text and "TLS is off" in text
+
+
+def _raw(url: str, data: bytes, wait_s: float) -> bytes:
+    """Send raw bytes, then read whatever the server answers within wait_s."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=wait_s) as sock:
+        sock.sendall(data)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except TimeoutError:
+            pass
+        return received
+
+
+def test_slow_and_oversized_clients_are_cut_off(tmp_path):
+    with ServeProcess(tmp_path / "home", "--client-timeout", "1") as proc:
+        # Headers that never finish (slow loris): 408 and closed after the client timeout.
+        started = time.monotonic()
+        answer = _raw(proc.url, b"POST /record HTTP/1.1\r\nHost: x\r\nx-api-key: ", 5)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert time.monotonic() - started < 4
+        # A body announced but never sent in full: 408 from the ingest endpoint.
+        head = (
+            f"POST /record HTTP/1.1\r\nHost: x\r\nx-api-key: {proc.key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{"
+        ).encode()
+        answer = _raw(proc.url, head, 5)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        # Endless headers: 431 once they pass 10 KiB, without waiting for the rest.
+        start = b"POST /record HTTP/1.1\r\nHost: x\r\n"
+        for flood in (
+            start + b"".join(b"x-%d: %s\r\n" % (i, b"a" * 100) for i in range(120)),
+            start + b"x-a: " + b"a" * 30_000,  # one line that never ends
+        ):
+            answer = _raw(proc.url, flood, 5)
+            assert answer.startswith(b"HTTP/1.1 431"), answer
+        # The server still answers normal clients.
+        assert (
+            httpx.post(proc.url + "/record", json=reading(), headers=proc.headers).status_code
+            == 200
+        )

@@ -243,31 +243,8 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
     )
     app.state.pipeline = pipeline
     # POST /record(s) is answered in front of Starlette (ingest.py: the hot path).
-    wrapped = HeaderLimit(IngestEndpoint(app, pipeline, key, settings.body_timeout_s))
+    wrapped = IngestEndpoint(app, pipeline, key, settings.body_timeout_s)
     return AccessLog(wrapped) if settings.access_log else wrapped
-
-
-class HeaderLimit:
-    """431 when the request line and headers exceed API Gateway's 10 KiB."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
-            size += sum(len(k) + len(v) + 4 for k, v in scope["headers"])
-            if size > contract.MAX_HEADER_BYTES:
-                response = _json(
-                    {"message": f"headers too large: at most {contract.MAX_HEADER_BYTES} bytes"},
-                    431,
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-    def __getattr__(self, name):
-        return getattr(self.app, name)
 
 
 class AccessLog:

@@ -62,9 +62,16 @@ def serve(
     port: int,
     certfile: Path | None = None,
     keyfile: Path | None = None,
+    client_timeout_s: float = 10.0,
     say=lambda line: print(line, file=sys.stderr, flush=True),
 ) -> None:
     import uvicorn
+
+    from .protocol import GuardedHttpToolsProtocol
+
+    protocol = type(
+        "ServeProtocol", (GuardedHttpToolsProtocol,), {"header_timeout_s": client_timeout_s}
+    )
 
     check_tls(certfile, keyfile)
     sock = bind(host, port)
@@ -88,7 +95,7 @@ def serve(
         limit_concurrency=MAX_CONNECTIONS,
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=GRACEFUL_S,
-        h11_max_incomplete_event_size=16 * 1024,
+        http=protocol,  # httptools plus header size and header time limits
         ssl_certfile=str(certfile) if certfile else None,
         ssl_keyfile=str(keyfile) if keyfile else None,
     )
