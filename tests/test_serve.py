@@ -265,16 +265,16 @@ def test_stream_failure_answers_503_and_healthz_says_so(tmp_path, monkeypatch):
     thread.start()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
-        for _ in range(100):
-            if server.started:
-                break
+        deadline = time.monotonic() + 60
+        while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert server.started, "the in-process server did not start in 60 s"
         headers = {"x-api-key": key.value}
-        answer = httpx.post(url + "/record", json=reading(), headers=headers)
+        answer = httpx.post(url + "/record", json=reading(), headers=headers, timeout=60)
         assert answer.status_code == 503
         assert int(answer.headers["retry-after"]) >= 1
         assert answer.json()["kinesis"]["__type"] == "ServiceUnavailable"
-        health = httpx.get(url + "/healthz")
+        health = httpx.get(url + "/healthz", timeout=60)
         assert health.status_code == 503
         assert "disk I/O error" in health.json()["stream"]["last_error"]
     finally:
