@@ -9,6 +9,7 @@ SMARTFARM_UPDATE_SCREENSHOT=1 it also replaces docs/dashboard.png.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -79,59 +80,69 @@ def test_dashboard_shows_seeded_greenhouses_and_a_new_spike(tmp_path, browser):
     seed = LocalTarget(home)
     seed.backfill(days=7, greenhouses=3, devices=2, interval_s=300, anomaly_rate=0.002, seed=3)
     seed.close()
+    artifacts = Path(os.environ.get("SMARTFARM_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
     with ServeProcess(home, "--flush-age", "1") as server:
-        browser.get(server.url + "/")
-        js = browser.execute_script
-
-        def latest_greenhouses():
-            rows = js(
-                "return [...document.querySelectorAll('#latest tbody tr[data-greenhouse]')]"
-                ".map(r => r.dataset.greenhouse)"
+        try:
+            seen_after = _check_page(browser, server, artifacts)
+        except AssertionError:
+            browser.save_screenshot(str(artifacts / "dashboard-failure.png"))
+            (artifacts / "dashboard-failure.log").write_text(
+                json.dumps(browser.get_log("browser"), indent=1) + "\n" + server.output()
             )
-            return sorted(set(rows)) if rows else None
-
-        assert _wait(latest_greenhouses, 20, "the latest table") == GREENHOUSES
-        for metric in ("temperature", "humidity", "co2"):
-            drawn = _wait(
-                lambda m=metric: js(
-                    f"return document.getElementById('chart-{m}').dataset.greenhouses"
-                ),
-                20,
-                f"the {metric} chart",
-            )
-            assert drawn.split(",") == GREENHOUSES
-            assert int(js(f"return document.getElementById('chart-{metric}').dataset.points")) > 100
-            assert js(f"return document.querySelectorAll('#chart-{metric} canvas').length") == 1
-
-        posted = time.monotonic()
-        answer = httpx.post(
-            server.url + "/record",
-            json=reading("gh-2", "probe-1", temperature=400),
-            headers={"x-api-key": server.key},
-        )
-        assert answer.status_code == 200
-
-        def spike_shown():
-            return js(
-                "return [...document.querySelectorAll('#spikes tbody tr')]"
-                ".some(r => r.dataset.device === 'probe-1' && r.dataset.rule === 'impossible')"
-            )
-
-        _wait(spike_shown, 15, "the 400 °C spike in the spikes table")
-        seen_after = time.monotonic() - posted
-        assert js(
-            "const r = document.querySelector('#latest tr[data-device=\"probe-1\"]');"
-            "return r && r.classList.contains('critical')"
-        )
-        origin = server.url
-        resources = js("return performance.getEntriesByType('resource').map(e => e.name)")
-        assert resources and all(name.startswith(origin) for name in resources), resources
-        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-        assert not errors, errors
-        artifacts = Path(os.environ.get("SMARTFARM_TEST_ARTIFACTS", ROOT / "test-artifacts"))
-        artifacts.mkdir(parents=True, exist_ok=True)
-        shot = artifacts / "dashboard.png"
-        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
-        if os.environ.get("SMARTFARM_UPDATE_SCREENSHOT") == "1":
-            shutil.copyfile(shot, ROOT / "docs" / "dashboard.png")
+            raise
     assert seen_after < 15
+
+
+def _check_page(browser, server, artifacts: Path) -> float:
+    browser.get(server.url + "/")
+    js = browser.execute_script
+
+    def latest_greenhouses():
+        rows = js(
+            "return [...document.querySelectorAll('#latest tbody tr[data-greenhouse]')]"
+            ".map(r => r.dataset.greenhouse)"
+        )
+        return sorted(set(rows)) if rows else None
+
+    assert _wait(latest_greenhouses, 20, "the latest table") == GREENHOUSES
+    for metric in ("temperature", "humidity", "co2"):
+        drawn = _wait(
+            lambda m=metric: js(f"return document.getElementById('chart-{m}').dataset.greenhouses"),
+            20,
+            f"the {metric} chart",
+        )
+        assert drawn.split(",") == GREENHOUSES
+        assert int(js(f"return document.getElementById('chart-{metric}').dataset.points")) > 100
+        assert js(f"return document.querySelectorAll('#chart-{metric} canvas').length") == 1
+
+    posted = time.monotonic()
+    answer = httpx.post(
+        server.url + "/record",
+        json=reading("gh-2", "probe-1", temperature=400),
+        headers={"x-api-key": server.key},
+    )
+    assert answer.status_code == 200
+
+    def spike_shown():
+        return js(
+            "return [...document.querySelectorAll('#spikes tbody tr')]"
+            ".some(r => r.dataset.device === 'probe-1' && r.dataset.rule === 'impossible')"
+        )
+
+    _wait(spike_shown, 15, "the 400 °C spike in the spikes table")
+    seen_after = time.monotonic() - posted
+    assert js(
+        "const r = document.querySelector('#latest tr[data-device=\"probe-1\"]');"
+        "return r && r.classList.contains('critical')"
+    )
+    origin = server.url
+    resources = js("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert resources and all(name.startswith(origin) for name in resources), resources
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+    shot = artifacts / "dashboard.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    if os.environ.get("SMARTFARM_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(shot, ROOT / "docs" / "dashboard.png")
+    return seen_after
