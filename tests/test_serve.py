@@ -370,3 +370,27 @@ def test_slow_and_oversized_clients_are_cut_off(tmp_path):
             httpx.post(proc.url + "/record", json=reading(), headers=proc.headers).status_code
             == 200
         )
+
+
+def test_package_data_covers_every_serve_file():
+    """pyproject's package-data globs match every file the server reads from the package.
+
+    (Building a wheel here would need a newer setuptools from the network.)"""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["smartfarm_cli"]
+    package = root / "smartfarm_cli"
+    shipped = [
+        p.relative_to(package).as_posix()
+        for p in (package / "serve").rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    ]
+    assert "serve/static/vendor/uPlot.iife.min.js" in shipped and "serve/openapi.json" in shipped
+    for path in shipped:
+        assert any(
+            fnmatch.fnmatchcase(path, g) and path.count("/") == g.count("/") for g in globs
+        ), path
