@@ -28,6 +28,7 @@ log = logging.getLogger("smartfarm.serve")
 
 MAX_GROUP_READINGS = 20_000  # readings per group commit
 MAX_QUEUED_READINGS = 200_000  # beyond this the stream is "busy": 503 + Retry-After
+GATHER_S = 0.002  # how long a commit may wait for requests already on their way
 
 
 def store(target, items: list):
@@ -83,6 +84,7 @@ class Writer:
         self._queued = 0
         self._cond = threading.Condition()
         self._closing = False
+        self._last_group = 0
         self._thread = threading.Thread(target=self._run, name="serve-writer", daemon=True)
         self.last_error: str | None = None
         self.last_ok = time.time()
@@ -121,6 +123,15 @@ class Writer:
                 self._cond.wait()
             if not self._jobs:
                 return None
+            if self._last_group > 1 and not self._closing:
+                # Requests are arriving concurrently: give the ones on their way a moment to
+                # join this commit (fewer, larger commits; each request waits at most GATHER_S).
+                deadline = time.monotonic() + GATHER_S
+                while len(self._jobs) < self._last_group and not self._closing:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
             group, size = [], 0
             while self._jobs and (
                 not group or size + len(self._jobs[0].items) <= MAX_GROUP_READINGS
@@ -128,6 +139,7 @@ class Writer:
                 job = self._jobs.popleft()
                 group.append(job)
                 size += len(job.items)
+            self._last_group = len(group)
             return group
 
     def _run(self) -> None:
