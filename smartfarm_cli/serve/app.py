@@ -32,7 +32,7 @@ from ..core.jsonlog import log as jsonlog
 from . import contract
 from .ingest import IngestEndpoint
 from .keys import ApiKey
-from .pipeline import DeliveryLoop, LiveBoard, RateLimiter, Writer
+from .pipeline import DeliveryLoop, DeliveryOptions, LiveBoard, RateLimiter, Writer
 
 log = logging.getLogger("smartfarm.serve")
 PACKAGE = resources.files("smartfarm_cli.serve")
@@ -65,28 +65,35 @@ class Pipeline:
         self.settings = settings
         self.rules = load_rules(settings.rules_path)
         self.writer = Writer(self._target, self._stored, settings.fsync)
-        self.delivery = DeliveryLoop(lambda: self._target(alerts=settings.alerts))
-        self.delivery.tick_s = settings.delivery_tick_s
+        if settings.alerts:  # a malformed webhook URL: one clear line now, not a dying child
+            from ..alerting import resolve_webhook
+
+            resolve_webhook()
+        self.delivery = DeliveryLoop(
+            DeliveryOptions(
+                str(settings.home),
+                settings.rules_path,
+                settings.flush_rows,
+                settings.flush_age_s,
+                settings.delivery_tick_s,
+                settings.alerts,
+            )
+        )
         self.board = LiveBoard(self._target)
         self.sequence = contract.SequenceNumbers()
         self.limiter = RateLimiter(settings.rate_limit, settings.burst_limit)
         self.accepted = 0
         self.started = time.time()
 
-    def _target(self, alerts: bool = False):
+    def _target(self):
         from ..targets.local import LocalTarget
 
-        target = LocalTarget(
+        return LocalTarget(
             self.settings.home,
             self.rules,
             flush_rows=self.settings.flush_rows,
             flush_age_s=self.settings.flush_age_s,
         )
-        if alerts:
-            from ..alerting import local_alert_hook
-
-            target.alert_hook = local_alert_hook(target)
-        return target
 
     def _stored(self, count: int) -> None:
         self.accepted += count
@@ -120,6 +127,7 @@ class Pipeline:
                 "pending_readings": delivery.pending,
                 "seconds_since_last_pass": round(now - delivery.last_run, 1),
                 "delivered_readings": delivery.delivered,
+                "process_restarts": delivery.restarts,
                 "spikes": delivery.spikes,
                 "last_error": delivery.last_error,
             },
@@ -215,13 +223,12 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
             yield
         finally:
             await run_in_threadpool(pipeline.stop)
-            report = pipeline.delivery.final_report
             jsonlog(
                 "INFO",
                 "shutdown",
                 accepted=pipeline.accepted,
                 delivered=pipeline.delivery.delivered,
-                final_flush=report.readings if report else None,
+                final_flush=pipeline.delivery.final_readings,
                 pending=pipeline.delivery.pending,
             )
 

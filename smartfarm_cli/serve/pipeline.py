@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import threading
 import time
 from collections import deque
@@ -201,51 +203,145 @@ class Writer:
                         loop.call_soon_threadsafe(_settle, entries)
 
 
-class DeliveryLoop:
-    """Runs LocalTarget.deliver() every `tick_s`; a forced flush when stopped."""
+@dataclass(frozen=True)
+class DeliveryOptions:
+    """What the delivery process needs to open its own LocalTarget (picklable)."""
 
-    def __init__(self, open_target: Callable[[], object], tick_s: float = 0.5):
-        self._open_target = open_target
-        self.tick_s = tick_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="serve-delivery", daemon=True)
+    home: str
+    rules_path: str | None
+    flush_rows: int
+    flush_age_s: float
+    tick_s: float = 0.5
+    alerts: bool = True
+
+
+def _delivery_process(options: DeliveryOptions, stop, conn) -> None:
+    """The delivery loop, in its own process: LocalTarget.deliver() every tick, then a forced
+    flush. Ctrl-C and SIGTERM reach the whole process group; the server decides when this stops
+    (after its writer has drained), or this stops by itself once the server is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from ..core.rules import load_rules
+    from ..targets.local import LocalTarget
+
+    parent = os.getppid()
+    target = LocalTarget(
+        options.home,
+        load_rules(options.rules_path),
+        flush_rows=options.flush_rows,
+        flush_age_s=options.flush_age_s,
+    )
+    if options.alerts:
+        from ..alerting import local_alert_hook
+
+        target.alert_hook = local_alert_hook(target)
+    status = {"delivered": 0, "spikes": 0, "pending": 0, "last_error": None, "final": None}
+
+    def once(force: bool) -> None:
+        try:
+            report = target.deliver(force=force)
+            status["pending"] = target.pending()
+        except Exception as exc:
+            status["last_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            log.error(
+                "delivery failed: %s (retried in %.1f s)", status["last_error"], options.tick_s
+            )
+        else:
+            status.update(last_error=None, last_run=time.time())
+            status["delivered"] += report.readings
+            status["spikes"] += report.spikes
+            if force:
+                status["final"] = report.readings
+        conn.send(dict(status))
+
+    try:
+        while not stop.wait(options.tick_s):
+            if os.getppid() != parent:
+                break  # the server is gone: flush what it accepted and stop
+            once(force=False)
+        once(force=True)
+    finally:
+        target.close()
+        conn.close()
+
+
+class DeliveryLoop:
+    """Runs the delivery loop in a child process and mirrors its status here.
+
+    Delivery (reading the stream back, Parquet encoding, rules, spike files, alerts) costs about
+    as much CPU per reading as taking it in; in its own process it does not compete with the
+    HTTP side for the GIL. A child that dies is started again.
+    """
+
+    def __init__(self, options: DeliveryOptions):
+        import multiprocessing
+
+        self.options = options
+        self.tick_s = options.tick_s
+        self._ctx = multiprocessing.get_context("spawn")  # never fork a threaded process
+        self._stop = self._ctx.Event()
+        self._process = None
+        self._conn = None
+        self._monitor = threading.Thread(target=self._watch, name="serve-delivery", daemon=True)
         self.last_run = time.time()
         self.last_error: str | None = None
         self.delivered = 0
         self.spikes = 0
         self.pending = 0
-        self.final_report = None
+        self.final_readings: int | None = None
+        self.restarts = 0
+
+    def _spawn(self) -> None:
+        receive, send = self._ctx.Pipe(duplex=False)
+        self._process = self._ctx.Process(
+            target=_delivery_process,
+            args=(self.options, self._stop, send),
+            name="farmctl-serve-delivery",
+        )
+        self._process.start()
+        send.close()
+        self._conn = receive
+        self._base = (self.delivered, self.spikes)
 
     def start(self) -> None:
-        self._thread.start()
+        self._spawn()
+        self._monitor.start()
 
-    def stop(self, timeout: float = 120.0) -> None:
+    def stop(self, timeout: float = 300.0) -> None:
         self._stop.set()
-        self._thread.join(timeout)
+        self._monitor.join(timeout)
 
-    def _run(self) -> None:
-        target = self._open_target()
-        try:
-            while not self._stop.wait(self.tick_s):
-                self._once(target, force=False)
-            # Shutdown: the writer has finished; deliver everything it accepted.
-            self.final_report = self._once(target, force=True)
-        finally:
-            target.close()
+    def _watch(self) -> None:
+        while True:
+            try:
+                if self._conn.poll(0.2):
+                    self._update(self._conn.recv())
+                    continue
+            except (EOFError, OSError):
+                self._process.join(0.2)  # it has closed its end: it is exiting
+            if not self._process.is_alive():
+                while self._conn.poll():  # what it said last
+                    try:
+                        self._update(self._conn.recv())
+                    except (EOFError, OSError):
+                        break
+                self._process.join()
+                if self._stop.is_set():
+                    return
+                self.restarts += 1
+                self.last_error = f"delivery process exited ({self._process.exitcode}); restarted"
+                log.error("%s", self.last_error)
+                time.sleep(min(5.0, 0.5 * self.restarts))
+                self._spawn()
 
-    def _once(self, target, force: bool):
-        try:
-            report = target.deliver(force=force)
-            self.pending = target.pending()
-        except Exception as exc:
-            self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
-            log.error("delivery failed: %s (retried in %.1f s)", self.last_error, self.tick_s)
-            return None
-        self.last_error = None
-        self.last_run = time.time()
-        self.delivered += report.readings
-        self.spikes += report.spikes
-        return report
+    def _update(self, status: dict) -> None:
+        self.delivered = self._base[0] + status["delivered"]
+        self.spikes = self._base[1] + status["spikes"]
+        self.pending = status["pending"]
+        self.last_error = status["last_error"]
+        self.last_run = status.get("last_run", self.last_run)
+        if status["final"] is not None:
+            self.final_readings = status["final"]
 
 
 class LiveBoard:
