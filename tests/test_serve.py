@@ -394,3 +394,70 @@ def test_package_data_covers_every_serve_file():
         assert any(
             fnmatch.fnmatchcase(path, g) and path.count("/") == g.count("/") for g in globs
         ), path
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append((int(proc.name), cmdline))
+    return found
+
+
+def test_a_killed_delivery_process_is_restarted_and_nothing_is_lost(tmp_path):
+    home = tmp_path / "home"
+    with ServeProcess(home, "--flush-age", "0.5") as proc:
+        (child,) = [pid for pid, cmd in _children(proc.proc.pid) if "spawn_main" in cmd]
+        os.kill(child, signal.SIGKILL)
+        base = int(time.time() * 1000) - 5000
+        batch = [reading("gh-k", f"d{i}", base + i) for i in range(50)]
+        answer = httpx.post(proc.url + "/records", json={"records": batch}, headers=proc.headers)
+        assert answer.status_code == 200
+
+        def restarted():
+            health = httpx.get(proc.url + "/healthz").json()["delivery"]
+            return health["process_restarts"] >= 1 and health["delivered_readings"] >= 50
+
+        deadline = time.monotonic() + 30
+        while not restarted():
+            assert time.monotonic() < deadline, httpx.get(proc.url + "/healthz").text
+            time.sleep(0.2)
+    assert len([r for r in lake_rows(home) if r[0] == "gh-k"]) == 50
+    assert pending(home) == 0
+
+
+def test_delivery_process_flushes_and_exits_when_the_server_is_killed(tmp_path):
+    home = tmp_path / "home"
+    proc = ServeProcess(home, "--flush-age", "3600").start()
+    (child,) = [pid for pid, cmd in _children(proc.proc.pid) if "spawn_main" in cmd]
+    batch = [reading("gh-o", f"d{i}") for i in range(20)]
+    assert (
+        httpx.post(proc.url + "/records", json={"records": batch}, headers=proc.headers).status_code
+        == 200
+    )
+    proc.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{child}") and "zombie" not in _state(child):
+        assert time.monotonic() < deadline, "the delivery process outlived the server"
+        time.sleep(0.1)
+    # The readings the server acknowledged were delivered by the orphaned child on its way out.
+    assert len([r for r in lake_rows(home) if r[0] == "gh-o"]) == 20
+    assert pending(home) == 0
+
+
+def _state(pid: int) -> str:
+    try:
+        return (
+            "zombie" if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z" else ""
+        )
+    except OSError:
+        return "zombie"

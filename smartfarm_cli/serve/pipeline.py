@@ -252,14 +252,23 @@ def _delivery_process(options: DeliveryOptions, stop, conn) -> None:
             status["spikes"] += report.spikes
             if force:
                 status["final"] = report.readings
-        conn.send(dict(status))
+
+    def tell() -> bool:
+        try:
+            conn.send(dict(status))
+            return True
+        except OSError:  # the server is gone
+            return False
 
     try:
         while not stop.wait(options.tick_s):
             if os.getppid() != parent:
                 break  # the server is gone: flush what it accepted and stop
             once(force=False)
+            if not tell():
+                break
         once(force=True)
+        tell()
     finally:
         target.close()
         conn.close()
