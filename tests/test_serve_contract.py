@@ -131,3 +131,61 @@ def test_error_answers_match_the_document(server, headers, body, status):
     answer = httpx.post(server.url + "/records", content=body, headers=sent)
     assert answer.status_code == status
     _check_answer("/records", answer)
+
+
+def test_answers_have_the_shapes_the_deployed_mapping_templates_give(server, monkeypatch):
+    """Kinesis' own answers (moto), rendered through terraform/templates/*_response.vtl as API
+    Gateway would, have exactly the keys and types of farmctl serve's answers."""
+    from apigw_vtl import render, template
+    from moto import mock_aws
+    from serve_support import reading
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    readings = [reading("gh-vtl", f"d{i}") for i in range(3)]
+    with mock_aws():
+        import boto3
+
+        kinesis = boto3.client("kinesis", region_name="eu-west-1")
+        kinesis.create_stream(StreamName="s", ShardCount=1)
+        many = kinesis.put_records(
+            StreamName="s",
+            Records=[{"Data": json.dumps(r).encode(), "PartitionKey": "k"} for r in readings],
+        )
+        one = kinesis.put_record(StreamName="s", Data=b"{}", PartitionKey="k")
+    for path, vtl, answer in (
+        ("/records", "put_records_response.vtl", many),
+        ("/record", "put_record_response.vtl", one),
+    ):
+        kinesis_json = json.dumps({k: v for k, v in answer.items() if k != "ResponseMetadata"})
+        gateway = json.loads(render(template(vtl), kinesis_json)[0])
+        body = {"records": readings} if path == "/records" else readings[0]
+        ours = httpx.post(server.url + path, json=body, headers=server.headers).json()
+        assert _shape(ours) == _shape(gateway), (ours, gateway)
+
+
+def _shape(value):
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v) for v in value]
+    return type(value).__name__
+
+
+def test_a_busy_stream_is_refused_as_error_response_vtl_refuses_kinesis_throttling():
+    from apigw_vtl import render, template
+
+    from smartfarm_cli.serve import contract
+
+    kinesis_error = {"__type": "ProvisionedThroughputExceededException", "message": "Rate exceeded"}
+    text, override = render(template("error_response.vtl"), json.dumps(kinesis_error))
+    ours = contract.stream_error(
+        429, "ProvisionedThroughputExceededException", "the stream is busy", 1
+    )
+    assert override.get("status") == ours.status == 429
+    assert _shape(ours.body) == _shape(json.loads(text))
+    assert ours.body["message"] == json.loads(text)["message"]

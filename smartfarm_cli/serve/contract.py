@@ -8,11 +8,13 @@ refuses exactly what the deployed API would:
 3. the payload limit (413) and the media type (`passthrough_behavior = NEVER`: only
    `application/json` has a template; no Content-Type counts as JSON, anything else is 415);
 4. the request model (terraform/schemas/reading.json or reading_batch.json, generated from
-   core.schema): 400 `{"message": "Invalid request body", "reason": ...}` (ingest_bad_body);
+   core.schema): 400 `{"message": "Invalid request body"}` (ingest_bad_body), plus a `reason`
+   here (the deployed API keeps that in its access log);
 5. Kinesis' own limits (1 MiB per record, 5 MiB per PutRecords call): 400 with the
    error_response.vtl shape;
 6. PutRecord / PutRecords answers in the shapes of put_record_response.vtl and
-   put_records_response.vtl.
+   put_records_response.vtl; a stream too busy to take the write is a 429 in the
+   error_response.vtl shape, as Kinesis throttling is there.
 
 Value rules (timestamps, numeric strings, ranges) are not part of the request model: on AWS the
 Firehose transform applies them after the stream has taken the record. Here the core's

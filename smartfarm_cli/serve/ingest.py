@@ -75,9 +75,9 @@ class IngestEndpoint:
             readings = contract.parse(route, body)
             try:
                 future = pipeline.writer.submit(readings, asyncio.get_running_loop())
-            except StreamBusy:
+            except StreamBusy:  # what error_response.vtl makes of Kinesis throttling: 429
                 raise contract.stream_error(
-                    503, "ProvisionedThroughputExceededException", "the stream is busy", 1
+                    429, "ProvisionedThroughputExceededException", "the stream is busy", 1
                 ) from None
             except StreamClosed:
                 raise contract.stream_error(

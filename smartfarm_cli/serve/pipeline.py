@@ -29,7 +29,7 @@ from dataclasses import dataclass
 log = logging.getLogger("smartfarm.serve")
 
 MAX_GROUP_READINGS = 20_000  # readings per group commit
-MAX_QUEUED_READINGS = 200_000  # beyond this the stream is "busy": 503 + Retry-After
+MAX_QUEUED_READINGS = 200_000  # beyond this the stream is "busy": 429 + Retry-After
 GATHER_S = 0.002  # how long a commit may wait for requests already on their way
 
 
