@@ -111,13 +111,13 @@ def test_curl_posts_like_a_device_script(server, tmp_path):
     ],
 )
 def test_bad_bodies_get_400_with_a_reason_and_store_nothing(server, path, body, status, needle):
-    before = LocalTarget(server.home).status()["stream readings"]
+    before = LocalTarget(server.home).status()["stream_readings"]
     response = httpx.post(server.url + path, content=body, headers=server.headers)
     assert response.status_code == status
     answer = response.json()
     assert answer["message"] == "Invalid request body"
     assert needle in answer["reason"], answer
-    assert LocalTarget(server.home).status()["stream readings"] == before
+    assert LocalTarget(server.home).status()["stream_readings"] == before
 
 
 def test_key_media_type_size_and_route_faults(server):

@@ -115,7 +115,7 @@ def _through_serve(raw: list[dict], tmp_path) -> tuple[set, int]:
         for g, d, ts, t, h, c, e in lake_rows(home)
     }
     target = LocalTarget(home)
-    refused = target.status()["rejected readings"]
+    refused = target.status()["rejected_readings"]
     target.close()
     return rows, refused
 
