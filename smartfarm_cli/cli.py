@@ -624,11 +624,10 @@ def serve(
             "pip install 'smartfarm-cli[serve]'"
         ) from None
 
-    if State.options.name == "aws" or (State.options.name is None and _resolved() == "aws"):
+    target = State.target()  # a home that cannot be used: one line now
+    if target.name != "local":
         raise UserError("serve runs the local pipeline; use --target local")
-    from .targets.local import default_home
-
-    home = State.options.home or default_home()
+    home = target.home
     key = load_api_key(home, api_key_file)
     if show_key:
         print(key.value)
@@ -650,12 +649,6 @@ def serve(
         body_timeout_s=client_timeout,
     )
     run_server(create_app(settings), host, port, certfile, keyfile, client_timeout)
-
-
-def _resolved() -> str:
-    from .targets import resolve_name
-
-    return resolve_name(State.options)
 
 
 @command("demo")

@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -53,7 +53,6 @@ class Settings:
     alerts: bool = True
     fsync: bool = True  # fsync each stream commit before answering 200
     access_log: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 class Pipeline:

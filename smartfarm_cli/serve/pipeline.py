@@ -112,7 +112,7 @@ class Writer:
             self._cond.notify()
         return job.future
 
-    def close(self, timeout: float = 60.0) -> None:
+    def close(self, timeout: float = 300.0) -> None:
         """Stop taking jobs, finish every job already taken, then stop."""
         with self._cond:
             self._closing = True
