@@ -80,6 +80,31 @@ class Event:
     def incident(self) -> tuple[str, str, str, str]:
         return (self.greenhouse_id, self.device_id, self.rule, self.metric)
 
+    def stored(self) -> list:
+        """The event as kept in its device's item (the device is the item's key)."""
+        return [self.kind, self.rule, self.metric, self.severity, self.at_ms, self.opened_ms,
+                self.count, self.worst, self.last_seen_ms]  # fmt: skip
+
+
+def _restored(device: tuple[str, str], stored: list) -> Event:
+    kind, rule, metric, severity, at_ms, opened_ms, count, worst, last_seen_ms = stored
+    return Event(
+        kind, *device, rule, metric, severity, at_ms, opened_ms, count, worst, last_seen_ms
+    )
+
+
+def _remember(body: dict, digest: str, events: list[Event]) -> None:
+    """Mark `digest` judged and keep the events it produced (for a replay of the same source)."""
+    body["sources"] = [*body["sources"], digest][-RECENT_SOURCES:]
+    kept = {d: e for d, e in (body.get("events") or {}).items() if d in body["sources"]}
+    if events:
+        kept[digest] = [e.stored() for e in events]
+    body["events"] = kept
+
+
+def _replayed(device: tuple[str, str], body: dict, digest: str) -> list[Event]:
+    return [_restored(device, e) for e in (body.get("events") or {}).get(digest, [])]
+
 
 @dataclass
 class _Group:
@@ -152,12 +177,16 @@ def observe(
     source: str,
     now_ms: int,
     centre: dict[str, float] | None = None,
+    replay: bool = False,
 ) -> list[Event]:
     """Apply one delivered file (its readings and spikes) to the devices' incidents.
 
     `centre` gives, per metric, the value the "worst" is measured from (the middle of the
     crop band). Returns the events to announce, in a stable order. A source already judged for
-    a device changes nothing for it.
+    a device changes nothing for it; with `replay` it returns the events that source produced
+    then (kept in the device's item, written in the same conditional write as the incidents):
+    the anomaly Lambda, retried after a crash between this write and the message, announces
+    exactly what the first attempt would have (the alert marker stops a second send).
     """
     devices = _by_device(spikes, readings, centre or {}, now_ms)
     digest = _digest(source)
@@ -170,10 +199,11 @@ def observe(
         for device in pending:
             body, version = loaded[keys[device]]
             body = body or {"open": {}, "sources": []}
-            if digest in body["sources"]:
-                continue  # this file was judged for this device already
+            if digest in body["sources"]:  # this file was judged for this device already
+                events += _replayed(device, body, digest) if replay else []
+                continue
             new_events = _apply(device, devices[device], body, policy, now_ms)
-            body["sources"] = [*body["sources"], digest][-RECENT_SOURCES:]
+            _remember(body, digest, new_events)
             writes.append((keys[device], body, version, now_ms + STATE_TTL_MS))
             found[device] = new_events
         conflicts = set(store.save(writes))
@@ -284,14 +314,22 @@ def _apply(device, seen: _Device, body: dict, policy: Policy, now_ms: int) -> li
     return events
 
 
-def check_silent(store: StateStore, policy: Policy, now_ms: int) -> list[Event]:
+def check_silent(
+    store: StateStore, policy: Policy, now_ms: int, source: str | None = None
+) -> list[Event]:
     """Open a `silent` incident for every device quiet for `stale_after` (known recently).
 
     Runs without any reading arriving. A device another writer updated meanwhile is skipped:
-    the next check sees it again.
+    the next check sees it again. With a `source` (the scheduled run's id, the same when the
+    run is retried), the run is remembered per device like a delivered file: a retry of it
+    returns the events it produced before and opens nothing twice.
     """
-    events, writes = [], []
+    digest = _digest(source) if source is not None else None
+    events, writes, replayed = [], [], []
     for key, body, version in store.scan(KIND):
+        if digest is not None and digest in body["sources"]:
+            replayed += _replayed(key[:2], body, digest)
+            continue
         last = body.get("heard_ms")
         if last is None or f"{SILENT}/readings" in body["open"]:
             continue
@@ -303,22 +341,24 @@ def check_silent(store: StateStore, policy: Policy, now_ms: int) -> list[Event]:
             "opened_ms": now_ms,
             "last_seen_ms": last,
         }
-        writes.append((key, body, version, now_ms + STATE_TTL_MS))
-        events.append(
-            Event(
-                OPENED,
-                key[0],
-                key[1],
-                SILENT,
-                "readings",
-                policy.silent_severity,
-                now_ms,
-                now_ms,
-                last_seen_ms=last,
-            )
+        event = Event(
+            OPENED,
+            key[0],
+            key[1],
+            SILENT,
+            "readings",
+            policy.silent_severity,
+            now_ms,
+            now_ms,
+            last_seen_ms=last,
         )
+        if digest is not None:
+            _remember(body, digest, [event])
+        writes.append((key, body, version, now_ms + STATE_TTL_MS))
+        events.append(event)
     conflicts = set(store.save(writes))
-    return [e for e in events if (e.greenhouse_id, e.device_id, KIND) not in conflicts]
+    fresh = [e for e in events if (e.greenhouse_id, e.device_id, KIND) not in conflicts]
+    return sorted(replayed + fresh, key=lambda e: e.incident)
 
 
 def open_incidents(store: StateStore) -> list[dict]:
@@ -407,3 +447,72 @@ def message(events: list[Event], source: str) -> dict:
         "embeds": embeds,
         "allowed_mentions": dict(discord.NO_MENTIONS),
     }
+
+
+# -- what the Lambdas and both targets share around the lifecycle -----------------------------
+
+
+def centre_of(rules) -> dict[str, float]:
+    """Per metric, the value "worst" is measured from: the middle of the crop band."""
+    return {metric: sum(band) / 2 for metric, band in rules.band.items()}
+
+
+def log_records(events: list[Event], source: str) -> list[dict]:
+    """The history rows of some events (local table `alert_log`; on AWS the `_log/` items)."""
+    return [
+        {
+            "at_ms": e.at_ms,
+            "greenhouse_id": e.greenhouse_id,
+            "device_id": e.device_id,
+            "rule": e.rule,
+            "metric": e.metric,
+            "severity": e.severity,
+            "event": e.kind,
+            "anomalies": e.count,
+            "worst": e.worst,
+            "opened_ms": e.opened_ms,
+            "source": source,
+        }
+        for e in events
+    ]
+
+
+ALERT_COLUMNS = [
+    "state",
+    "greenhouse_id",
+    "device_id",
+    "rule",
+    "metric",
+    "severity",
+    "opened",
+    "at",
+    "anomalies",
+    "worst",
+]
+ALERT_STATES = (None, "open", "resolved")
+
+
+def history_kinds(state: str | None) -> tuple[str, ...]:
+    """Which logged events `farmctl alerts --state` shows (open incidents come from the state)."""
+    if state not in ALERT_STATES:
+        raise ValueError(f"unknown state {state!r}; choose open or resolved")
+    if state == "open":
+        return ()
+    return (RESOLVED,) if state == "resolved" else (OPENED, REMINDER, RESOLVED)
+
+
+def alert_rows(open_: list[dict], history: list[dict], state: str | None, when) -> list[tuple]:
+    """`farmctl alerts` rows: open incidents, then history newest first (`when`: ms -> time)."""
+    where = ("greenhouse_id", "device_id", "rule", "metric", "severity")
+    rows = []
+    if state in (None, "open"):
+        for r in open_:
+            who = tuple(r[c] for c in where)
+            rows.append(("open", *who, when(r["opened_ms"]), None, r["count"], None))
+    kinds = history_kinds(state)
+    for r in sorted(history, key=lambda r: -r["at_ms"]):
+        if r["event"] in kinds:
+            who = tuple(r[c] for c in where)
+            times = (when(r["opened_ms"]), when(r["at_ms"]))
+            rows.append((r["event"], *who, *times, r["anomalies"], r["worst"]))
+    return rows

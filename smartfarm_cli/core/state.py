@@ -226,3 +226,74 @@ class DynamoStateStore:
             except failed:
                 conflicts.append(key)
         return conflicts
+
+
+class DynamoEventLog:
+    """Append-only history (incident events) in the state table, beside the device items.
+
+    Partition `device` = "_log/<UTC day>", sort key `kind` = "<at ms, 13 digits>#<source
+    digest>#<n>": deterministic, so a retried invocation rewrites the same items instead of
+    adding copies. `body` holds the record (JSON); `expires_at` drops it after `keep_ms`.
+    Written with BatchWriteItem (25 a call), read with one Query per day.
+    """
+
+    PREFIX = "_log/"
+
+    def __init__(self, client, table: str, keep_ms: int = 30 * 86_400_000):
+        self.client = client
+        self.table = table
+        self.keep_ms = keep_ms
+
+    @staticmethod
+    def _day(ms: int) -> str:
+        return time.strftime("%Y-%m-%d", time.gmtime(ms // 1000))
+
+    def append(self, records: list[dict], source: str) -> None:
+        import hashlib
+
+        digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+        items = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "device": {"S": self.PREFIX + self._day(r["at_ms"])},
+                        "kind": {"S": f"{r['at_ms']:013d}#{digest}#{n:04d}"},
+                        "body": {"S": _text(r)},
+                        "expires_at": {"N": str((r["at_ms"] + self.keep_ms) // 1000)},
+                    }
+                }
+            }
+            for n, r in enumerate(records)
+        ]
+        for start in range(0, len(items), 25):  # BatchWriteItem takes at most 25 items
+            request = {self.table: items[start : start + 25]}
+            for attempt in range(10):
+                response = self.client.batch_write_item(RequestItems=request)
+                request = response.get("UnprocessedItems") or {}
+                if not request:
+                    break
+                time.sleep(min(0.05 * 2**attempt, 1.0))
+            else:
+                raise StateConflict("DynamoDB kept returning unprocessed items; try again")
+
+    def since(self, start_ms: int, end_ms: int) -> list[dict]:
+        """Every record with start_ms <= at_ms <= end_ms (one Query per UTC day)."""
+        found = []
+        day_ms = start_ms - start_ms % 86_400_000
+        while day_ms <= end_ms:
+            request = {
+                "TableName": self.table,
+                "KeyConditionExpression": "device = :day AND kind >= :start",
+                "ExpressionAttributeValues": {
+                    ":day": {"S": self.PREFIX + self._day(day_ms)},
+                    ":start": {"S": f"{start_ms:013d}"},
+                },
+            }
+            while True:
+                response = self.client.query(**request)
+                found += [json.loads(item["body"]["S"]) for item in response.get("Items", [])]
+                if "LastEvaluatedKey" not in response:
+                    break
+                request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+            day_ms += 86_400_000
+        return [r for r in found if r["at_ms"] <= end_ms]

@@ -539,7 +539,7 @@ class LocalTarget:
 
         now_ms = int(self.clock() * 1000) if now_ms is None else now_ms
         readings = READING_SCHEMA.empty_table() if readings is None else readings
-        centre = {m: sum(self.rules.band[m]) / 2 for m in self.rules.band}
+        centre = incidents.centre_of(self.rules)
         with self._transaction():
             events = incidents.observe(
                 spikes, readings, self.policy, self.state, source, now_ms, centre
@@ -616,50 +616,25 @@ class LocalTarget:
         """Open incidents and the recent history (opened / still firing / resolved events)."""
         from ..core import incidents
 
-        if state not in (None, "open", "resolved"):
-            raise queries.QueryError(f"unknown state {state!r}; choose open or resolved")
+        try:
+            kinds = incidents.history_kinds(state)
+        except ValueError as exc:
+            raise queries.QueryError(str(exc)) from None
         start = int((datetime.now(UTC) - queries.parse_duration(since)).timestamp() * 1000)
-        columns = [
-            "state",
-            "greenhouse_id",
-            "device_id",
-            "rule",
-            "metric",
-            "severity",
-            "opened",
-            "at",
-            "anomalies",
-            "worst",
-        ]
-        rows = []
-        if state in (None, "open"):
-            for r in incidents.open_incidents(self.state):
-                rows.append(
-                    (
-                        "open",
-                        r["greenhouse_id"],
-                        r["device_id"],
-                        r["rule"],
-                        r["metric"],
-                        r["severity"],
-                        _utc(r["opened_ms"]),
-                        None,
-                        r["count"],
-                        None,
-                    )
-                )
-        if state in (None, "resolved"):
-            kinds = ("resolved",) if state == "resolved" else ("opened", "still firing", "resolved")
+        open_ = incidents.open_incidents(self.state) if state in (None, "open") else []
+        history = []
+        if kinds:
             marks = ", ".join("?" * len(kinds))
-            for row in self.db.execute(
-                "SELECT event, greenhouse_id, device_id, rule, metric, severity, opened_ms, "
-                f"at_ms, anomalies, worst FROM alert_log WHERE at_ms >= ? AND event IN ({marks}) "
+            cursor = self.db.execute(
+                "SELECT at_ms, greenhouse_id, device_id, rule, metric, severity, event, anomalies, "
+                f"worst, opened_ms, source FROM alert_log WHERE at_ms >= ? AND event IN ({marks}) "
                 "ORDER BY at_ms DESC, id DESC",
                 (start, *kinds),
-            ):
-                event, *rest, opened, at, count, worst = row
-                rows.append((event, *rest, _utc(opened), _utc(at), count, worst))
-        return QueryResult(columns, rows)
+            )
+            names = [d[0] for d in cursor.description]
+            history = [dict(zip(names, row, strict=True)) for row in cursor]
+        rows = incidents.alert_rows(open_, history, state, _utc)
+        return QueryResult(incidents.ALERT_COLUMNS, rows)
 
     def pending(self) -> int:
         (count,) = self.db.execute(
