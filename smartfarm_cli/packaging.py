@@ -14,7 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-FUNCTIONS = ("anomaly_detector", "pseudo_sensor_log", "firehose_transform")
+FUNCTIONS = ("anomaly_detector", "pseudo_sensor_log", "firehose_transform", "silent_check")
 PACKAGE_ROOT = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_ROOT.parent
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)

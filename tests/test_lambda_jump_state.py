@@ -90,6 +90,8 @@ def test_two_invocations_racing_on_one_device(aws, monkeypatch):
 
     def racing_load(self, keys):
         found = real(self, keys)
+        if {kind for _, _, kind in keys} != {"jump"}:
+            return found  # the incidents' load (issue 14) after the jumps are judged
         calls.append(1)
         if len(calls) <= 2:
             barrier.wait(timeout=10)  # both have read before either writes

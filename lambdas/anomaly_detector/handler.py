@@ -1,10 +1,20 @@
-"""anomaly_detector: S3 ObjectCreated on sensor-log-bucket -> spikes + one Discord message.
+"""anomaly_detector: S3 ObjectCreated on sensor-log-bucket -> spikes + one incident message.
 
 Per record of the event (an event may hold several; keys are URL-encoded, `+` is a space):
 read the Parquet object, run the shared rules (`smartfarm_cli/core`; `jump` against each
 device's state in the STATE_TABLE DynamoDB table, conditional writes), store the spikes at the
 deterministic key `spikes/year=/month=/day=/<digest of source key>.parquet` in SPIKE_BUCKET, then
-announce them once on Discord (core.alerts: marker `alerts/<digest>.json` beside the spikes).
+move the devices' incidents (core.incidents, same table: one conditional write per device and
+file, which also records each device's last-seen time), log the events (`_log/` items) and
+announce them in one Discord message (core.alerts: marker `alerts/<digest>.json` beside the
+spikes). Without STATE_TABLE each object is judged alone and its spikes announced as they are.
+
+Crash safety: the events a file produced are kept in each device's item, written in the same
+conditional write as the incidents. An invocation that dies after that write and before the
+message went out is retried by Lambda with the same event; the retry finds the file judged,
+gets the same events back, rewrites the same log items and sends the message (the marker
+`delivered` stops a second send). Two invocations racing on one device: the loser of the
+conditional write reloads and finds the incident open, so only one announces it.
 
 Objects with the metadata `smartfarm-source: backfill` (generated history) get their spikes
 stored but no alert. A duplicate event overwrites the same spike object and finds the marker
@@ -20,84 +30,38 @@ Environment:
   SPIKE_BUCKET                    required, the spike-log-bucket name
   DISCORD_WEBHOOK_SSM_PARAMETER   optional, SecureString holding the webhook URL (no alert if unset)
   RULES_PATH                      optional rules.toml override (relative to this file's folder)
-  STATE_TABLE                     DynamoDB table of per-device state (jump windows, see
-                                  docs/state.md); unset: each object is judged on its own
+  STATE_TABLE                     DynamoDB table of per-device state (jump windows, incidents,
+                                  see docs/state.md); unset: each object is judged on its own
+                                  and its spikes announced per file (no incidents)
 Logs are JSON lines on stdout; they never contain the webhook URL.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote_plus
 
-from smartfarm_cli.core import alerts, lake
+from smartfarm_cli.core import alerts, discord, incidents, lake
 from smartfarm_cli.core.jsonlog import log
+from smartfarm_cli.core.lambda_io import WEBHOOK_CACHE as _webhook_cache  # noqa: F401 (tests)
+from smartfarm_cli.core.lambda_io import S3Store, urllib_post, webhook_from_ssm
 from smartfarm_cli.core.rules import Rules, load_rules
-from smartfarm_cli.core.state import DynamoStateStore, StateStore
+from smartfarm_cli.core.state import DynamoEventLog, DynamoStateStore, StateStore
 from smartfarm_cli.core.validate import conform
 
-USER_AGENT = "smartfarm-anomaly-detector (aws lambda, 0.1)"
-WEBHOOK_CACHE_S = 300.0
 ALERT_POLICY = alerts.RetryPolicy(
     max_attempts=5, timeout_s=10.0, backoff_base_s=1.0, max_total_s=60.0
 )
 DEADLINE_MARGIN_S = 10.0  # keep this much of the invocation for writing markers and logs
 SOURCE_METADATA = "smartfarm-source"  # `backfill` on generated history: spikes, no alert
+NOW = time.time  # the incidents' wall clock (a fake one in tests)
 
 
 class StoreError(RuntimeError):
     """Something could not be written: the invocation must fail so it is retried."""
-
-
-class S3Store:
-    """lake.ObjectStore over one S3 bucket."""
-
-    def __init__(self, client, bucket: str):
-        self.client = client
-        self.bucket = bucket
-
-    def get(self, key: str) -> bytes | None:
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except self.client.exceptions.NoSuchKey:
-            return None
-        except self.client.exceptions.ClientError as exc:
-            # Without an unconditional s3:ListBucket, S3 answers 403 (not 404) for a missing
-            # key. A prefix listing (allowed by a prefix-scoped ListBucket) tells them apart.
-            if exc.response.get("Error", {}).get("Code") not in ("AccessDenied", "403"):
-                raise
-            listing = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
-            if any(o["Key"] == key for o in listing.get("Contents", [])):
-                raise
-            return None
-
-    def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
-
-
-def urllib_post(url: str, body: dict, timeout: float):
-    """One JSON POST with the stdlib; an HTTP error status is returned, not raised."""
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers.items()), response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, dict(exc.headers.items()), exc.read()
-    except http.client.HTTPException as exc:
-        raise ConnectionError(f"bad HTTP answer: {type(exc).__name__}") from None
 
 
 def s3_records(event: dict) -> list[tuple[str, str]]:
@@ -127,7 +91,9 @@ class Deps:
     clock: object = time.monotonic
     deadline: float | None = None
     policy: alerts.RetryPolicy = ALERT_POLICY
-    state: StateStore | None = None  # per-device state (jump windows); None: judge files alone
+    state: StateStore | None = None  # per-device state (jump windows, incidents); None: alone
+    history: DynamoEventLog | None = None  # incident events, for `farmctl alerts`
+    now: object = time.time  # wall clock (epoch s) of the incident lifecycle
 
 
 @dataclass
@@ -137,6 +103,7 @@ class ObjectResult:
     status: str = "ok"  # ok | skipped | failed | store_failed
     spikes: int = 0
     spike_files: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)  # incident events, as one line each
     alert: str = ""
     error: str = ""
 
@@ -170,12 +137,34 @@ def process_object(bucket: str, key: str, deps: Deps) -> ObjectResult:
         except Exception as exc:
             raise StoreError(f"cannot store spikes {spike_key}: {type(exc).__name__}") from exc
         result.spike_files.append(spike_key)
-    if spikes.num_rows == 0:
+    if deps.state is None and spikes.num_rows == 0:
         result.alert = alerts.NOTHING_TO_SEND
         return result
     if metadata.get(SOURCE_METADATA) == "backfill":
         result.alert = "skipped_backfill"  # history is not news (same as the local target)
         return result
+    message, count = None, spikes.num_rows
+    if deps.state is not None:
+        try:
+            events = incidents.observe(
+                spikes,
+                table,
+                incidents.policy_from(deps.rules.alerts),
+                deps.state,
+                key,
+                int(deps.now() * 1000),
+                incidents.centre_of(deps.rules),
+                replay=True,
+            )
+            if deps.history is not None:
+                deps.history.append(incidents.log_records(events, key), key)
+        except Exception as exc:  # state or log not written: retry the event (replays it)
+            raise StoreError(f"cannot record incidents of {key}: {type(exc).__name__}") from exc
+        result.events = [incidents.describe(e) for e in events]
+        if not events:
+            result.alert = alerts.NOTHING_TO_SEND
+            return result
+        message, count = incidents.message(events, key), len(events)
     try:
         url = deps.webhook_url()
         problem = "" if url else "not_configured"
@@ -186,10 +175,11 @@ def process_object(bucket: str, key: str, deps: Deps) -> ObjectResult:
         return result
     try:
         if url:
-            outcome = alerts.deliver_alert(
+            outcome = alerts.deliver_message(
                 deps.spike_store,
                 key,
-                spikes,
+                message or (lambda: discord.build_alert_message(spikes, key)),
+                count,
                 deps.post,
                 url,
                 sleep=deps.sleep,
@@ -229,6 +219,7 @@ def process_event(event: dict, deps: Deps) -> dict:
             status=result.status,
             spikes=result.spikes,
             spike_files=result.spike_files,
+            events=result.events,
             alert=result.alert,
             error=result.error,
             duration_ms=round((time.monotonic() - started) * 1000, 1),
@@ -247,7 +238,6 @@ def process_event(event: dict, deps: Deps) -> dict:
 
 
 _rules_cache: dict[str, Rules] = {}
-_webhook_cache: dict[str, tuple[float, str]] = {}
 
 
 def _rules() -> Rules:
@@ -260,28 +250,14 @@ def _rules() -> Rules:
     return _rules_cache[cache_key]
 
 
-def _webhook_from_ssm(ssm_client_factory):
-    name = os.environ.get("DISCORD_WEBHOOK_SSM_PARAMETER", "").strip()
-
-    def resolve() -> str | None:
-        if not name:
-            return None
-        cached = _webhook_cache.get(name)
-        if cached and time.monotonic() - cached[0] < WEBHOOK_CACHE_S:
-            return cached[1]
-        value = ssm_client_factory().get_parameter(Name=name, WithDecryption=True)
-        url = value["Parameter"]["Value"].strip()
-        _webhook_cache[name] = (time.monotonic(), url)
-        return url
-
-    return resolve
-
-
-def _state_store() -> StateStore | None:
+def _state_store() -> tuple[StateStore | None, DynamoEventLog | None]:
     import boto3
 
     table = os.environ.get("STATE_TABLE", "").strip()
-    return DynamoStateStore(boto3.client("dynamodb"), table) if table else None
+    if not table:
+        return None, None
+    client = boto3.client("dynamodb")
+    return DynamoStateStore(client, table), DynamoEventLog(client, table)
 
 
 def handler(event, context):
@@ -292,14 +268,17 @@ def handler(event, context):
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         remaining = context.get_remaining_time_in_millis() / 1000.0
         deadline = time.monotonic() + max(1.0, remaining - DEADLINE_MARGIN_S)
+    state, history = _state_store()
     deps = Deps(
         s3=s3,
         spike_store=S3Store(s3, os.environ["SPIKE_BUCKET"]),
         rules=_rules(),
-        webhook_url=_webhook_from_ssm(lambda: boto3.client("ssm")),
+        webhook_url=webhook_from_ssm(lambda: boto3.client("ssm")),
         deadline=deadline,
         policy=ALERT_POLICY,
-        state=_state_store(),
+        state=state,
+        history=history,
+        now=NOW,
     )
     summary = process_event(event, deps)
     if summary["store_failed"]:
