@@ -52,7 +52,12 @@ def check(event, state, history, rules, marker_store, webhook_url, post, now_ms,
         history.append(incidents.log_records(events, source), source)
     except Exception as exc:
         raise StoreError(f"cannot record silent devices: {type(exc).__name__}") from exc
-    summary = {"source": source, "silent": [incidents.describe(e) for e in events], "alert": ""}
+    summary = {
+        "source": source,
+        "silent": [incidents.describe(e) for e in events],
+        "events": incidents.log_records(events, source),
+        "alert": "",
+    }
     if not events:
         summary["alert"] = alerts.NOTHING_TO_SEND
         return summary

@@ -471,10 +471,28 @@ def log_records(events: list[Event], source: str) -> list[dict]:
             "anomalies": e.count,
             "worst": e.worst,
             "opened_ms": e.opened_ms,
+            "last_seen_ms": e.last_seen_ms,
             "source": source,
         }
         for e in events
     ]
+
+
+def event_from_record(r: dict) -> Event:
+    """A history row back as the event (what `farmctl check` prints on the aws target)."""
+    return Event(
+        r["event"],
+        r["greenhouse_id"],
+        r["device_id"],
+        r["rule"],
+        r["metric"],
+        r["severity"],
+        r["at_ms"],
+        r["opened_ms"],
+        r["anomalies"],
+        r["worst"],
+        r.get("last_seen_ms"),
+    )
 
 
 ALERT_COLUMNS = [

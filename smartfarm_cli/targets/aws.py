@@ -579,6 +579,77 @@ class AwsTarget:
         rows.sort(key=lambda row: row[1] or datetime.min, reverse=True)
         return QueryResult(["id", "received", "source", "reason", "raw"], rows[:limit])
 
+    # -- incidents (issue 14: core.incidents over the device-state table) ------------------------
+
+    def _state_table(self) -> str:
+        table = self.outputs.optional("state_table")
+        if not table:
+            raise UserError(
+                "the deployed stack has no state_table output (it predates incidents): "
+                "run farmctl deploy to update it"
+            )
+        return table
+
+    @mapped
+    def alerts(self, since: str = "24h", state: str | None = None) -> QueryResult:
+        """Open incidents (the `alerts` items) and history (the `_log/` items) in DynamoDB."""
+        from ..core import incidents
+        from ..core.state import DynamoEventLog, DynamoStateStore
+
+        try:
+            kinds = incidents.history_kinds(state)
+        except ValueError as exc:
+            raise queries.QueryError(str(exc)) from None
+        now = datetime.now(UTC)
+        start_ms = int((now - queries.parse_duration(since)).timestamp() * 1000)
+        client, table = self.client("dynamodb"), self._state_table()
+        open_ = []
+        if state in (None, "open"):
+            open_ = incidents.open_incidents(DynamoStateStore(client, table))
+        history = []
+        if kinds:
+            history = DynamoEventLog(client, table).since(start_ms, int(now.timestamp() * 1000))
+        rows = incidents.alert_rows(open_, history, state, _naive_utc)
+        return QueryResult(incidents.ALERT_COLUMNS, rows)
+
+    @mapped
+    def check(self, now_ms: int | None = None, retry_after_s: float = 60.0) -> list:
+        """Run the deployed silent_check Lambda now (the schedule runs it every few minutes).
+
+        It opens, logs and announces what it finds, exactly as a scheduled run; the events come
+        back in its answer. `now_ms` and `retry_after_s` are local-target knobs: the Lambda
+        uses its own clock, and Discord retries are its own.
+        """
+        del now_ms, retry_after_s
+        from ..core import incidents
+
+        name = self.outputs.optional("silent_check_function_name")
+        if not name:
+            raise UserError(
+                "the deployed stack has no silent_check function: run farmctl deploy to update it"
+            )
+        answer = self.client("lambda").invoke(
+            FunctionName=name,
+            InvocationType="RequestResponse",
+            Payload=json.dumps({"source": "farmctl check"}).encode(),
+        )
+        payload = json.loads(answer["Payload"].read() or b"null")
+        if answer.get("FunctionError") or not isinstance(payload, dict):
+            message = payload.get("errorMessage", "") if isinstance(payload, dict) else ""
+            raise FarmctlError(
+                f"silent_check failed: {message[:300] or 'no answer'}; see its CloudWatch logs"
+            )
+        return [incidents.event_from_record(r) for r in payload.get("events", [])]
+
+    def _open_incident_count(self) -> int | None:
+        if not self.outputs.optional("state_table"):
+            return None  # a stack deployed before incidents
+        from ..core import incidents
+        from ..core.state import DynamoStateStore
+
+        store = DynamoStateStore(self.client("dynamodb"), self._state_table())
+        return len(incidents.open_incidents(store))
+
     # -- status ----------------------------------------------------------------------------------
 
     @mapped
@@ -619,6 +690,7 @@ class AwsTarget:
             "crawler": f"{out['crawler_name']}: {crawl_text}",
             "spikes_today_utc": spikes_today.rows[0][0] if spikes_today.rows else 0,
             "alerts_waiting_in_dlq": int(dlq),
+            "open_incidents": self._open_incident_count(),
             "grafana": out.optional("grafana_url"),
         }
 
@@ -988,3 +1060,8 @@ def _age(delta: timedelta) -> str:
 
 def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _naive_utc(ms: int) -> datetime:
+    """Epoch milliseconds as the naive UTC datetime the lake's timestamps are (as local)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).replace(tzinfo=None)

@@ -97,3 +97,9 @@ class Target(Protocol):
         """One flat object with snake_case keys and typed values."""
 
     def rejected(self, limit: int = 50) -> QueryResult: ...
+
+    def alerts(self, since: str = "24h", state: str | None = None) -> QueryResult:
+        """Open incidents and incident history (core.incidents.ALERT_COLUMNS)."""
+
+    def check(self, now_ms: int | None = None, retry_after_s: float = 60.0) -> list:
+        """Look for silent devices now and announce them -> the incident events it produced."""
