@@ -33,6 +33,7 @@ locals {
     anomaly_detector   = "${local.lambda_build_dir}/anomaly_detector.zip"
     pseudo_sensor_log  = "${local.lambda_build_dir}/pseudo_sensor_log.zip"
     firehose_transform = "${local.lambda_build_dir}/firehose_transform.zip"
+    silent_check       = "${local.lambda_build_dir}/silent_check.zip"
   }
   # null when a zip is missing: each function's precondition then says what to run, instead of
   # filebase64sha256 failing on a fresh clone.

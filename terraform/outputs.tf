@@ -135,3 +135,13 @@ output "kms_key_arn" {
   description = "Project KMS key (readers of the buckets need kms:Decrypt on it)."
   value       = aws_kms_key.main.arn
 }
+
+output "state_table" {
+  description = "DynamoDB table of per-device state and incidents (farmctl alerts and status read it)."
+  value       = aws_dynamodb_table.device_state.name
+}
+
+output "silent_check_function_name" {
+  description = "silent_check Lambda function name (farmctl check invokes it)."
+  value       = module.silent_check.function_name
+}

@@ -41,11 +41,12 @@ resource "aws_dynamodb_table" "device_state" {
 }
 
 # anomaly_detector reads a file's devices in one BatchGetItem and writes each device once per
-# file with a conditional PutItem (core.state.DynamoStateStore): nothing else.
+# file with a conditional PutItem (core.state.DynamoStateStore), and appends incident events as
+# `_log/` items with BatchWriteItem (core.state.DynamoEventLog): nothing else.
 data "aws_iam_policy_document" "anomaly_detector_state" {
   statement {
     sid       = "ReadWriteDeviceState"
-    actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"]
+    actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:BatchWriteItem"]
     resources = [aws_dynamodb_table.device_state.arn]
   }
 

@@ -453,3 +453,13 @@ variable "hosted_zone_id" {
     error_message = "hosted_zone_id must be null or a Route53 zone id (Z...)."
   }
 }
+
+variable "silent_check_minutes" {
+  description = "How often silent_check looks for devices that stopped reporting (issue 14), minutes. Keep it below the [alerts] silent_stale_after of rules.toml."
+  type        = number
+  default     = 5
+  validation {
+    condition     = var.silent_check_minutes >= 1 && var.silent_check_minutes <= 60 && floor(var.silent_check_minutes) == var.silent_check_minutes
+    error_message = "silent_check_minutes must be a whole number between 1 and 60."
+  }
+}

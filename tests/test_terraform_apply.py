@@ -261,6 +261,27 @@ def test_s3_notification_invokes_the_anomaly_detector(emulated):
     assert emu.ACCOUNT_ID in condition
 
 
+def test_silent_check_function_and_its_schedule_are_created(emulated):
+    """Issue 14: the module's function (DLQ, env), the schedule and the state table output."""
+    out = emulated["outputs"]
+    fn = emulated.client("lambda").get_function(FunctionName=out["silent_check_function_name"])
+    config = fn["Configuration"]
+    assert config["Environment"]["Variables"]["STATE_TABLE"] == out["state_table"]
+    # (moto's GetFunction leaves DeadLetterConfig out; the queue itself is checked)
+    dlq = emulated.client("sqs").get_queue_url(
+        QueueName=out["silent_check_function_name"] + "-failures"
+    )
+    assert dlq["QueueUrl"].endswith("-failures")
+    assert config["TracingConfig"]["Mode"] == "Active"
+    table = emulated.client("dynamodb").describe_table(TableName=out["state_table"])["Table"]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    (schedule,) = emulated.client("scheduler").list_schedules()["Schedules"]
+    detail = emulated.client("scheduler").get_schedule(Name=schedule["Name"])
+    assert detail["ScheduleExpression"] == "rate(5 minutes)"
+    assert detail["Target"]["Arn"] == config["FunctionArn"]
+    assert "<aws.scheduler.scheduled-time>" in detail["Target"]["Input"]
+
+
 def test_ssm_parameters_hold_the_secrets_and_no_output_does(emulated):
     out = emulated["outputs"]
     ssm = emulated.client("ssm")
