@@ -491,6 +491,126 @@ def p15_incident_messages(runs: int) -> dict:
     }
 
 
+def p15b_incident_messages_aws(runs: int) -> dict:
+    """P15 through the AWS code path: the anomaly_detector handler on one S3 event per file and
+    the silent_check handler every 5 minutes, on moto S3 + SSM + DynamoDB, counted by a local
+    HTTP server standing in for Discord, with a fake wall clock."""
+    del runs  # a count, not a timing
+    import importlib.util
+
+    import boto3
+    from moto import mock_aws
+    from pytest_httpserver import HTTPServer
+
+    from smartfarm_cli.core import discord, lake
+    from smartfarm_cli.core.validate import table_from_rows
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(
+            f"bench_{name}", ROOT / "lambdas" / name / "handler.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+        return module
+
+    detector, silent_check = load("anomaly_detector"), load("silent_check")
+    start_ms = int(END.timestamp() * 1000) - 2 * 86_400_000
+    clock = [start_ms / 1000]
+    detector.NOW = silent_check.NOW = lambda: clock[0]
+    server = HTTPServer(host="127.0.0.1", port=_free_port())
+    server.expect_request("/api/webhooks/1/token", method="POST").respond_with_json({"id": "1"})
+    server.start()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SPIKE_BUCKET": "spike-log-bucket",
+        "STATE_TABLE": "state",
+        "DISCORD_WEBHOOK_SSM_PARAMETER": "/bench/webhook",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with mock_aws():
+            s3 = boto3.client("s3")
+            for bucket in ("sensor-log-bucket", "spike-log-bucket"):
+                s3.create_bucket(Bucket=bucket)
+            boto3.client("ssm").put_parameter(
+                Name="/bench/webhook",
+                Value=server.url_for("/api/webhooks/1/token"),
+                Type="SecureString",
+            )
+            boto3.client("dynamodb").create_table(
+                TableName="state",
+                KeySchema=[
+                    {"AttributeName": "device", "KeyType": "HASH"},
+                    {"AttributeName": "kind", "KeyType": "RANGE"},
+                ],
+                AttributeDefinitions=[
+                    {"AttributeName": "device", "AttributeType": "S"},
+                    {"AttributeName": "kind", "AttributeType": "S"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+
+            def minute(n: int, device: str, error_code: int) -> None:
+                clock[0] = (start_ms + n * 60_000 + 30_000) / 1000
+                row = ("gh-1", device, start_ms + n * 60_000, 21.0, 60.0, 800.0, error_code)
+                key = f"logs/stream-{device}-{n:06d}.parquet"
+                s3.put_object(
+                    Bucket="sensor-log-bucket",
+                    Key=key,
+                    Body=lake.parquet_bytes(table_from_rows([row])),
+                )
+                event = {
+                    "Records": [
+                        {
+                            "eventName": "ObjectCreated:Put",
+                            "s3": {
+                                "bucket": {"name": "sensor-log-bucket"},
+                                "object": {"key": key},
+                            },
+                        }
+                    ]
+                }
+                summary = detector.handler(event, None)
+                assert summary["store_failed"] == [], summary
+
+            files_with_spikes = 0
+            for n in range(1440):  # 24 h of error_code 1, one file a minute
+                minute(n, "stuck", 1)
+                files_with_spikes += 1
+            for n in range(1440, 1460):
+                minute(n, "stuck", 0)
+            stuck = len(server.log)
+            minute(1460, "quiet", 0)
+            for n in range(1465, 1521, 5):  # an hour of silence, the schedule every 5 min
+                clock[0] = (start_ms + n * 60_000) / 1000
+                silent_check.handler({"scheduled_time": f"run-{n}"}, None)
+            minute(1521, "quiet", 0)
+            bodies = [request.get_json() for request, _ in server.log]
+            silent = sum("gh-1/quiet" in json.dumps(body, ensure_ascii=False) for body in bodies)
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    violations = [v for body in bodies for v in discord.limit_violations(body)]
+    assert violations == [], violations
+    return {
+        "measure": "P15 through the AWS code path: anomaly_detector per S3 event, silent_check "
+        "every 5 min (moto S3 + SSM + DynamoDB, local webhook server, fake clock)",
+        "value": f"{stuck} message(s) stuck; {silent} silent",
+        "baseline": f"one message per file with anomalies = {files_with_spikes:,}",
+        "ratio": round(stuck / files_with_spikes, 3),
+        "goal": "<= 26; silent: exactly 2",
+        "met": stuck <= 26 and silent == 2,
+    }
+
+
 MEASURES = {
     "P1": p1_help,
     "P2": p2_backfill,
@@ -501,6 +621,7 @@ MEASURES = {
     "P6": p6_put_records,
     "P7": p7_watch_latency,
     "P15": p15_incident_messages,
+    "P15b": p15b_incident_messages_aws,
 }
 
 
