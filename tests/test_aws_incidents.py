@@ -128,3 +128,20 @@ def test_check_runs_the_silent_check_lambda_and_prints_its_events(stack, state, 
         + datetime.fromtimestamp((t0 + 30_000) / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
     ]
     assert target._open_incident_count() == 1
+
+
+def test_farmctl_alerts_on_aws_prints_json_rows(stack, state):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from smartfarm_cli.cli import app
+
+    t0 = int(datetime.now(UTC).timestamp() * 1000) // MIN * MIN - 30 * MIN
+    observe(state, "d7", 0, 1, t0)
+    result = CliRunner().invoke(app, ["--target", "aws", "alerts", "--state", "open", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["state"], r["device_id"], r["rule"], r["anomalies"]) for r in rows] == [
+        ("open", "d7", "sensor_error", 1)
+    ]
+    bad = CliRunner().invoke(app, ["--target", "aws", "alerts", "--state", "closed"])
+    assert bad.exit_code == 2 and "choose open or resolved" in bad.output
