@@ -294,3 +294,32 @@ def test_without_webhook_incidents_are_kept_and_nothing_is_sent(aws, httpserver,
     assert summary["alerts"] == {key(0): "not_configured"}
     assert history() == [("opened", "sensor_error")]
     assert len(httpserver.log) == 0
+
+
+def test_discord_down_fails_the_invocation_and_the_retry_delivers_once(aws, httpserver):
+    s3, clock = aws
+    calls = discord_fake(httpserver, [(500, {"message": "down"}, {})] * 3 + OK)
+    rows = [("gh-1", "d1", T0, 21.0, 60.0, 800.0, 1)]
+    put_log(s3, key(0), table_from_rows(rows))
+    clock.ms = T0 + 30_000
+    with pytest.raises(handler_module.Undelivered):  # Lambda retries the event
+        handler_module.handler(s3_event(key(0)), Context())
+    assert len(calls) == 3  # FAST policy: three attempts, all 500
+    clock.ms += MIN
+    summary = handler_module.handler(s3_event(key(0)), Context())
+    assert summary["alerts"] == {key(0): alerts.DELIVERED}
+    handler_module.handler(s3_event(key(0)), Context())  # a duplicate: already delivered
+    assert lines(calls[3:]) == ["gh-1/d1 sensor_error (error_code) opened: 1 anomaly, worst 1"]
+    assert history() == [("opened", "sensor_error")]
+
+
+def test_silent_check_with_discord_down_fails_so_the_run_is_retried(aws, httpserver):
+    s3, clock = aws
+    calls = discord_fake(httpserver, [(503, {}, {})] * 3 + OK)
+    deliver(s3, clock, 0)
+    clock.ms = T0 + 20 * MIN
+    with pytest.raises(silent_check.Undelivered):
+        silent_check.handler(schedule_event(20), Context())
+    summary = silent_check.handler(schedule_event(20), Context())  # Lambda's retry
+    assert summary["alert"] == alerts.DELIVERED
+    assert lines(calls[3:]) == ["gh-1/d1 silent since 2026-11-28 10:00 UTC"]

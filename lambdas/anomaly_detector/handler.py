@@ -23,8 +23,12 @@ retried by it.
 
 Failure policy: an object that cannot be read or is not a valid log file is logged and reported
 in the result, and the other records go on. The invocation fails (raises, so Lambda retries it
-and the on-failure destination sees it) only when something could not be STORED (spikes or the
-alert marker). An undelivered Discord message is not a failure: it is recorded in the marker.
+and the on-failure destination sees it) when something could not be STORED (spikes, state or the
+alert marker), and, with STATE_TABLE, when an incident message stayed undelivered: the retry
+replays the same events (nothing is judged or counted twice) and tries the message again, and
+after Lambda's two retries the event waits in the on-failure queue, to be redriven, instead of
+the opening of an incident being lost. Without STATE_TABLE an undelivered message is recorded in
+the marker only (a duplicate event retries it).
 
 Environment:
   SPIKE_BUCKET                    required, the spike-log-bucket name
@@ -62,6 +66,10 @@ NOW = time.time  # the incidents' wall clock (a fake one in tests)
 
 class StoreError(RuntimeError):
     """Something could not be written: the invocation must fail so it is retried."""
+
+
+class Undelivered(RuntimeError):
+    """An incident message did not go out: fail so Lambda retries (the events are replayed)."""
 
 
 def s3_records(event: dict) -> list[tuple[str, str]]:
@@ -230,6 +238,9 @@ def process_event(event: dict, deps: Deps) -> dict:
         "ok": sum(r.status == "ok" for r in results),
         "failed": [{"key": r.key, "error": r.error} for r in results if r.status == "failed"],
         "store_failed": store_failures,
+        "undelivered": [
+            r.key for r in results if r.alert == alerts.UNDELIVERED and r.events and deps.state
+        ],
         "spikes": sum(r.spikes for r in results),
         "alerts": {r.key: r.alert for r in results if r.alert},
     }
@@ -283,4 +294,9 @@ def handler(event, context):
     summary = process_event(event, deps)
     if summary["store_failed"]:
         raise StoreError(f"could not store results for {len(summary['store_failed'])} object(s)")
+    if summary["undelivered"]:
+        raise Undelivered(
+            f"incident message undelivered for {len(summary['undelivered'])} object(s); "
+            "Lambda retries the event"
+        )
     return summary

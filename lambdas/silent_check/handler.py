@@ -9,7 +9,9 @@ message, idempotent through the marker `alerts/<digest of the run>.json` in SPIK
 
 The schedule passes its scheduled time; a Lambda retry of the same run gets the same event, so
 the same source `check-<scheduled time>`: the devices' items hold the events that run produced
-and the retry sends exactly them (core.incidents replay), never a second opening.
+and the retry sends exactly them (core.incidents replay), never a second opening. A run whose
+message stayed undelivered fails for that reason, so Lambda retries it (then the dead-letter
+queue keeps the event).
 
 Environment:
   STATE_TABLE                     required, the device-state DynamoDB table
@@ -36,6 +38,10 @@ POLICY = alerts.RetryPolicy(max_attempts=4, timeout_s=10.0, backoff_base_s=1.0, 
 
 class StoreError(RuntimeError):
     """The state or the log could not be written: fail so Lambda retries the same event."""
+
+
+class Undelivered(RuntimeError):
+    """The message did not go out: fail so Lambda retries the same run (its events replayed)."""
 
 
 def run_source(event: dict, now_ms: int) -> str:
@@ -112,4 +118,6 @@ def handler(event, context):
         int(NOW() * 1000),
     )
     log("WARNING" if summary.get("error") else "INFO", "silent_check", **summary)
+    if summary["alert"] == alerts.UNDELIVERED:  # retried by Lambda: the same run, replayed
+        raise Undelivered(f"silent-device message undelivered: {summary['error']}")
     return summary
