@@ -219,30 +219,32 @@ def ingest(
 
     Example: farmctl ingest readings.ndjson   |   cat readings.json | farmctl ingest -
     """
-    from .core.validate import parse_json_lines
-
     if source == "-" and sys.stdin.isatty():
         err_console.print("reading readings from the terminal; end with Ctrl-D (or give a FILE)")
     try:
-        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+        handle = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
     except FileNotFoundError:
         raise UserError(f"no such file: {source}") from None
     except IsADirectoryError:
         raise UserError(f"{source} is a folder; give a file of readings") from None
-    items = parse_json_lines(data)
-    result = State.target().ingest(items)
+    with handle:
+        result = State.target().ingest_stream(handle)
     duplicates = f", {result.duplicates} already stored" if result.duplicates else ""
     if result.differed:
         duplicates += (
             f" ({result.differed} differed from the stored copy: the first was kept, "
             "the others are in `farmctl rejected`)"
         )
-    err_console.print(f"accepted {result.accepted}, rejected {len(result.rejected)}{duplicates}")
+    unlisted = f" ({result.unlisted_rejected} not listed; see `farmctl rejected`)"
+    unlisted = unlisted if result.unlisted_rejected else ""
+    err_console.print(
+        f"accepted {result.accepted}, rejected {result.rejected_count}{duplicates}{unlisted}"
+    )
     if not (result.accepted or result.rejected or result.duplicates):
         err_console.print(f"warning: {source if source != '-' else 'stdin'} held no readings")
     if result.rejected:
-        # NDJSON: the line in the file (blank lines counted); a JSON array: the item's position.
-        rows = [(items.position(r.index), r.reason, r.raw) for r in result.rejected]
+        # line: NDJSON line number in the file (blank lines counted); JSON array: item position.
+        rows = [(r.index + 1, r.reason, r.raw) for r in result.rejected]
         print_result(
             console,
             ["line", "reason", "input"],
@@ -321,6 +323,24 @@ def flush() -> None:
     console.print(
         f"delivered {report.readings} readings in {len(report.files)} files, {report.spikes} spikes"
     )
+
+
+@command("compact")
+def compact(
+    everything: bool = typer.Option(
+        False, "--all", help="Every closed hour of the lake, not only those written lately."
+    ),
+) -> None:
+    """Compact closed hour partitions of the local lake to one file each.
+
+    Runs by itself after every delivery; this command also delivers what is pending first.
+    Example: farmctl compact --all
+    """
+    target = State.target()
+    if target.name == "aws":
+        raise UserError("compact works on the local lake; on aws see terraform/README.md")
+    done = target.compact(everything=everything)
+    console.print(f"compacted {done} hour partition(s) to one file each")
 
 
 # -- asking questions ---------------------------------------------------------------------

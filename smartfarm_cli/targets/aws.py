@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 
@@ -213,6 +214,20 @@ class AwsTarget:
         self._store_rejected(batch.rejected, source)
         self._send(self._sender(), generator.to_json_records(batch.accepted))
         return IngestResult(batch.accepted.num_rows, batch.rejected)
+
+    @mapped
+    def ingest_stream(self, stream: BinaryIO, source: str = "ingest") -> IngestResult:
+        """Like `ingest`, for NDJSON / a JSON array of any size, one bounded chunk at a time."""
+        from ..core.ingest import read_batches
+
+        result = IngestResult(0, [])
+        sender = self._sender()
+        for batch in read_batches(stream):
+            self._store_rejected(batch.rejected, source)
+            self._send(sender, generator.to_json_records(batch.accepted), result.accepted)
+            result.accepted += batch.accepted.num_rows
+            result.rejected += batch.rejected
+        return result
 
     @mapped
     def simulate(

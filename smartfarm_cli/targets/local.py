@@ -9,6 +9,15 @@ delivery  stream -> Parquet under `sensor-log-bucket/logs/year=/month=/day=/hour
 anomalies the core rules on each delivered file; spikes under `spike-log-bucket/spikes/`, then the
           alert hook (Discord when configured), exactly as the anomaly Lambda does on S3.
 queries   the Athena SQL of core.queries, transpiled by sqlglot to DuckDB over the Parquet files.
+retention delivered readings stay whole in the stream for STREAM_KEEP_S, then as keys (`seen`)
+          until the retention window (24 h) ends: the duplicate guarantee's horizon.
+compaction closed hour partitions are rewritten as one file (atomic folder swap, journalled).
+
+Ways in (all end in the core's value rules, core.validate):
+  ingest(items)        raw JSON-like readings: validate, append to the stream (a live send)
+  ingest_table(table)  typed readings (READING_SCHEMA): value rules, append to the stream
+  append(table)        already validated readings: one stream transaction, duplicates ignored
+  ingest_stream(file)  NDJSON / JSON array of any size: chunked, columnar, straight to the lake
 """
 
 from __future__ import annotations
@@ -17,12 +26,14 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,7 +48,7 @@ from ..core.schema import (
     SPIKE_SCHEMA,
 )
 from ..core.state import SqliteStateStore
-from ..core.validate import Rejected, resent_reason, table_from_rows, validate
+from ..core.validate import Batch, Rejected, resent_reason, table_from_rows, validate
 from ..errors import UserError
 from .results import DeliveryReport, IngestResult, QueryResult, SimulateReport
 
@@ -47,11 +58,25 @@ SPIKE_BUCKET = "spike-log-bucket"
 DEFAULT_FLUSH_ROWS = 5_000
 DEFAULT_FLUSH_AGE_S = 10.0
 MAX_FILE_ROWS = 100_000
+# Delivered readings stay in the stream this long (Kinesis' default retention), so a reading
+# re-sent within the window is recognised and adds nothing. Override: SMARTFARM_RETENTION_H.
+DEFAULT_RETENTION_S = 24 * 3600.0
+RETENTION_ENV = "SMARTFARM_RETENTION_H"
+# Delivered rows stay whole in the stream this long (for watchers), then only their key does.
+STREAM_KEEP_S = 600.0
+# How many rejected items an IngestResult lists (all of them are kept in the rejected store).
+MAX_LISTED_REJECTIONS = 1_000
+# An hour partition is compacted once it ended this long ago (late readings may still come;
+# one that comes later just makes the hour dirty again).
+COMPACT_GRACE_S = 300.0
+COMPACTION_DIR = ".compaction"
+COMPACTED_PREFIX = "compacted-"
 
 # Sends one source's incident message once: (source key, Discord message, anomaly count).
 AlertHook = Callable[[str, dict, int], object]
 
 _STREAM_DDL = """
+PRAGMA auto_vacuum = INCREMENTAL;  -- only takes effect on a new stream.db
 CREATE TABLE IF NOT EXISTS stream (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     received_ms INTEGER NOT NULL,
@@ -101,6 +126,30 @@ CREATE TABLE IF NOT EXISTS alert_log (
     source TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alert_log_time ON alert_log (at_ms);
+-- Delivered readings that left the stream, kept as keys until the retention window ends.
+CREATE TABLE IF NOT EXISTS devices (
+    id INTEGER PRIMARY KEY,
+    greenhouse_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    UNIQUE (greenhouse_id, device_id)
+);
+CREATE TABLE IF NOT EXISTS seen (
+    device INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    received_min INTEGER NOT NULL,
+    PRIMARY KEY (device, ts_ms)
+) WITHOUT ROWID;
+-- Hour partitions written since they were last compacted (compaction's to-do list).
+CREATE TABLE IF NOT EXISTS dirty_hours (prefix TEXT PRIMARY KEY);
+-- Lake files of a file ingest not yet synced (a crash is resolved from here).
+CREATE TABLE IF NOT EXISTS ingest_journal (key TEXT PRIMARY KEY);
+-- Compactions between staging and cleanup (a crash is resolved from here).
+CREATE TABLE IF NOT EXISTS compactions (
+    staging TEXT PRIMARY KEY,
+    prefix TEXT NOT NULL,
+    name TEXT NOT NULL,
+    inputs TEXT NOT NULL
+);
 """
 _STREAM_COLUMNS = "greenhouse_id, device_id, ts_ms, temperature, humidity, co2, error_code"
 
@@ -173,17 +222,26 @@ class LocalTarget:
         alert_hook: AlertHook | None = None,
         flush_rows: int = DEFAULT_FLUSH_ROWS,
         flush_age_s: float = DEFAULT_FLUSH_AGE_S,
+        retention_s: float | None = None,
+        clock: Callable[[], float] = time.time,
     ):
         self.home = Path(home) if home else default_home()
         self.rules = rules or load_rules()
         self.alert_hook = alert_hook
         self.flush_rows = flush_rows
         self.flush_age_s = flush_age_s
+        self.retention_s = _retention_s() if retention_s is None else retention_s
+        self.clock = clock  # wall clock in seconds: arrival stamps, flush age, retention
         self.logs = LocalBucket(self.home / LOG_BUCKET)
         self.spike_store = LocalBucket(self.home / SPIKE_BUCKET)
         self._db: sqlite3.Connection | None = None
         self._state: SqliteStateStore | None = None
-        self.clock = time.time  # incidents' clock (a fake one in tests and benchmarks)
+        # Flush decision state, in memory: what this process appended since its last delivery.
+        self._unflushed_rows = 0
+        self._unflushed_since: float | None = None
+        self._looked_at_stream = False  # rows left by other (or crashed) processes checked once
+        self._fresh: tuple[int, int, pa.Table] | None = None  # (first seq, last seq, rows)
+        self._last_prune = float("-inf")
 
     # -- stream ---------------------------------------------------------------------------
 
@@ -252,7 +310,7 @@ class LocalTarget:
         """
         if table.num_rows == 0:
             return 0, []
-        now = int(time.time() * 1000)
+        now = int(self.clock() * 1000)
         columns = [table[name] for name in FIELD_NAMES]
         columns[2] = pc.cast(columns[2], pa.int64())
         rows = list(zip(*(c.to_pylist() for c in columns), strict=True))
@@ -268,11 +326,16 @@ class LocalTarget:
                 ((i, *row) for i, row in enumerate(rows)),
             )
             before = db.total_changes
+            # Not in the stream, and not delivered earlier within the retention window (`seen`).
             db.execute(
                 f"INSERT OR IGNORE INTO stream (received_ms, {_STREAM_COLUMNS}) "
-                f"SELECT {now}, {_STREAM_COLUMNS} FROM incoming ORDER BY pos"
+                f"SELECT {now}, {_STREAM_COLUMNS} FROM incoming i WHERE NOT EXISTS (SELECT 1 "
+                "FROM devices d JOIN seen s ON s.device = d.id AND s.ts_ms = i.ts_ms "
+                "WHERE d.greenhouse_id = i.greenhouse_id AND d.device_id = i.device_id) "
+                "ORDER BY pos"
             )
             added = db.total_changes - before
+            (last,) = db.execute("SELECT max(seq) FROM stream").fetchone() if added else (0,)
             differing = db.execute(
                 "SELECT i.pos, s.temperature, s.humidity, s.co2, s.error_code "
                 "FROM incoming i JOIN stream s USING (greenhouse_id, device_id, ts_ms) "
@@ -283,10 +346,18 @@ class LocalTarget:
             Rejected(pos, resent_reason(stored, rows[pos][3:]), json.dumps(_reading(rows[pos])))
             for pos, *stored in differing
         ]
+        if added:
+            if self._unflushed_since is None:
+                self._unflushed_since = self.clock()
+            self._unflushed_rows += added
+            # Every row was new: the stream now holds exactly these rows, in this order, so
+            # their delivery can be written from this table instead of reading them back.
+            exact = added == table.num_rows
+            self._fresh = (last - added + 1, last, table) if exact else None
         return added, differed
 
     def record_rejected(self, rejected: Iterable[Rejected], source: str) -> None:
-        now = int(time.time() * 1000)
+        now = int(self.clock() * 1000)
         rows = [(now, source, r.reason, r.raw) for r in rejected]
         if rows:
             with self._transaction() as db:
@@ -310,6 +381,132 @@ class LocalTarget:
         duplicates = batch.accepted.num_rows - added
         return IngestResult(added, batch.rejected, duplicates, len(differed))
 
+    def ingest_table(
+        self, table: pa.Table, source: str = "ingest", deliver: bool = True
+    ) -> IngestResult:
+        """Apply the value rules to an already-typed reading table, append the good rows.
+
+        For readings that are typed already (generated ones, a decoded binary batch): the
+        same rules as `ingest` (core.validate.check_table) without the JSON round trip.
+        """
+        from ..core.validate import _reasons
+
+        now_ms = int(time.time() * 1000)
+        reasons = _reasons(table, now_ms)
+        rejected: list[Rejected] = []
+        if reasons.null_count < table.num_rows:
+            bad = pc.indices_nonzero(pc.is_valid(reasons)).to_pylist()
+            records = generator.to_json_records(table.take(bad))
+            rejected = [
+                Rejected(index, reasons[index].as_py(), json.dumps(record, ensure_ascii=False))
+                for index, record in zip(bad, records, strict=True)
+            ]
+            table = table.filter(pc.is_null(reasons))
+            self.record_rejected(rejected, source)
+        added, differed = self.append(table)
+        self.record_rejected(differed, source)
+        if deliver:
+            self.deliver(force=True)
+        return IngestResult(added, rejected, table.num_rows - added, len(differed))
+
+    def ingest_stream(self, stream: BinaryIO, source: str = "ingest") -> IngestResult:
+        """Validate NDJSON / a JSON array of any size from a byte stream and store it.
+
+        One bounded chunk at a time (core.ingest), so memory does not grow with the input.
+        A file is history, not a live feed: its readings are written straight into the lake
+        from the validated tables, without passing through the stream, under the delivery
+        lock. Readings the lake already holds (same greenhouse, device and timestamp; also
+        repeated within the input) are dropped first, so a re-ingested file adds nothing, at
+        any age. Files are journalled before they are written and synced once at the end; a
+        crash part-way is resolved on the next run (whole files keep their spikes, torn ones
+        are removed) and running the same ingest again adds exactly what is missing. Closed
+        hours are compacted at the end. The result lists the first MAX_LISTED_REJECTIONS
+        rejections (all go to the rejected store).
+        """
+        from ..core.ingest import read_batches
+
+        self.deliver(force=True)  # the lake holds every earlier reading: dedupe is against it
+        return self.ingest_batches(read_batches(stream), source)
+
+    def ingest_batches(self, batches: Iterable[Batch], source: str = "ingest") -> IngestResult:
+        """Write already-validated batches straight into the lake, minus what it already holds."""
+        result = IngestResult(0, [])
+        with self._delivery_lock(wait=True):
+            self._recover_ingests()
+            for batch in batches:
+                self.record_rejected(batch.rejected, source)
+                room = max(MAX_LISTED_REJECTIONS - len(result.rejected), 0)
+                result.rejected += batch.rejected[:room]
+                result.unlisted_rejected += max(len(batch.rejected) - room, 0)
+                new = self._not_in_lake(batch.accepted)
+                result.accepted += new.num_rows
+                result.duplicates += batch.accepted.num_rows - new.num_rows
+                if new.num_rows:
+                    name = f"ingest-{int(self.clock() * 1000)}-{os.urandom(4).hex()}"
+                    hours = pc.unique(pc.divide(pc.cast(new["timestamp"], pa.int64()), 3_600_000))
+                    keys = [
+                        f"{lake.log_prefix(h * lake.HOUR_MS)}{name}.parquet"
+                        for h in hours.to_pylist()
+                    ]
+                    with self._transaction() as db:
+                        db.executemany(
+                            "INSERT INTO ingest_journal (key) VALUES (?)", [(k,) for k in keys]
+                        )
+                    report = self.write_logs(new, name, durable=False)
+                    self._mark_dirty(report.files)
+            os.sync()  # one flush for the whole input instead of two fsyncs per file
+            with self._transaction() as db:
+                db.execute("DELETE FROM ingest_journal")
+            self._compact(self._closed_dirty())
+        return result
+
+    def _recover_ingests(self) -> None:
+        """Files of an ingest a crash interrupted: keep whole ones (with spikes), drop torn ones.
+
+        Call with the delivery lock. A whole file gets its spikes (again: same spike keys, and
+        the alert marker stops a second message), as the anomaly Lambda would on a redelivered
+        S3 event; a file that cannot be read is removed with its spikes, and the readings it
+        held are added again by re-running the ingest.
+        """
+        import pyarrow.parquet as pq
+
+        from ..core.validate import conform
+
+        rows = self.db.execute("SELECT key FROM ingest_journal").fetchall()
+        for (key,) in rows:
+            path = self.logs.path(key)
+            if path.exists():
+                try:
+                    table = conform(pq.read_table(path))
+                except (OSError, ValueError, pa.ArrowException):
+                    digest = lake.source_digest(key)
+                    for spike in self.spike_store.path(lake.SPIKE_ROOT).rglob(f"{digest}.parquet"):
+                        spike.unlink()
+                    path.unlink()
+                else:
+                    self.store_spikes(key, lake.with_source(detect(table, self.rules), key))
+            with self._transaction() as db:
+                db.execute("DELETE FROM ingest_journal WHERE key = ?", (key,))
+
+    def _not_in_lake(self, table: pa.Table) -> pa.Table:
+        """Rows whose (greenhouse, device, timestamp) is neither earlier in `table` nor stored."""
+        if table.num_rows == 0:
+            return table
+        numbered = table.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
+        firsts = numbered.group_by(list(lake.READING_KEY), use_threads=False).aggregate(
+            [("__row", "min")]
+        )
+        if firsts.num_rows < table.num_rows:  # repeated within the input: keep the first
+            table = table.take(firsts["__row_min"].sort())
+        return self._unstored(table)
+
+    def _mark_dirty(self, files: list[str]) -> None:
+        hours = sorted({key.rsplit("/", 1)[0] for key in files})
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO dirty_hours (prefix) VALUES (?)", [(h,) for h in hours]
+            )
+
     def simulate(
         self,
         count: int,
@@ -324,8 +521,9 @@ class LocalTarget:
     ) -> SimulateReport:
         """`count` sends, `interval_s` apart, each one reading per greenhouse x device.
 
-        Readings go through the same path as `ingest` (JSON -> validation -> stream), stamped
-        with the time they are sent; delivery runs by size/age as they flow, then once at the end.
+        Each send is one table through `ingest_table` (the value rules, then one stream
+        transaction), stamped with the time it is sent; delivery runs by size/age as they
+        flow, then once at the end.
         """
         del direct  # one path only: the local stream is always written directly
         seed = int.from_bytes(os.urandom(4), "big") if seed is None else seed
@@ -342,13 +540,13 @@ class LocalTarget:
             stamp_ms = max(int(time.time() * 1000), stamp_ms + 1)
             stamp = pa.scalar(stamp_ms, pa.timestamp("ms"))
             rows = rows.set_column(2, "timestamp", pa.repeat(stamp, per_send))
-            result = self.ingest(generator.to_json_records(rows), source="simulate", deliver=False)
+            result = self.ingest_table(rows, source="simulate", deliver=False)
             accepted += result.accepted
             rejected += len(result.rejected)
             delivery.add(self.deliver())
             if progress:
                 progress(step + 1, count)
-            if step + 1 < count:
+            if step + 1 < count and interval_s > 0:
                 sleep(max(0.0, started + (step + 1) * interval_s - time.monotonic()))
         delivery.add(self.deliver(force=True))
         injected = {kind: generated.count(kind) for kind in generator.ANOMALY_KINDS}
@@ -410,16 +608,38 @@ class LocalTarget:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def deliver(self, force: bool = False) -> DeliveryReport:
-        """Deliver pending stream rows when the size or age threshold is reached (or `force`)."""
+    def deliver(self, force: bool = False, compact: bool = True) -> DeliveryReport:
+        """Deliver pending stream rows when the size or age threshold is reached (or `force`).
+
+        The size / age decision is taken in memory from what this process appended (the first
+        call also looks at rows other or crashed processes left), so a send that does not
+        flush costs no query. After a delivery, delivered readings older than the retention
+        window leave the stream and (with `compact`) closed hour partitions are compacted.
+        """
         report = DeliveryReport()
+        if not force and self._looked_at_stream and not self._due():
+            return report
         with self._delivery_lock(wait=force) as locked:
             if not locked:
                 return report
+            self._looked_at_stream = True
             while (batch := self._next_batch(force)) is not None:
                 report.add(self._deliver_range(*batch))
             self.check()  # silence produces no files: the delivery loop looks for it
+            if report.files or force:
+                self._unflushed_rows, self._unflushed_since = 0, None
+                self._prune()
+                if compact:
+                    report.compacted += self._compact(self._closed_dirty())
         return report
+
+    def _due(self) -> bool:
+        if self._unflushed_since is None:
+            return False
+        return (
+            self._unflushed_rows >= self.flush_rows
+            or self.clock() - self._unflushed_since >= self.flush_age_s
+        )
 
     def _next_batch(self, force: bool) -> tuple[int, int] | None:
         delivered, pending_from, pending_to = self.db.execute(
@@ -435,7 +655,7 @@ class LocalTarget:
         due = (
             force
             or last - delivered >= self.flush_rows
-            or time.time() * 1000 - oldest_ms >= self.flush_age_s * 1000
+            or self.clock() * 1000 - oldest_ms >= self.flush_age_s * 1000
         )
         if not due:
             return None
@@ -448,18 +668,58 @@ class LocalTarget:
         return delivered + 1, upper
 
     def _deliver_range(self, first: int, last: int) -> DeliveryReport:
-        rows = self.db.execute(
-            f"SELECT {_STREAM_COLUMNS} FROM stream WHERE seq BETWEEN ? AND ? ORDER BY seq",
-            (first, last),
-        ).fetchall()
-        report = self.write_logs(table_from_rows(rows), f"stream-{first:012d}-{last:012d}")
+        fresh, self._fresh = self._fresh, None
+        if fresh is not None and fresh[:2] == (first, last):
+            table = fresh[2]  # exactly the rows just appended, validated: no read-back
+        else:
+            rows = self.db.execute(
+                f"SELECT {_STREAM_COLUMNS} FROM stream WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                (first, last),
+            ).fetchall()
+            table = table_from_rows(rows)
+        report = self.write_logs(table, f"stream-{first:012d}-{last:012d}")
         with self._transaction() as db:
             db.execute(
                 "UPDATE delivery SET delivered_seq = ?, pending_from = NULL, pending_to = NULL "
                 "WHERE name = 'lake'",
                 (last,),
             )
+        self._mark_dirty(report.files)
         return report
+
+    def _prune(self) -> int:
+        """Retention: delivered readings leave the stream, their keys the window -> how many.
+
+        Delivered rows older than STREAM_KEEP_S (watchers have long read them) leave `stream`
+        for `seen`, which keeps only (device, timestamp, arrival minute): ~20 bytes instead of
+        ~100, so the home stays small. Keys older than the retention window leave `seen`.
+        Together they keep the duplicate guarantee for `retention_s` after arrival.
+        """
+        now = self.clock()
+        if now - self._last_prune < min(3600.0, self.retention_s / 24):
+            return 0
+        self._last_prune = now
+        keep_ms = int((now - min(STREAM_KEEP_S, self.retention_s)) * 1000)
+        cutoff_min = int((now - self.retention_s) // 60)
+        old = "seq <= (SELECT delivered_seq FROM delivery WHERE name = 'lake') AND received_ms < ?"
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO devices (greenhouse_id, device_id) "
+                f"SELECT DISTINCT greenhouse_id, device_id FROM stream WHERE {old}",
+                (keep_ms,),
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO seen (device, ts_ms, received_min) "
+                "SELECT d.id, s.ts_ms, s.received_ms / 60000 FROM stream s JOIN devices d "
+                f"USING (greenhouse_id, device_id) WHERE s.{old} AND s.received_ms / 60000 >= ?",
+                (keep_ms, cutoff_min),
+            )
+            before = db.total_changes
+            db.execute(f"DELETE FROM stream WHERE {old}", (keep_ms,))
+            removed = db.total_changes - before
+            db.execute("DELETE FROM seen WHERE received_min < ?", (cutoff_min,))
+        self.db.execute("PRAGMA incremental_vacuum")
+        return removed
 
     def write_logs(
         self, table: pa.Table, name: str | None, alerts: bool = True, durable: bool = True
@@ -635,6 +895,105 @@ class LocalTarget:
             history = [dict(zip(names, row, strict=True)) for row in cursor]
         rows = incidents.alert_rows(open_, history, state, _utc)
         return QueryResult(incidents.ALERT_COLUMNS, rows)
+
+    # -- compaction -------------------------------------------------------------------------
+
+    def compact(self, everything: bool = False) -> int:
+        """Deliver what is pending, then compact closed hour partitions -> how many were.
+
+        Compacts the hours written since their last compaction, or with `everything` every
+        closed hour partition of the lake holding more than one file.
+        """
+        report = self.deliver(force=True)
+        if not everything:
+            return report.compacted
+        with self._delivery_lock(wait=True):
+            return report.compacted + self._compact(self._closed(_hour_prefixes(self.logs)))
+
+    def compact_closed(self) -> int:
+        """Compact the closed hour partitions written since their last compaction."""
+        with self._delivery_lock(wait=True):
+            return self._compact(self._closed_dirty())
+
+    def _closed(self, prefixes: Iterable[str]) -> list[str]:
+        """The hour partitions that ended at least COMPACT_GRACE_S ago."""
+        horizon_ms = (self.clock() - COMPACT_GRACE_S) * 1000 - lake.HOUR_MS
+        return [p for p in prefixes if _hour_ms(p) <= horizon_ms]
+
+    def _closed_dirty(self) -> list[str]:
+        rows = self.db.execute("SELECT prefix FROM dirty_hours").fetchall()
+        return self._closed(prefix for (prefix,) in rows)
+
+    def _compact(self, prefixes: list[str]) -> int:
+        """Replace the files of each hour partition by one file; call with the delivery lock.
+
+        The compacted file is built in a staging folder outside the lake, recorded in the
+        `compactions` journal, then the staging folder and the partition folder swap places in
+        one atomic rename (RENAME_EXCHANGE): a reader lists either the old files or the new
+        one, never both and never neither. A crash at any point is resolved by
+        `_recover_compactions` (before the swap: the staged file is dropped; after: the old
+        files are). Spikes are not touched; their source_key keeps naming the delivery file
+        the reading arrived in (see README, "Compaction").
+        """
+        self._recover_ingests()
+        self._recover_compactions()
+        done = 0
+        for prefix in prefixes:
+            if self._compact_one(prefix):
+                done += 1
+            with self._transaction() as db:
+                db.execute("DELETE FROM dirty_hours WHERE prefix = ?", (prefix,))
+        return done
+
+    def _compact_one(self, prefix: str) -> bool:
+        import hashlib
+
+        import pyarrow.parquet as pq
+
+        from ..core.validate import conform
+
+        folder = self.logs.path(prefix)
+        inputs = _visible_files(folder)
+        if len(inputs) < 2:
+            return False
+        tables = [conform(pq.read_table(folder / name)) for name in inputs]
+        table = pa.concat_tables(tables).sort_by("timestamp")
+        digest = hashlib.sha256("\n".join(inputs).encode()).hexdigest()[:16]
+        name = f"{COMPACTED_PREFIX}{digest}.parquet"
+        staging = self.home / COMPACTION_DIR / digest
+        shutil.rmtree(staging, ignore_errors=True)
+        LocalBucket(staging).put(name, lake.parquet_bytes(table))
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO compactions (staging, prefix, name, inputs) "
+                "VALUES (?, ?, ?, ?)",
+                (str(staging), prefix, name, "\n".join(inputs)),
+            )
+        _exchange(staging, folder)
+        _fsync_dir(folder.parent)
+        self._finish_compaction(str(staging), prefix, name, inputs)
+        return True
+
+    def _finish_compaction(self, staging: str, prefix: str, name: str, inputs: list[str]):
+        """After the swap: return files written meanwhile, drop the replaced ones."""
+        folder, old = self.logs.path(prefix), Path(staging)
+        if (folder / name).exists():
+            for entry in _visible_files(old):
+                if entry not in inputs:  # written into the partition after it was listed
+                    os.replace(old / entry, folder / entry)
+        shutil.rmtree(old, ignore_errors=True)
+        with self._transaction() as db:
+            db.execute("DELETE FROM compactions WHERE staging = ?", (staging,))
+
+    def _recover_compactions(self) -> None:
+        """Resolve compactions a crash interrupted, then drop staging folders never swapped."""
+        rows = self.db.execute("SELECT staging, prefix, name, inputs FROM compactions").fetchall()
+        for staging, prefix, name, inputs in rows:
+            self._finish_compaction(staging, prefix, name, inputs.split("\n"))
+        root = self.home / COMPACTION_DIR
+        if root.exists():
+            for leftover in root.iterdir():
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def pending(self) -> int:
         (count,) = self.db.execute(
@@ -830,6 +1189,72 @@ def _batch_name(table: pa.Table) -> str:
     stamps = pc.cast(table["timestamp"], pa.int64())
     low, high = pc.min_max(stamps).values()
     return f"backfill-{low.as_py()}-{high.as_py()}-{table.num_rows}"
+
+
+def _hour_prefixes(bucket: LocalBucket) -> list[str]:
+    """Every hour partition folder of the lake, as `logs/year=/month=/day=/hour=HH`."""
+    level = [bucket.path(lake.LOG_ROOT)]
+    for key in READING_PARTITIONS:
+        deeper = []
+        for path in level:
+            with contextlib.suppress(FileNotFoundError), os.scandir(path) as entries:
+                deeper += [
+                    Path(e.path) for e in entries if e.is_dir() and e.name.startswith(f"{key}=")
+                ]
+        level = deeper
+    return sorted(str(p.relative_to(bucket.root)) for p in level)
+
+
+def _hour_ms(prefix: str) -> int:
+    """`logs/year=2026/month=11/day=28/hour=05` -> epoch ms of 2026-11-28T05:00Z."""
+    parts = dict(part.split("=", 1) for part in prefix.strip("/").split("/") if "=" in part)
+    moment = datetime(
+        int(parts["year"]), int(parts["month"]), int(parts["day"]), int(parts["hour"]), tzinfo=UTC
+    )
+    return int(moment.timestamp() * 1000)
+
+
+def _visible_files(folder: Path) -> list[str]:
+    with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+        return sorted(e.name for e in entries if e.name.endswith(".parquet") and e.name[0] != ".")
+    return []
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two folders atomically (Linux renameat2 RENAME_EXCHANGE)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        raise OSError("compaction needs renameat2 (Linux, glibc 2.28+)")
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"cannot swap {a} and {b}: {os.strerror(errno)}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _retention_s() -> float:
+    value = os.environ.get(RETENTION_ENV)
+    if not value:
+        return DEFAULT_RETENTION_S
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = -1.0
+    if not hours >= 0:
+        from ..errors import UserError
+
+        raise UserError(f"{RETENTION_ENV}={value!r}: give the stream retention in hours, e.g. 24")
+    return hours * 3600
 
 
 def _partition_files(base: Path, keys: tuple[str, ...], floor: str) -> list[str]:

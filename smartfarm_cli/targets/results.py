@@ -13,6 +13,11 @@ class IngestResult:
     rejected: list[Rejected]
     duplicates: int = 0  # valid readings already stored (same greenhouse, device, timestamp)
     differed: int = 0  # of those, copies whose values differ (kept in the rejected store)
+    unlisted_rejected: int = 0  # rejections beyond those listed (all are in the rejected store)
+
+    @property
+    def rejected_count(self) -> int:
+        return len(self.rejected) + self.unlisted_rejected
 
 
 @dataclass
@@ -22,6 +27,7 @@ class DeliveryReport:
     spikes: int = 0
     spike_files: list[str] = field(default_factory=list)
     already_stored: int = 0  # backfill: generated readings the lake already held
+    compacted: int = 0  # hour partitions compacted to one file afterwards
 
     def add(self, other: DeliveryReport) -> None:
         self.files += other.files
@@ -29,6 +35,7 @@ class DeliveryReport:
         self.already_stored += other.already_stored
         self.spikes += other.spikes
         self.spike_files += other.spike_files
+        self.compacted += other.compacted
 
 
 @dataclass
