@@ -305,6 +305,26 @@ def test_ingest_rejects_bad_readings_without_sending_them(stack, aws_events):
     assert {row[2] for row in listed.rows} == {"ingest"}
 
 
+def test_ingest_stream_sends_a_file_chunk_by_chunk_with_true_line_numbers(stack, monkeypatch):
+    import io
+
+    from smartfarm_cli.core import ingest
+
+    monkeypatch.setattr(ingest, "CHUNK_BYTES", 1_000)  # several chunks
+    items = readings(42)  # 14 steps x 3 greenhouses
+    lines = [json.dumps(r) for r in items]
+    lines.insert(20, "")
+    lines[30] = '{"greenhouse_id": "gh-1"}'
+    target = make_target(stack)
+    result = target.ingest_stream(io.BytesIO("\n".join(lines).encode()))
+    assert result.accepted == 41
+    assert [(r.index + 1, r.reason.split(":")[0]) for r in result.rejected] == [
+        (31, "missing field(s)")
+    ]
+    landed = read_stream(stack)
+    assert len(landed) == 41 and items[29] not in landed
+
+
 def test_rejected_lists_firehose_error_output_with_the_core_reason(stack):
     raw = {
         "greenhouse_id": "gh-1",
