@@ -57,3 +57,29 @@ def rules_row_by_row(rows: list[dict], rules: Rules) -> list[tuple]:
 
 def _device(row: dict) -> tuple[str, str]:
     return row["greenhouse_id"], row["device_id"]
+
+
+def naive_webhook_sender(url: str, spikes: list[dict]) -> int:
+    """The seed's alerting: one Discord POST per anomaly -> how many were answered 2xx."""
+    import requests
+
+    ok = 0
+    with requests.Session() as session:
+        for spike in spikes:
+            text = (
+                f"{spike['greenhouse_id']}/{spike['device_id']} {spike['rule']} "
+                f"{spike['metric']}: {spike['detail']}"
+            )
+            ok += session.post(url, json={"content": text}, timeout=10).ok
+    return ok
+
+
+def naive_kinesis_sender(kinesis, stream: str, count: int) -> None:
+    """The seed's pseudo sender: one PutRecord call per reading."""
+    import json
+
+    for i in range(count):
+        data = {"greenhouse_id": f"gh-{i % 10}", "device_id": f"d{i % 7}", "temperature": 20.0}
+        kinesis.put_record(
+            StreamName=stream, Data=json.dumps(data).encode(), PartitionKey=data["device_id"]
+        )
