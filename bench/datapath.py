@@ -230,9 +230,9 @@ def _live_run(
     for step in range(steps):
         clock.now = start.timestamp() + step * step_s
         target.ingest_table(table.slice(step * per_send, per_send), deliver=False)
-        target.deliver(compact=compact)
+        target._deliver(False, compact=compact)
     clock.now += 3600
-    target.deliver(force=True, compact=compact)
+    target._deliver(True, compact=compact)
     target.close()
     return table.num_rows, clock.now
 

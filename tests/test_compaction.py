@@ -80,8 +80,8 @@ def test_compaction_leaves_spikes_alone_and_is_idempotent(tmp_path):
     table = readings(hour, 120)  # two closed hours
     for offset in range(0, table.num_rows, 50):
         target.append(table.slice(offset, 50))
-        target.deliver(compact=False)
-    target.deliver(force=True, compact=False)
+        target._deliver(False, compact=False)
+    target._deliver(True, compact=False)
     spikes_before, rows_before = spike_files(home), lake(home)
     assert len(spikes_before) > 1 and all(len(list(f.glob("*"))) > 2 for f in hour_folders(home))
     source_keys_before = duckdb.sql(
@@ -211,7 +211,7 @@ def test_delivered_readings_leave_the_stream_and_the_window(tmp_path):
     assert (count("stream"), count("seen")) == (30, 0)
     assert target.append(first) == 60  # outside the window a re-sent reading is new again
     clock[0] += 3_600
-    target.deliver(force=True, compact=False)
+    target._deliver(True, compact=False)
     # Delivered now; the re-sent 60 keep their key, the 30 arrived before the window: gone.
     assert (count("stream"), count("seen")) == (0, 60)
     assert len(lake(tmp_path / "h")) == 60 + 30 + 60

@@ -262,7 +262,7 @@ def test_farmctl_ingest_reads_stdin_in_chunks_like_a_file(tmp_path):
     )
     assert b"accepted 499, rejected 1" in done.stderr
     [row] = json.loads(done.stdout)
-    assert row["item"] == 401 and row["reason"].startswith("missing field(s): device_id")
+    assert row["line"] == 401 and row["reason"].startswith("missing field(s): device_id")
 
 
 RSS_SCRIPT = textwrap.dedent(

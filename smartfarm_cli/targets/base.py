@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import pyarrow as pa
 
@@ -29,6 +29,9 @@ class Target(Protocol):
 
     def ingest(self, items: Iterable, source: str = "ingest", deliver: bool = True) -> IngestResult:
         """Validate raw readings; store the good ones, keep the bad ones with their reason."""
+
+    def ingest_stream(self, stream: BinaryIO, source: str = "ingest") -> IngestResult:
+        """NDJSON / a JSON array of any size from a byte stream, in bounded chunks."""
 
     def simulate(
         self,

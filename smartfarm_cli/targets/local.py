@@ -608,8 +608,12 @@ class LocalTarget:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def deliver(self, force: bool = False, compact: bool = True) -> DeliveryReport:
-        """Deliver pending stream rows when the size or age threshold is reached (or `force`).
+    def deliver(self, force: bool = False) -> DeliveryReport:
+        """Deliver pending stream rows when the size or age threshold is reached (or `force`)."""
+        return self._deliver(force, compact=True)
+
+    def _deliver(self, force: bool, compact: bool) -> DeliveryReport:
+        """`deliver`; `compact=False` leaves closed hours for a later compaction.
 
         The size / age decision is taken in memory from what this process appended (the first
         call also looks at rows other or crashed processes left), so a send that does not
