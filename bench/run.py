@@ -192,9 +192,9 @@ def p3_trend(runs: int) -> dict:
 
     since = pd.Timestamp(END.replace(tzinfo=None)) - pd.Timedelta(days=7)
     days = pd.date_range(since.normalize(), END.replace(tzinfo=None), freq="D")
+    # pyarrow infers the hive keys as integers (year=2026 -> 2026).
     filters = [
-        [("year", "==", f"{d:%Y}"), ("month", "==", f"{d:%m}"), ("day", "==", f"{d:%d}")]
-        for d in days
+        [("year", "==", d.year), ("month", "==", d.month), ("day", "==", d.day)] for d in days
     ]
 
     def pandas_filtered():
