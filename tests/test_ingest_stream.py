@@ -307,3 +307,37 @@ def test_memory_stays_bounded_whatever_the_file_size(tmp_path):
         peaks[n] = out["rss_mb"]
     # 4x the input (24 MB vs 6 MB) may not cost more than a few chunks of working memory.
     assert peaks[160_000] - peaks[40_000] < 40, peaks
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "gh-1",
+        "dev_2",
+        "A9",
+        "-",
+        "_",
+        "x" * 64,
+        "x" * 65,
+        "",
+        "a b",
+        "a.b",
+        "a/b",
+        "a\n",
+        "é",
+        "ab\u00e9",
+        "\uff10",
+        "\u01c5",
+        "\u0660",
+        "a\x00",
+        "ß",
+    ],
+)
+def test_ids_are_checked_exactly_like_the_id_pattern(value):
+    import re
+
+    from smartfarm_cli.core.schema import ID_PATTERN
+    from smartfarm_cli.core.validate import ids_ok
+
+    expected = re.fullmatch(ID_PATTERN.strip("^$"), value) is not None
+    assert ids_ok(pa.array([value])).to_pylist() == [expected]
