@@ -39,7 +39,9 @@ def has_open(pid: int, name: str) -> bool:
 
 def test_writer_watch_and_trend_queries_share_one_home(tmp_path):
     home = tmp_path / "home"
-    LocalTarget(home).close()  # the stream exists before anyone follows it
+    creator = LocalTarget(home)
+    creator.pending()  # the stream exists before anyone follows it (opening it creates it)
+    creator.close()
     env = {**os.environ, "COLUMNS": "200", "SMARTFARM_HOME": str(home)}
     watch = subprocess.Popen(
         [sys.executable, "-m", "smartfarm_cli.cli", "watch",
