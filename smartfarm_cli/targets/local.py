@@ -42,6 +42,7 @@ from ..core import generator, lake, queries
 from ..core.rules import Rules, detect, load_rules
 from ..core.schema import (
     FIELD_NAMES,
+    METRICS,
     READING_PARTITIONS,
     READING_SCHEMA,
     SPIKE_PARTITIONS,
@@ -438,7 +439,9 @@ class LocalTarget:
                 room = max(MAX_LISTED_REJECTIONS - len(result.rejected), 0)
                 result.rejected += batch.rejected[:room]
                 result.unlisted_rejected += max(len(batch.rejected) - room, 0)
-                new = self._not_in_lake(batch.accepted)
+                new, differed = self._not_in_lake(batch.accepted)
+                self.record_rejected(differed, source)
+                result.differed += len(differed)
                 result.accepted += new.num_rows
                 result.duplicates += batch.accepted.num_rows - new.num_rows
                 if new.num_rows:
@@ -488,17 +491,37 @@ class LocalTarget:
             with self._transaction() as db:
                 db.execute("DELETE FROM ingest_journal WHERE key = ?", (key,))
 
-    def _not_in_lake(self, table: pa.Table) -> pa.Table:
-        """Rows whose (greenhouse, device, timestamp) is neither earlier in `table` nor stored."""
+    def _not_in_lake(self, table: pa.Table) -> tuple[pa.Table, list[Rejected]]:
+        """(rows whose key is neither earlier in `table` nor stored, re-sent copies that differ).
+
+        The first copy wins, as in the stream: a later copy in the input, or one the lake
+        already holds, adds nothing; one whose values differ is returned with the reason
+        (core.validate.resent_reason), for the rejected store.
+        """
+        import pyarrow.parquet as pq
+
+        from ..core.validate import conform
+
+        keys = list(lake.READING_KEY)
         if table.num_rows == 0:
-            return table
-        numbered = table.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
-        firsts = numbered.group_by(list(lake.READING_KEY), use_threads=False).aggregate(
-            [("__row", "min")]
-        )
+            return table, []
+        differed: list[Rejected] = []
+        table = table.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
+        stored = [
+            conform(pq.read_table(self.logs.path(key)))
+            for hour in pc.unique(pc.divide(pc.cast(table["timestamp"], pa.int64()), 3_600_000))
+            for key in self.logs.keys(lake.log_prefix(hour.as_py() * lake.HOUR_MS))
+        ]
+        if stored:  # every copy of a stored reading is compared with the stored one
+            differed += _differing(table, pa.concat_tables(stored))
+            table = lake.unstored(table, stored).sort_by("__row")  # back in input order
+        firsts = table.group_by(keys, use_threads=False).aggregate([("__row", "min")])
         if firsts.num_rows < table.num_rows:  # repeated within the input: keep the first
-            table = table.take(firsts["__row_min"].sort())
-        return self._unstored(table)
+            first = pc.is_in(table["__row"], value_set=firsts["__row_min"])
+            later = table.filter(pc.invert(first))
+            table = table.filter(first)
+            differed += _differing(later, table)
+        return table.drop_columns(["__row"]), differed
 
     def _mark_dirty(self, files: list[str]) -> None:
         hours = sorted({key.rsplit("/", 1)[0] for key in files})
@@ -1177,6 +1200,33 @@ class LocalTarget:
         from ..core import incidents
 
         return incidents.open_incidents(self.state)
+
+
+def _differing(resent: pa.Table, stored: pa.Table) -> list[Rejected]:
+    """Rows of `resent` whose key is in `stored` with other values, as rejections saying how."""
+    keys = list(lake.READING_KEY)
+    values = [*METRICS, "error_code"]
+    both = resent.join(
+        stored.select(keys + values), keys, join_type="inner", right_suffix="__stored"
+    )
+    if both.num_rows == 0:
+        return []
+    same = None
+    for name in values:
+        a, b = both[name], both[f"{name}__stored"]
+        equal = pc.or_(pc.fill_null(pc.equal(a, b), False), pc.and_(pc.is_null(a), pc.is_null(b)))
+        same = equal if same is None else pc.and_(same, equal)
+    changed = both.filter(pc.invert(same))
+    records = generator.to_json_records(changed.select(list(FIELD_NAMES)))
+    old = zip(*(changed[f"{name}__stored"].to_pylist() for name in values), strict=True)
+    return [
+        Rejected(
+            -1,
+            resent_reason(tuple(was), tuple(record[v] for v in values)),
+            json.dumps(record, ensure_ascii=False),
+        )
+        for was, record in zip(old, records, strict=True)
+    ]
 
 
 def _reading(row: tuple) -> dict:
