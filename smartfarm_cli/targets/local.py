@@ -507,12 +507,18 @@ class LocalTarget:
             return table, []
         differed: list[Rejected] = []
         table = table.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
-        stored = [
-            conform(pq.read_table(self.logs.path(key)))
+        files = [
+            self.logs.path(key)
             for hour in pc.unique(pc.divide(pc.cast(table["timestamp"], pa.int64()), 3_600_000))
             for key in self.logs.keys(lake.log_prefix(hour.as_py() * lake.HOUR_MS))
         ]
-        if stored:  # every copy of a stored reading is compared with the stored one
+        key_schema = pa.schema([READING_SCHEMA.field(k) for k in keys])
+        stored_keys = [pq.read_table(f, columns=keys).cast(key_schema) for f in files]
+        if (
+            stored_keys
+            and table.join(pa.concat_tables(stored_keys), keys, join_type="left semi").num_rows
+        ):  # every copy of a stored reading is compared with the stored one
+            stored = [conform(pq.read_table(f)) for f in files]
             differed += _differing(table, pa.concat_tables(stored))
             table = lake.unstored(table, stored).sort_by("__row")  # back in input order
         firsts = table.group_by(keys, use_threads=False).aggregate([("__row", "min")])
