@@ -230,3 +230,11 @@ def test_a_send_that_does_not_flush_costs_one_transaction_and_no_query(tmp_path)
     # The append's one transaction; deliver() that does not flush adds no statement.
     assert kinds[0] == "BEGIN" and kinds[-1] == "COMMIT" and kinds.count("BEGIN") == 1
     assert target.pending() == 12
+
+
+def test_a_process_that_only_delivers_still_sees_other_processes_appends(tmp_path):
+    writer = LocalTarget(tmp_path / "h", flush_rows=5)
+    deliverer = LocalTarget(tmp_path / "h", flush_rows=5)  # like `farmctl serve`'s deliverer
+    assert deliverer.deliver().readings == 0  # its first look: nothing yet
+    writer.append(readings(datetime.now(UTC) - timedelta(minutes=5), 2))  # 12 rows, not flushed
+    assert deliverer.deliver().readings == 12

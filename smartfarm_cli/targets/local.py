@@ -241,6 +241,7 @@ class LocalTarget:
         self._unflushed_rows = 0
         self._unflushed_since: float | None = None
         self._looked_at_stream = False  # rows left by other (or crashed) processes checked once
+        self._appended = False  # this process appends (so its own counters are the news)
         self._fresh: tuple[int, int, pa.Table] | None = None  # (first seq, last seq, rows)
         self._last_prune = float("-inf")
 
@@ -347,6 +348,7 @@ class LocalTarget:
             Rejected(pos, resent_reason(stored, rows[pos][3:]), json.dumps(_reading(rows[pos])))
             for pos, *stored in differing
         ]
+        self._appended = True
         if added:
             if self._unflushed_since is None:
                 self._unflushed_since = self.clock()
@@ -650,7 +652,9 @@ class LocalTarget:
         window leave the stream and (with `compact`) closed hour partitions are compacted.
         """
         report = DeliveryReport()
-        if not force and self._looked_at_stream and not self._due():
+        # Memory decides only for a process that appends itself; one that only delivers (the
+        # delivery process of `farmctl serve`) looks at the stream every time.
+        if not force and self._looked_at_stream and self._appended and not self._due():
             return report
         with self._delivery_lock(wait=force) as locked:
             if not locked:
