@@ -16,6 +16,9 @@ def _isolated_env(monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     # Trend buckets follow the farm's zone; tests pin it (tests of the default unset it).
     monkeypatch.setenv("SMARTFARM_TZ", "UTC")
+    # Webhook tests talk to real local HTTP servers: the documented opt-in for loopback hosts
+    # (core.webhook). Tests of the default refusal delete it.
+    monkeypatch.setenv("SMARTFARM_WEBHOOK_ALLOW_LOOPBACK", "1")
     monkeypatch.chdir(tmp_path)
 
 

@@ -275,6 +275,7 @@ def test_anomaly_detector_runs_from_its_zip_against_moto_server(
             "AWS_ENDPOINT_URL": endpoint,
             "SPIKE_BUCKET": "spike-log-bucket",
             "DISCORD_WEBHOOK_SSM_PARAMETER": "/smartfarm/discord_webhook",
+            "SMARTFARM_WEBHOOK_ALLOW_LOOPBACK": "1",  # the webhook is a local test server
         }
         code = unpack(zips["anomaly_detector"], tmp_path / "code")
         report = run_clean(code, clean_site, event, env)

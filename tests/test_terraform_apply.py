@@ -47,9 +47,11 @@ def run(cmd: list[str], cwd: Path, env: dict, timeout: float = 240) -> subproces
     )
 
 
-def farmctl(emulated: dict, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def farmctl(
+    emulated: dict, *args: str, timeout: float = 240, env: dict | None = None
+) -> subprocess.CompletedProcess:
     cmd = [*FARMCTL, "--stack-dir", str(emulated["stack_dir"]), *args]
-    return run(cmd, emulated["root"], emulated["env"], timeout)
+    return run(cmd, emulated["root"], {**emulated["env"], **(env or {})}, timeout)
 
 
 class Emulated(dict):
@@ -394,7 +396,9 @@ def test_farmctl_discord_test_reads_the_webhook_from_ssm(emulated, httpserver):
         Overwrite=True,
     )
     try:
-        done = farmctl(emulated, "--target", "aws", "discord", "test")
+        # A local webhook server needs the documented loopback opt-in (core.webhook).
+        loopback = {"SMARTFARM_WEBHOOK_ALLOW_LOOPBACK": "1"}
+        done = farmctl(emulated, "--target", "aws", "discord", "test", env=loopback)
     finally:
         ssm.put_parameter(Name=parameter, Value=WEBHOOK, Type="SecureString", Overwrite=True)
     assert done.returncode == 0, done.stdout + done.stderr

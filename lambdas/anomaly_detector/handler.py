@@ -37,6 +37,8 @@ Environment:
   STATE_TABLE                     DynamoDB table of per-device state (jump windows, incidents,
                                   see docs/state.md); unset: each object is judged on its own
                                   and its spikes announced per file (no incidents)
+The webhook URL must pass core.webhook's allow-list (https Discord hosts only; the stack never
+sets the local-test-server opt-in), and redirects are not followed (core.lambda_io).
 Logs are JSON lines on stdout; they never contain the webhook URL.
 """
 
