@@ -45,6 +45,32 @@ data "aws_iam_policy_document" "kms" {
       values   = ["arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:*"]
     }
   }
+
+  # CloudWatch encrypts alarm notifications for the SNS topic in alarms.tf (without this grant an
+  # encrypted topic silently receives nothing); only for this project's alarms in this account.
+  statement {
+    sid       = "CloudWatchAlarmsUseKeyForTopic"
+    effect    = "Allow"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey*"]
+    resources = ["*"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["cloudwatch.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = [local.alarm_arns]
+    }
+  }
 }
 
 resource "aws_kms_key" "main" {

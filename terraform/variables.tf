@@ -463,3 +463,17 @@ variable "silent_check_minutes" {
     error_message = "silent_check_minutes must be a whole number between 1 and 60."
   }
 }
+
+# ---------------------------------------------------------------------------------------------
+# Alarms
+# ---------------------------------------------------------------------------------------------
+variable "alarm_emails" {
+  description = "E-mail addresses subscribed to the alarms SNS topic (each must confirm the subscription mail). Empty: subscribe to the topic some other way."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.alarm_emails : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", e))])
+    error_message = "alarm_emails must hold e-mail addresses (name@example.com)."
+  }
+}

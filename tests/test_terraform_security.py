@@ -4,7 +4,7 @@ and, where Terraform can evaluate them offline without the AWS provider, by `ter
 from __future__ import annotations
 
 import pytest
-from test_terraform import TF, ref, res, same, tf  # noqa: F401  (shared loaders)
+from test_terraform import TF, ref, res, same, tf  # the same loaders as the static tests
 
 APIS = ("ingest", "simulator")
 
@@ -36,3 +36,136 @@ def test_api_execution_log_groups_are_declared_encrypted_and_retained():
 def test_no_stage_depends_on_its_execution_log_group_by_name_only(api):
     """The group must not wait for the stage (it would be created after the first requests)."""
     assert "aws_api_gateway_stage" not in tf()["locals"]["api_execution_log_groups"][api]
+
+
+# -- terraform plan of small configurations (variables, preconditions) --------------------------
+# No provider is needed to evaluate variable validations and terraform_data preconditions, so
+# these run offline wherever a terraform binary is on PATH.
+
+CLI_CONFIG = """
+provider_installation {
+  filesystem_mirror {
+    path    = "/nonexistent-mirror"
+    include = ["registry.terraform.io/*/*"]
+  }
+  direct {
+    exclude = ["registry.terraform.io/*/*"]
+  }
+}
+"""
+REQUIRED_VARS = {
+    "pandas_layer_arn": (
+        "arn:aws:lambda:ap-northeast-2:336392948345:layer:AWSSDKPandas-Python312:20"
+    ),
+    "allowed_cidrs": ["203.0.113.7/32"],
+    "discord_webhook_url": "",
+}
+
+
+def terraform_plan(tmp_path, files: dict[str, str], variables: dict):
+    """`terraform init` + `plan` of `files` (name -> text) with `variables`; the finished run."""
+    import json
+    import shutil
+    import subprocess
+
+    binary = shutil.which("terraform")
+    if binary is None:
+        pytest.skip("no terraform binary on PATH")
+    work = tmp_path / "tf"
+    work.mkdir(parents=True)
+    for name, text in files.items():
+        (work / name).write_text(text)
+    (work / "test.auto.tfvars.json").write_text(json.dumps(variables))
+    (tmp_path / "cli.tfrc").write_text(CLI_CONFIG)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "TF_CLI_CONFIG_FILE": str(tmp_path / "cli.tfrc"),
+        "TF_IN_AUTOMATION": "1",
+        "CHECKPOINT_DISABLE": "1",
+    }
+    for args in (["init", "-backend=false"], ["plan", "-refresh=false"]):
+        done = subprocess.run(
+            [binary, *args, "-input=false", "-no-color"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            break
+    done.text = " ".join((done.stdout + done.stderr).split())
+    return done
+
+
+def variables_only(tmp_path, variables: dict):
+    text = (TF / "variables.tf").read_text()
+    return terraform_plan(tmp_path, {"variables.tf": text}, REQUIRED_VARS | variables)
+
+
+# -- item 12: alarms ----------------------------------------------------------------------------
+
+
+def test_alarms_cover_dlqs_lambdas_firehose_and_api_5xx():
+    locals_ = tf()["locals"]
+    assert set(locals_["dlq_alarms"].values()) == {
+        ref("aws_sqs_queue.alerts_dlq.name"),
+        ref("aws_sqs_queue.simulator_dlq.name"),
+    }
+    functions = set(tf()["resource"]["aws_lambda_function"])
+    assert {v for v in locals_["lambda_alarms"].values()} == {
+        ref(f"aws_lambda_function.{f}.function_name") for f in functions
+    }
+    assert set(locals_["api_alarms"].values()) == {
+        ref("aws_api_gateway_rest_api.ingest.name"),
+        ref("aws_api_gateway_rest_api.simulator.name"),
+    }
+    metrics = {a["metric"] for a in locals_["firehose_alarms"].values()}
+    assert metrics == {
+        "DeliveryToS3.Success",
+        "ExecuteProcessing.Success",
+        "FailedConversion.Records",
+        "DeliveryToS3.DataFreshness",
+    }
+    topic = ref("aws_sns_topic.alarms.arn")
+    alarms = tf()["resource"]["aws_cloudwatch_metric_alarm"]
+    assert set(alarms) == {"dlq_not_empty", "lambda_errors", "firehose", "api_5xx"}
+    for name, alarm in alarms.items():
+        assert alarm["alarm_actions"] == [topic] and alarm["ok_actions"] == [topic], name
+        assert alarm["treat_missing_data"] == "notBreaching", name  # no traffic is no alarm
+        assert alarm["alarm_name"].startswith("${local.alarm_prefix}"), name
+        assert alarm["alarm_description"], name
+    assert alarms["api_5xx"]["dimensions"]["Stage"] == ref("var.api_stage_name")
+
+
+def test_alarm_topic_is_encrypted_and_only_this_projects_alarms_may_use_it():
+    topic = res("aws_sns_topic", "alarms")
+    assert topic["kms_master_key_id"] == ref("aws_kms_key.main.arn")
+    assert same(tf()["locals"]["alarm_arns"].rsplit(":alarm:", 1)[1], "${local.alarm_prefix}*")
+    for doc, sid in (
+        ("alarms_topic", "CloudWatchAlarmsPublish"),
+        ("kms", "CloudWatchAlarmsUseKeyForTopic"),
+    ):
+        (stmt,) = [
+            s
+            for s in tf()["data"]["aws_iam_policy_document"][doc]["statement"]
+            if s.get("sid") == sid
+        ]
+        assert stmt["principals"][0]["identifiers"] == ["cloudwatch.amazonaws.com"]
+        conditions = {c["variable"]: c for c in stmt["condition"]}
+        assert conditions["aws:SourceAccount"]["values"] == [ref("local.account_id")]
+        assert conditions["aws:SourceArn"]["test"] == "ArnLike"
+        assert conditions["aws:SourceArn"]["values"] == [ref("local.alarm_arns")]
+    assert set(stmt["actions"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    policy = res("aws_sns_topic_policy", "alarms")
+    assert policy["policy"] == ref("data.aws_iam_policy_document.alarms_topic.json")
+    sub = res("aws_sns_topic_subscription", "alarm_email")
+    assert sub["for_each"] == ref("toset(var.alarm_emails)") and sub["protocol"] == "email"
+
+
+def test_alarm_emails_are_validated_by_terraform(tmp_path):
+    bad = variables_only(tmp_path, {"alarm_emails": ["ops@example.com", "not-an-address"]})
+    assert bad.returncode != 0 and "alarm_emails must hold e-mail addresses" in bad.text, bad.text
+    good = variables_only(tmp_path / "ok", {"alarm_emails": ["ops@example.com"]})
+    assert good.returncode == 0, good.text
