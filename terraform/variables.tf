@@ -61,7 +61,7 @@ variable "lambda_build_dir" {
 }
 
 variable "pandas_layer_arn" {
-  description = "ARN of the AWS SDK for pandas (awswrangler) layer for python3.12 x86_64 in var.region, e.g. arn:aws:lambda:ap-northeast-2:336392948345:layer:AWSSDKPandas-Python312:<version>. Look the version up in https://aws-sdk-pandas.readthedocs.io/en/stable/layers.html; it differs per region."
+  description = "ARN of the AWS SDK for pandas (awswrangler) layer for python3.12 x86_64 in var.region, e.g. arn:aws:lambda:ap-northeast-2:336392948345:layer:AWSSDKPandas-Python312:<version>. Look the version up in https://aws-sdk-pandas.readthedocs.io/en/stable/layers.html; it differs per region. Only the publisher's account or this account, in var.region, is accepted (layers.tf)."
   type        = string
 
   validation {

@@ -169,3 +169,76 @@ def test_alarm_emails_are_validated_by_terraform(tmp_path):
     assert bad.returncode != 0 and "alarm_emails must hold e-mail addresses" in bad.text, bad.text
     good = variables_only(tmp_path / "ok", {"alarm_emails": ["ops@example.com"]})
     assert good.returncode == 0, good.text
+
+
+# -- item 5: where the pandas layer may come from -------------------------------------------------
+
+OWN_ACCOUNT = "111122223333"
+
+
+def layer_plan(tmp_path, arn: str, region: str = "ap-northeast-2"):
+    files = {
+        "variables.tf": (TF / "variables.tf").read_text(),
+        "layers.tf": (TF / "layers.tf").read_text(),
+        # locals.tf reads the account from aws_caller_identity; here it is fixed.
+        "stub_account.tf": f'locals {{\n  account_id = "{OWN_ACCOUNT}"\n}}\n',
+    }
+    return terraform_plan(
+        tmp_path, files, REQUIRED_VARS | {"pandas_layer_arn": arn, "region": region}
+    )
+
+
+@pytest.mark.parametrize(
+    ("arn", "region"),
+    [
+        (
+            "arn:aws:lambda:ap-northeast-2:336392948345:layer:AWSSDKPandas-Python312:20",
+            "ap-northeast-2",
+        ),
+        ("arn:aws:lambda:eu-west-1:336392948345:layer:AWSSDKPandas-Python312:18", "eu-west-1"),
+        ("arn:aws:lambda:ap-east-1:839552336658:layer:AWSSDKPandas-Python312:9", "ap-east-1"),
+        (f"arn:aws:lambda:ap-northeast-2:{OWN_ACCOUNT}:layer:my-pandas:3", "ap-northeast-2"),
+    ],
+)
+def test_publisher_or_own_layers_are_accepted(tmp_path, arn, region):
+    done = layer_plan(tmp_path, arn, region)
+    assert done.returncode == 0, done.text
+
+
+@pytest.mark.parametrize(
+    ("arn", "region", "why"),
+    [
+        (
+            "arn:aws:lambda:ap-northeast-2:999999999999:layer:AWSSDKPandas-Python312:20",
+            "ap-northeast-2",
+            "pandas_layer_arn belongs to account 999999999999: only the AWS SDK for pandas "
+            "publisher (336392948345 in ap-northeast-2) or this account (111122223333)",
+        ),
+        (
+            "arn:aws:lambda:us-east-1:336392948345:layer:AWSSDKPandas-Python312:20",
+            "ap-northeast-2",
+            "pandas_layer_arn is in us-east-1 but the stack deploys to ap-northeast-2",
+        ),
+        (
+            "arn:aws:lambda:ap-east-1:336392948345:layer:AWSSDKPandas-Python312:9",
+            "ap-east-1",
+            "belongs to account 336392948345: only the AWS SDK for pandas publisher "
+            "(839552336658 in ap-east-1)",
+        ),
+        (
+            "arn:aws:lambda:ap-northeast-2:336392948345:layer:SomethingElse:1",
+            "ap-northeast-2",
+            "names the publisher's layer SomethingElse; the functions need AWSSDKPandas-Python312",
+        ),
+    ],
+)
+def test_other_layers_are_refused_at_plan_time(tmp_path, arn, region, why):
+    done = layer_plan(tmp_path, arn, region)
+    assert done.returncode != 0 and "Resource precondition failed" in done.text, done.text
+    assert why in done.text, done.text
+
+
+def test_every_function_uses_the_checked_layer_variable():
+    for name, function in tf()["resource"]["aws_lambda_function"].items():
+        assert function["layers"] == [ref("var.pandas_layer_arn")], name
+    assert res("terraform_data", "pandas_layer_origin")["input"] == ref("var.pandas_layer_arn")
