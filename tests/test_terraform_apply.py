@@ -125,6 +125,10 @@ def emulated(tmp_path_factory):
         assert not info.client("lambda").list_functions()["Functions"]
         parameters = info.client("ssm").describe_parameters()["Parameters"]
         assert not [p["Name"] for p in parameters if p["Name"].startswith(f"/{PROJECT}/")]
+        groups = info.client("logs").describe_log_groups()["logGroups"]
+        assert not [g for g in groups if g["logGroupName"].startswith("API-Gateway-Execution")]
+        alarms = info.client("cloudwatch").describe_alarms(AlarmNamePrefix=PROJECT)
+        assert alarms["MetricAlarms"] == []
         assert time.monotonic() - started < 180
     finally:
         server.stop()
@@ -172,6 +176,59 @@ def test_ipv6_cidrs_are_refused_when_variables_are_checked(emulated):
 # ---------------------------------------------------------------------------------------------
 # What was built, as the emulated account reports it
 # ---------------------------------------------------------------------------------------------
+def test_a_pandas_layer_from_another_account_stops_the_plan(emulated):
+    """Issue 16 item 5 on the whole stack: code from a foreign account never reaches a Lambda."""
+    foreign = f"arn:aws:lambda:{emu.REGION}:999999999999:layer:AWSSDKPandas-Python312:1"
+    done = plan(emulated, f"-var=pandas_layer_arn={foreign}")
+    text = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1
+    assert "Resource precondition failed" in text and "belongs to account 999999999999" in text
+
+
+def test_alarms_topic_and_execution_log_groups(emulated):
+    """Issue 16 items 9 and 12: what the account holds after the deploy."""
+    key_arn = emulated.client("kms").describe_key(KeyId=f"alias/{PROJECT}")["KeyMetadata"]["Arn"]
+    sns = emulated.client("sns")
+    (topic,) = [
+        t["TopicArn"]
+        for t in sns.list_topics()["Topics"]
+        if t["TopicArn"].endswith(f":{PROJECT}-alarms")
+    ]
+    attributes = sns.get_topic_attributes(TopicArn=topic)["Attributes"]
+    assert attributes["KmsMasterKeyId"] == key_arn
+    (statement,) = json.loads(attributes["Policy"])["Statement"]
+    assert statement["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == emu.ACCOUNT_ID
+    assert statement["Condition"]["ArnLike"]["aws:SourceArn"].endswith(f":alarm:{PROJECT}-alarm-*")
+    alarms = emulated.client("cloudwatch").describe_alarms(AlarmNamePrefix=f"{PROJECT}-alarm-")
+    found = {a["AlarmName"]: a for a in alarms["MetricAlarms"]}
+    assert len(found) == 11, sorted(found)  # 2 DLQs, 3 Lambdas, 4 Firehose, 2 APIs
+    assert {a["Namespace"] for a in found.values()} == {
+        "AWS/SQS",
+        "AWS/Lambda",
+        "AWS/Firehose",
+        "AWS/ApiGateway",
+    }
+    for alarm in found.values():
+        assert alarm["AlarmActions"] == [topic] and alarm["OKActions"] == [topic]
+        assert alarm["TreatMissingData"] == "notBreaching"
+    functions = {
+        a["Dimensions"][0]["Value"] for a in found.values() if a["Namespace"] == "AWS/Lambda"
+    }
+    deployed = {f["FunctionName"] for f in emulated.client("lambda").list_functions()["Functions"]}
+    assert functions == deployed
+    apis = {
+        emulated["outputs"]["ingest_api_url"].split("//")[1].split(".")[0],
+        emulated["outputs"]["simulator_api_url"].split("//")[1].split(".")[0],
+    }
+    groups = emulated.client("logs").describe_log_groups(
+        logGroupNamePrefix="API-Gateway-Execution-Logs_"
+    )["logGroups"]
+    assert {g["logGroupName"].split("_", 1)[1].split("/")[0] for g in groups} == apis
+    for group in groups:
+        assert group["kmsKeyId"] == key_arn and group["retentionInDays"] > 0
+
+
 def test_ingest_api_integration_role_and_trust_policy(emulated):
     apigw = emulated.client("apigateway")
     (api,) = [a for a in apigw.get_rest_apis()["items"] if a["name"].endswith("kinesis_api_gw")]
