@@ -242,3 +242,36 @@ def test_every_function_uses_the_checked_layer_variable():
     for name, function in tf()["resource"]["aws_lambda_function"].items():
         assert function["layers"] == [ref("var.pandas_layer_arn")], name
     assert res("terraform_data", "pandas_layer_origin")["input"] == ref("var.pandas_layer_arn")
+
+
+# -- item 10: Kinesis' error text never reaches API clients ------------------------------------
+
+
+def test_kinesis_error_details_stay_out_of_the_api_answer():
+    import json
+
+    from apigw_vtl import render, template
+
+    denied = json.dumps(
+        {
+            "__type": "AccessDeniedException",
+            "message": "User: arn:aws:sts::123456789012:assumed-role/smartfarm-apigw-kinesis/x "
+            "is not authorized to perform: kinesis:PutRecords on resource: "
+            "arn:aws:kinesis:ap-northeast-2:123456789012:stream/smartfarm-readings",
+        }
+    )
+    kms = json.dumps(
+        {
+            "__type": "KMSAccessDeniedException",
+            "message": "The ciphertext refers to a customer master key that does not exist: "
+            "arn:aws:kms:ap-northeast-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        }
+    )
+    for body in (denied, kms):
+        text, override = render(template("error_response.vtl"), body)
+        answer = json.loads(text)
+        assert answer == {"message": "the stream rejected the request", "requestId": "test-request"}
+        assert "123456789012" not in text and "arn:" not in text and override == {}
+    # the details are kept where operators look: the access log line of the request
+    access = tf()["locals"]["api_access_log_format"]
+    assert "$context.integration.error" in access and "$context.requestId" in access
