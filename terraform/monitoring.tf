@@ -173,10 +173,18 @@ data "aws_iam_policy_document" "grafana" {
     resources = ["${aws_s3_bucket.athena_results.arn}/athena/*"]
   }
 
+  # The key, only through S3 (the encrypted buckets; Athena reads and writes them with this
+  # role's credentials): stolen instance credentials cannot decrypt anything else with it.
   statement {
-    sid       = "UseProjectKey"
+    sid       = "UseProjectKeyThroughS3"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.main.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${local.region}.amazonaws.com"]
+    }
   }
 
   statement {
@@ -185,10 +193,24 @@ data "aws_iam_policy_document" "grafana" {
     resources = [aws_ssm_parameter.grafana_admin_password.arn]
   }
 
+  # ...and through SSM for its own admin password parameter only (SSM passes the parameter ARN
+  # as encryption context).
   statement {
-    sid       = "EncryptOwnAdminPassword"
-    actions   = ["kms:Encrypt"]
+    sid       = "EncryptAndReadOwnAdminPassword"
+    actions   = ["kms:Encrypt", "kms:Decrypt"]
     resources = [aws_kms_key.main.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["ssm.${local.region}.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:EncryptionContext:PARAMETER_ARN"
+      values   = [aws_ssm_parameter.grafana_admin_password.arn]
+    }
   }
 }
 

@@ -275,3 +275,122 @@ def test_kinesis_error_details_stay_out_of_the_api_answer():
     # the details are kept where operators look: the access log line of the request
     access = tf()["locals"]["api_access_log_format"]
     assert "$context.integration.error" in access and "$context.requestId" in access
+
+
+# -- item 11: narrower key use --------------------------------------------------------------------
+
+
+def _statement(doc: str, sid: str) -> dict:
+    (stmt,) = [
+        s for s in tf()["data"]["aws_iam_policy_document"][doc]["statement"] if s.get("sid") == sid
+    ]
+    return stmt
+
+
+def _conditions(stmt: dict) -> dict:
+    return {c["variable"]: (c["test"], c["values"]) for c in stmt.get("condition", [])}
+
+
+def test_grafana_and_firehose_use_the_key_only_through_their_services():
+    """Every kms: action of these internet-facing / data-moving roles names the service it goes
+    through (and SSM the one parameter), so their credentials cannot decrypt anything else."""
+    region = "${local.region}"
+    expected = {
+        ("grafana", "UseProjectKeyThroughS3"): [f"s3.{region}.amazonaws.com"],
+        ("grafana", "EncryptAndReadOwnAdminPassword"): [f"ssm.{region}.amazonaws.com"],
+        ("firehose", "UseProjectKey"): [
+            f"kinesis.{region}.amazonaws.com",
+            f"s3.{region}.amazonaws.com",
+        ],
+    }
+    for doc in ("grafana", "firehose"):
+        for stmt in tf()["data"]["aws_iam_policy_document"][doc]["statement"]:
+            if any(a.startswith("kms:") for a in stmt["actions"]):
+                via = _conditions(stmt).get("kms:ViaService")
+                assert via == ("StringEquals", expected[(doc, stmt["sid"])]), (doc, stmt["sid"])
+    password = _conditions(_statement("grafana", "EncryptAndReadOwnAdminPassword"))
+    assert password["kms:EncryptionContext:PARAMETER_ARN"] == (
+        "StringEquals",
+        [ref("aws_ssm_parameter.grafana_admin_password.arn")],
+    )
+
+
+def test_transform_role_decrypts_only_its_own_environment():
+    stmt = _statement("firehose_transform", "DecryptEnvironment")
+    assert stmt["actions"] == ["kms:Decrypt"]
+    test, values = _conditions(stmt)["kms:EncryptionContext:aws:lambda:FunctionArn"]
+    assert test == "StringEquals"
+    assert values == [
+        "arn:${local.partition}:lambda:${local.region}:${local.account_id}:function:"
+        "${local.transform_function_name}"
+    ]
+    function = res("aws_lambda_function", "firehose_transform")
+    assert function["function_name"] == ref("local.transform_function_name")
+    assert function["kms_key_arn"] == ref("aws_kms_key.main.arn")
+
+
+def _resolve(expr: str) -> str:
+    """A log group name with the stack's locals and a sample project / API id filled in."""
+    import re
+
+    locals_ = tf()["locals"]
+    for _ in range(5):
+        expr = re.sub(
+            r"\$\{local\.(\w+)\}",
+            lambda m: str(locals_[m.group(1)]) if isinstance(locals_[m.group(1)], str) else m[0],
+            expr,
+        )
+    expr = expr.replace("${var.project}", "smartfarm").replace("${var.api_stage_name}", "v1")
+    return re.sub(r"\$\{aws_api_gateway_rest_api\.\w+\.id\}", "a1b2c3d4e5", expr)
+
+
+def test_key_policy_lets_cloudwatch_logs_encrypt_every_project_log_group_and_no_other():
+    """Too narrow breaks log groups at apply time on AWS (moto does not check): so every log
+    group the stack declares must match, and the account-wide `log-group:*` must be gone."""
+    import fnmatch
+
+    stmt = _statement("kms", "CloudWatchLogsUsesKey")
+    test, values = _conditions(stmt)["kms:EncryptionContext:aws:logs:arn"]
+    assert test == "ArnLike" and values.startswith("${[for group in local.kms_log_groups")
+    patterns = [_resolve(p) for p in tf()["locals"]["kms_log_groups"]]
+    assert "*" not in patterns and all(p != "" for p in patterns)
+    names = []
+    for name, group in tf()["resource"]["aws_cloudwatch_log_group"].items():
+        assert group["kms_key_id"] == ref("aws_kms_key.main.arn"), name
+        if group["name"] == ref("each.value"):
+            names += [_resolve(v) for v in tf()["locals"]["api_execution_log_groups"].values()]
+        else:
+            names.append(_resolve(group["name"]))
+    assert len(names) >= 8
+    for name in names:
+        assert "${" not in name, name
+        assert any(fnmatch.fnmatchcase(name, p) for p in patterns), name
+    assert not any(fnmatch.fnmatchcase("/aws/lambda/someone-elses-function", p) for p in patterns)
+
+
+def test_crawler_trust_refuses_another_accounts_glue():
+    from iam_trust import allows_assume
+
+    (stmt,) = tf()["data"]["aws_iam_policy_document"]["glue_assume"]["statement"]
+    own = "111122223333"
+    policy = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": stmt["actions"],
+                "Principal": {"Service": stmt["principals"][0]["identifiers"]},
+                "Condition": {
+                    c["test"]: {
+                        c["variable"]: [
+                            v.replace(ref("local.account_id"), own) for v in c["values"]
+                        ]
+                    }
+                    for c in stmt["condition"]
+                },
+            }
+        ]
+    }
+    assert allows_assume(policy, "glue.amazonaws.com", {"aws:SourceAccount": own})
+    assert not allows_assume(policy, "glue.amazonaws.com", {"aws:SourceAccount": "999999999999"})
+    # A Glue call without the key still works (the condition is ...IfExists on purpose).
+    assert allows_assume(policy, "glue.amazonaws.com", {})
