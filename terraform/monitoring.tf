@@ -238,10 +238,12 @@ resource "aws_instance" "grafana" {
   # gzip keeps the script (with the dashboard JSON inside) under EC2's 16 KB user-data limit;
   # cloud-init unpacks it. Contains no secret: the instance generates the password at first boot.
   user_data_base64 = base64gzip(templatefile("${path.module}/grafana/user_data.sh.tftpl", {
-    region               = local.region
-    admin_password_param = aws_ssm_parameter.grafana_admin_password.name
-    password_placeholder = local.grafana_password_placeholder
-    kms_key_arn          = aws_kms_key.main.arn
+    region                = local.region
+    admin_password_param  = aws_ssm_parameter.grafana_admin_password.name
+    password_placeholder  = local.grafana_password_placeholder
+    kms_key_arn           = aws_kms_key.main.arn
+    grafana_version       = var.grafana_version
+    athena_plugin_version = var.athena_plugin_version
     datasource_yaml = templatefile("${path.module}/grafana/provisioning/datasource.yaml.tftpl", {
       region    = local.region
       database  = aws_glue_catalog_database.main.name

@@ -432,6 +432,28 @@ variable "grafana_root_volume_gb" {
   }
 }
 
+variable "grafana_version" {
+  description = "Grafana OSS version the instance installs from rpm.grafana.com (pinned: changing it replaces the instance; the admin password in SSM and the provisioned dashboard come back, dashboards made by hand in the UI do not)."
+  type        = string
+  default     = "13.1.1"
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+$", var.grafana_version))
+    error_message = "grafana_version must be a release number such as 13.1.1."
+  }
+}
+
+variable "athena_plugin_version" {
+  description = "grafana-athena-datasource plugin version (pinned; see https://grafana.com/grafana/plugins/grafana-athena-datasource/)."
+  type        = string
+  default     = "3.4.2"
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+$", var.athena_plugin_version))
+    error_message = "athena_plugin_version must be a release number such as 3.4.2."
+  }
+}
+
 variable "domain_name" {
   description = "Optional DNS name for Grafana (e.g. grafana.farm.example.com). Needs hosted_zone_id too."
   type        = string

