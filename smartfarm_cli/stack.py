@@ -382,6 +382,26 @@ def check_stack_dir(stack_dir: Path) -> Path:
     return stack_dir
 
 
+# Local files in which Terraform keeps variable values and resource attributes, secrets included
+# (the webhook URL, API key values): readable by their owner only.
+PRIVATE_STATE_GLOBS = ("terraform.tfstate", "terraform.tfstate.backup", "*.tfplan", "*.tfstate")
+
+
+def protect_state_files(stack_dir: Path) -> list[Path]:
+    """chmod 0600 every local state / plan file in the stack folder; the files it changed."""
+    changed = []
+    for pattern in PRIVATE_STATE_GLOBS:
+        for path in sorted(Path(stack_dir).glob(pattern)):
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) & 0o077:
+                path.chmod(0o600)
+                changed.append(path)
+    return changed
+
+
 def run_terraform(
     args: list[str],
     stack_dir: Path,
@@ -389,8 +409,13 @@ def run_terraform(
     env: dict[str, str] | None = None,
     ok_codes: tuple[int, ...] = (0,),
 ) -> int:
-    """Run `terraform <args>` in the stack folder, streaming each output line to `echo`."""
+    """Run `terraform <args>` in the stack folder, streaming each output line to `echo`.
+
+    Terraform runs with umask 077, so the state, its backup and plan files it creates are
+    0600; files left readable by an older run are tightened before and after.
+    """
     command = [find_terraform(), *args]
+    protect_state_files(stack_dir)
     try:
         proc = subprocess.Popen(
             command,
@@ -401,6 +426,7 @@ def run_terraform(
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
+            umask=0o077,
         )
     except OSError as exc:
         raise FarmctlError(f"cannot run terraform: {exc.strerror or exc}") from None
@@ -414,6 +440,8 @@ def run_terraform(
         # Terraform got the same SIGINT and stops gracefully (state stays consistent): wait.
         proc.wait()
         raise
+    finally:
+        protect_state_files(stack_dir)
     if code not in ok_codes:
         raise FarmctlError(
             f"`terraform {args[0]}` failed (exit code {code}); see its output above, fix the "

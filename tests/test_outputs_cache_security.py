@@ -281,3 +281,36 @@ def test_a_planted_working_folder_cache_no_longer_picks_the_target(tmp_path, mon
     assert resolve_name(TargetOptions(home=planted)) == "aws"
     monkeypatch.setenv("SMARTFARM_HOME", str(planted))
     assert resolve_name(TargetOptions()) == "aws"
+
+
+# -- local Terraform state and plan files (issue 16 item 1, the local part) ---------------------
+
+
+def test_terraform_runs_leave_state_and_plan_files_private(tmp_path, monkeypatch):
+    """Local state holds the webhook URL and API key values: 0600, whatever the umask."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "terraform"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'echo \'{"secret": "hunter2"}\' > terraform.tfstate\n'
+        "echo plan > farmctl.tfplan\n"
+        "echo fine\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    stack_dir = tmp_path / "terraform"
+    stack_dir.mkdir()
+    old_backup = stack_dir / "terraform.tfstate.backup"
+    old_backup.write_text("{}")
+    old_backup.chmod(0o644)  # left readable by a run before this fix
+    old = os.umask(0o022)
+    try:
+        lines: list[str] = []
+        assert stack.run_terraform(["apply"], stack_dir, lines.append) == 0
+    finally:
+        os.umask(old)
+    assert lines == ["fine"]
+    for name in ("terraform.tfstate", "farmctl.tfplan", "terraform.tfstate.backup"):
+        assert stat.S_IMODE((stack_dir / name).stat().st_mode) == 0o600, name
+    assert os.umask(old) == old  # farmctl's own umask is untouched
