@@ -172,3 +172,23 @@ resource "aws_cloudwatch_metric_alarm" "api_5xx" {
   alarm_actions       = [aws_sns_topic.alarms.arn]
   ok_actions          = [aws_sns_topic.alarms.arn]
 }
+
+# Optionally relayed to the Discord channel: the anomaly_detector function (it already reads the
+# webhook) posts one message per alarm state change it receives from this topic.
+resource "aws_sns_topic_subscription" "alarms_to_discord" {
+  count = var.alarms_to_discord && local.discord_enabled ? 1 : 0
+
+  topic_arn = aws_sns_topic.alarms.arn
+  protocol  = "lambda"
+  endpoint  = aws_lambda_function.anomaly_detector.arn
+}
+
+resource "aws_lambda_permission" "alarms_invoke_anomaly_detector" {
+  count = var.alarms_to_discord && local.discord_enabled ? 1 : 0
+
+  statement_id  = "AllowAlarmsTopic"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.anomaly_detector.function_name
+  principal     = "sns.amazonaws.com"
+  source_arn    = aws_sns_topic.alarms.arn
+}

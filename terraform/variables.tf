@@ -499,3 +499,9 @@ variable "alarm_emails" {
     error_message = "alarm_emails must hold e-mail addresses (name@example.com)."
   }
 }
+
+variable "alarms_to_discord" {
+  description = "Also post every alarm state change to the Discord channel (through anomaly_detector; needs discord_webhook_url)."
+  type        = bool
+  default     = true
+}

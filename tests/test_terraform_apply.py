@@ -209,6 +209,10 @@ def test_alarms_topic_and_execution_log_groups(emulated):
         "AWS/Firehose",
         "AWS/ApiGateway",
     }
+    (relay,) = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert relay["Protocol"] == "lambda" and relay["Endpoint"].endswith(
+        ":smartfarm-anomaly_detector"
+    )
     for alarm in found.values():
         assert alarm["AlarmActions"] == [topic] and alarm["OKActions"] == [topic]
         assert alarm["TreatMissingData"] == "notBreaching"

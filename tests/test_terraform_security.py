@@ -440,3 +440,15 @@ def test_user_data_installs_the_pinned_versions(tmp_path):
 def test_versions_must_be_release_numbers(tmp_path, name, value):
     done = variables_only(tmp_path, {name: value})
     assert done.returncode != 0 and f"{name} must be a release number" in done.text, done.text
+
+
+def test_alarms_can_be_relayed_to_discord_by_the_anomaly_function():
+    sub = res("aws_sns_topic_subscription", "alarms_to_discord")
+    permission = res("aws_lambda_permission", "alarms_invoke_anomaly_detector")
+    condition = ref("var.alarms_to_discord && local.discord_enabled ? 1 : 0")
+    assert same(sub["count"], condition) and same(permission["count"], condition)
+    assert sub["protocol"] == "lambda" and sub["topic_arn"] == ref("aws_sns_topic.alarms.arn")
+    assert sub["endpoint"] == ref("aws_lambda_function.anomaly_detector.arn")
+    assert permission["principal"] == "sns.amazonaws.com"
+    assert permission["source_arn"] == ref("aws_sns_topic.alarms.arn")  # this topic only
+    assert tf()["variable"]["alarms_to_discord"]["default"] is True
