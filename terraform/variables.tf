@@ -322,6 +322,39 @@ variable "simulator_throttle_rate_limit" {
   }
 }
 
+variable "simulator_ingest_rate_limit" {
+  description = "Requests per second the simulator's own ingest key may send to kinesis_api_gw (apart from the devices' throttle)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.simulator_ingest_rate_limit > 0
+    error_message = "simulator_ingest_rate_limit must be positive."
+  }
+}
+
+variable "simulator_ingest_burst_limit" {
+  description = "Burst of the simulator's own ingest key."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.simulator_ingest_burst_limit >= 1
+    error_message = "simulator_ingest_burst_limit must be at least 1."
+  }
+}
+
+variable "simulator_ingest_quota_limit" {
+  description = "Ingest requests per day for the simulator's own key (the devices' quota is never touched by fake runs)."
+  type        = number
+  default     = 20000
+
+  validation {
+    condition     = var.simulator_ingest_quota_limit >= 1
+    error_message = "simulator_ingest_quota_limit must be at least 1."
+  }
+}
+
 variable "simulator_throttle_burst_limit" {
   description = "Burst of requests allowed for the simulator API key."
   type        = number

@@ -292,6 +292,7 @@ def test_every_output_farmctl_reads_exists_and_none_is_secret():
         "var.discord_webhook_url",
         "aws_api_gateway_api_key.ingest.value",
         "aws_api_gateway_api_key.simulator.value",
+        "aws_api_gateway_api_key.simulator_ingest.value",
         ".value}",  # an SSM parameter or api key value
     )
     for name, body in outputs.items():

@@ -209,6 +209,22 @@ def test_alarms_topic_and_execution_log_groups(emulated):
         "AWS/Firehose",
         "AWS/ApiGateway",
     }
+    # Issue 16 item 3: the simulator's own ingest key, in a usage plan apart from the devices'.
+    apigw = emulated.client("apigateway")
+    function = emulated.client("lambda").get_function_configuration(
+        FunctionName=f"{PROJECT}-pseudo_sensor_log_lambda"
+    )
+    parameter = function["Environment"]["Variables"]["INGEST_API_KEY_SSM_PARAMETER"]
+    assert parameter == f"/{PROJECT}/simulator/ingest-api-key"
+    value = emulated.client("ssm").get_parameter(Name=parameter, WithDecryption=True)
+    plans = {p["name"]: p["id"] for p in apigw.get_usage_plans()["items"]}
+    keys = {
+        name: {k["value"] for k in apigw.get_usage_plan_keys(usagePlanId=plans[name])["items"]}
+        for name in (f"{PROJECT}-ingest", f"{PROJECT}-ingest-simulator")
+    }
+    simulator_key = value["Parameter"]["Value"]
+    assert keys[f"{PROJECT}-ingest-simulator"] == {simulator_key}
+    assert simulator_key not in keys[f"{PROJECT}-ingest"]
     (relay,) = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
     assert relay["Protocol"] == "lambda" and relay["Endpoint"].endswith(
         ":smartfarm-anomaly_detector"

@@ -452,3 +452,36 @@ def test_alarms_can_be_relayed_to_discord_by_the_anomaly_function():
     assert permission["principal"] == "sns.amazonaws.com"
     assert permission["source_arn"] == ref("aws_sns_topic.alarms.arn")  # this topic only
     assert tf()["variable"]["alarms_to_discord"]["default"] is True
+
+
+# -- item 3 (part): the simulator sends with a key and usage plan of its own ----------------------
+
+
+def test_simulator_sends_with_its_own_ingest_key_and_usage_plan():
+    """A fake run (up to 10,000 sends) is throttled and counted apart from the devices."""
+    env = res("aws_lambda_function", "simulator")["environment"][0]["variables"]
+    assert env["INGEST_API_KEY_SSM_PARAMETER"] == ref(
+        "aws_ssm_parameter.simulator_ingest_api_key.name"
+    )
+    param = res("aws_ssm_parameter", "simulator_ingest_api_key")
+    assert param["value"] == ref("aws_api_gateway_api_key.simulator_ingest.value")
+    assert param["type"] == "SecureString" and param["key_id"] == ref("aws_kms_key.main.arn")
+    read = _statement("simulator", "ReadOwnIngestApiKey")
+    assert read["resources"] == [ref("aws_ssm_parameter.simulator_ingest_api_key.arn")]
+    ssm_resources = [
+        r
+        for s in tf()["data"]["aws_iam_policy_document"]["simulator"]["statement"]
+        if any(a.startswith("ssm:") for a in s["actions"])
+        for r in s["resources"]
+    ]
+    assert ref("aws_ssm_parameter.ingest_api_key.arn") not in ssm_resources  # not the devices'
+    plan = res("aws_api_gateway_usage_plan", "simulator_ingest")
+    stage = plan["api_stages"][0]
+    assert stage["api_id"] == ref("aws_api_gateway_rest_api.ingest.id")
+    assert plan["quota_settings"][0]["limit"] == ref("var.simulator_ingest_quota_limit")
+    assert plan["throttle_settings"][0]["rate_limit"] == ref("var.simulator_ingest_rate_limit")
+    key = res("aws_api_gateway_usage_plan_key", "simulator_ingest")
+    assert key["key_id"] == ref("aws_api_gateway_api_key.simulator_ingest.id")
+    assert key["usage_plan_id"] == ref("aws_api_gateway_usage_plan.simulator_ingest.id")
+    devices = res("aws_api_gateway_usage_plan_key", "ingest")
+    assert devices["key_id"] == ref("aws_api_gateway_api_key.ingest.id")
