@@ -9,13 +9,15 @@ locals {
   alarm_arns   = "arn:${local.partition}:cloudwatch:${local.region}:${local.account_id}:alarm:${local.alarm_prefix}*"
 
   dlq_alarms = {
-    anomaly-failures   = aws_sqs_queue.alerts_dlq.name
-    simulator-failures = aws_sqs_queue.simulator_dlq.name
+    anomaly-failures      = aws_sqs_queue.alerts_dlq.name
+    simulator-failures    = aws_sqs_queue.simulator_dlq.name
+    silent-check-failures = "${local.silent_function_name}-failures" # modules/lambda_function
   }
   lambda_alarms = {
     anomaly_detector   = aws_lambda_function.anomaly_detector.function_name
     pseudo_sensor_log  = aws_lambda_function.simulator.function_name
     firehose_transform = aws_lambda_function.firehose_transform.function_name
+    silent_check       = module.silent_check.function_name
   }
   api_alarms = {
     kinesis_api_gw = aws_api_gateway_rest_api.ingest.name

@@ -202,7 +202,7 @@ def test_alarms_topic_and_execution_log_groups(emulated):
     assert statement["Condition"]["ArnLike"]["aws:SourceArn"].endswith(f":alarm:{PROJECT}-alarm-*")
     alarms = emulated.client("cloudwatch").describe_alarms(AlarmNamePrefix=f"{PROJECT}-alarm-")
     found = {a["AlarmName"]: a for a in alarms["MetricAlarms"]}
-    assert len(found) == 11, sorted(found)  # 2 DLQs, 3 Lambdas, 4 Firehose, 2 APIs
+    assert len(found) == 13, sorted(found)  # 3 DLQs, 4 Lambdas, 4 Firehose, 2 APIs
     assert {a["Namespace"] for a in found.values()} == {
         "AWS/SQS",
         "AWS/Lambda",

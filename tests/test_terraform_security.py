@@ -112,11 +112,14 @@ def test_alarms_cover_dlqs_lambdas_firehose_and_api_5xx():
     assert set(locals_["dlq_alarms"].values()) == {
         ref("aws_sqs_queue.alerts_dlq.name"),
         ref("aws_sqs_queue.simulator_dlq.name"),
+        ref("local.silent_function_name") + "-failures",  # modules/lambda_function's queue
     }
-    functions = set(tf()["resource"]["aws_lambda_function"])
+    module_queue = tf()["resource"]["aws_sqs_queue"]["modules/lambda_function:dead_letters"]
+    assert module_queue["name"] == "${var.function_name}-failures"
+    functions = {f for f in tf()["resource"]["aws_lambda_function"] if ":" not in f}
     assert {v for v in locals_["lambda_alarms"].values()} == {
         ref(f"aws_lambda_function.{f}.function_name") for f in functions
-    }
+    } | {ref("module.silent_check.function_name")}  # the function built by modules/
     assert set(locals_["api_alarms"].values()) == {
         ref("aws_api_gateway_rest_api.ingest.name"),
         ref("aws_api_gateway_rest_api.simulator.name"),
@@ -240,7 +243,19 @@ def test_other_layers_are_refused_at_plan_time(tmp_path, arn, region, why):
 
 def test_every_function_uses_the_checked_layer_variable():
     for name, function in tf()["resource"]["aws_lambda_function"].items():
+        if name.startswith("modules/lambda_function:"):
+            assert function["layers"] == ref("var.layers"), name  # passed by each module call
+            continue
         assert function["layers"] == [ref("var.pandas_layer_arn")], name
+    from test_terraform import parsed_files
+
+    calls = [
+        m
+        for doc in parsed_files().values()
+        for block in doc.get("module", [])
+        for m in block.values()
+    ]
+    assert calls and all(m["layers"] == [ref("var.pandas_layer_arn")] for m in calls)
     assert res("terraform_data", "pandas_layer_origin")["input"] == ref("var.pandas_layer_arn")
 
 
@@ -354,8 +369,11 @@ def test_key_policy_lets_cloudwatch_logs_encrypt_every_project_log_group_and_no_
     assert test == "ArnLike" and values.startswith("${[for group in local.kms_log_groups")
     patterns = [_resolve(p) for p in tf()["locals"]["kms_log_groups"]]
     assert "*" not in patterns and all(p != "" for p in patterns)
-    names = []
+    names = [_resolve("/aws/lambda/${local.silent_function_name}")]  # modules/lambda_function's
     for name, group in tf()["resource"]["aws_cloudwatch_log_group"].items():
+        if name.startswith("modules/lambda_function:"):
+            assert group["name"] == "/aws/lambda/${var.function_name}", name
+            continue
         assert group["kms_key_id"] == ref("aws_kms_key.main.arn"), name
         if group["name"] == ref("each.value"):
             names += [_resolve(v) for v in tf()["locals"]["api_execution_log_groups"].values()]
