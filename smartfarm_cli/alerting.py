@@ -3,7 +3,8 @@
 The webhook URL comes from, in order: `--webhook URL`, the environment variable
 `SMARTFARM_DISCORD_WEBHOOK`, and (aws target) the SSM SecureString parameter whose name the
 stack outputs give (`discord_webhook_ssm_parameter`). It is never printed in full: use
-`core.discord.mask_webhook_url`.
+`core.discord.mask_webhook_url`. Only Discord webhook URLs are accepted (`core.webhook`, the same
+allow-list the Lambda applies) and redirects are never followed.
 
 requests, boto3, pyarrow and the core are imported inside the functions that need them:
 `farmctl --help` must not pay for them.
@@ -17,7 +18,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from .errors import UserError
 
@@ -62,18 +62,13 @@ def requests_post(url: str, body: dict, timeout: float) -> tuple[int, Mapping[st
 
 
 def check_url(url: str, origin: str) -> str:
-    url = url.strip()
+    """The URL when alerts may go to it (core.webhook's allow-list); else one clear WebhookError."""
+    from .core.webhook import WebhookURLError, check_webhook_url
+
     try:
-        parts = urlsplit(url)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        ok = False
-    if not ok:
-        raise WebhookError(
-            f"the Discord webhook from {origin} is not an http(s) URL; it should look like "
-            "https://discord.com/api/webhooks/<id>/<token>"
-        )
-    return url
+        return check_webhook_url(url)
+    except WebhookURLError as exc:
+        raise WebhookError(f"the Discord webhook from {origin} is refused: {exc}") from None
 
 
 def fetch_ssm_parameter(name: str, ssm_client=None) -> str:

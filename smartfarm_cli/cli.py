@@ -42,6 +42,7 @@ app = typer.Typer(
 )
 app.add_typer(discord_app, name="discord")
 
+LEGACY_HOME = ".smartfarm"  # the default home before it moved to the user's data folder
 OutputOption = typer.Option(OutputFormat.table, "--output", "-o", help="table, json or csv.")
 WideOption = typer.Option(False, "--wide", "-w", help="Show every column in the table.")
 GreenhouseFilter = typer.Option(
@@ -90,7 +91,8 @@ def main(
         None,
         "--home",
         envvar="SMARTFARM_HOME",
-        help="Local target's data folder (stream, lake, spikes). Default ./.smartfarm",
+        help="farmctl's home: local data (stream, lake, spikes) and the aws stack's outputs. "
+        "Default: the user's data folder (Linux: ~/.local/share/smartfarm).",
     ),
     rules: str = typer.Option(
         None, "--rules", envvar="SMARTFARM_RULES", help="TOML file overriding the anomaly rules."
@@ -111,6 +113,14 @@ def main(
 ) -> None:
     State.options = TargetOptions(target, home, rules, profile, region, stack_dir)
     State._target = None
+    if home is None and Path(LEGACY_HOME).is_dir():
+        from .targets.local import default_home
+
+        typer.echo(
+            f"note: ./{LEGACY_HOME} is no longer read by default (farmctl's home is now "
+            f"{default_home()}); pass --home {LEGACY_HOME} to use it",
+            err=True,
+        )
     set_ssm_parameter_source(_aws_webhook_parameter)
 
 

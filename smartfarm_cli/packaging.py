@@ -1,10 +1,18 @@
 """Reproducible Lambda zips: `lambdas/<fn>/*.py` at the zip root plus `smartfarm_cli/core/`.
 
-Each zip holds `handler.py` (handler `handler.handler`), `smartfarm_cli/__init__.py` and every
-file of `smartfarm_cli/core/` (rules.toml included), nothing else: the stock python3.12 runtime
-brings boto3, the AWS SDK for pandas layer brings pyarrow. Entries are sorted, dated
-1980-01-01 00:00, mode 0644, deflated at a fixed level, with no __pycache__, so the same sources
-always give the same bytes (and Terraform's source_code_hash only changes with the code).
+Each zip holds `handler.py` (handler `handler.handler`), `smartfarm_cli/__init__.py` and the
+allowed files of `smartfarm_cli/core/`, nothing else: the stock python3.12 runtime brings boto3,
+the AWS SDK for pandas layer brings pyarrow.
+
+What goes in is an allow-list, not "everything but dot-files": `*.py` and `rules.toml` only, so
+editor backups (`handler.py~`, `.swp`), notes, test events and build leftovers stay out. Dot-folders
+(`.venv`, `.cache`, `.git`) and `__pycache__` are not entered. A symlink anywhere in the walked
+tree (file or folder) stops the build with PackagingError: a link would pack whatever it points
+at, from outside the source tree.
+
+Reproducible: entries sorted, dated 1980-01-01 00:00, mode 0644, deflated at a fixed level, no
+folder entries, so the same sources give the same bytes whatever their mtimes, modes or the
+order the file system lists them in (Terraform's source_code_hash changes only with the code).
 """
 
 from __future__ import annotations
@@ -14,28 +22,54 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from .errors import UserError
+
 FUNCTIONS = ("anomaly_detector", "pseudo_sensor_log", "firehose_transform", "silent_check")
 PACKAGE_ROOT = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_ROOT.parent
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 FILE_MODE = 0o100644
-SKIP_DIRS = {"__pycache__"}
-SKIP_SUFFIXES = (".pyc", ".pyo")
+ALLOWED_SUFFIXES = (".py",)
+ALLOWED_NAMES = frozenset({"rules.toml"})
+SKIP_DIRS = frozenset({"__pycache__"})
 
 
-class PackagingError(Exception):
-    """The Lambda sources are not where they should be."""
+class PackagingError(UserError):
+    """The Lambda sources are missing or hold something that must not ship (one line, exit 2)."""
+
+
+def allowed(name: str) -> bool:
+    """True for a file name the zips may carry (`*.py`, `rules.toml`; never a dot-file)."""
+    if name.startswith("."):
+        return False
+    return name in ALLOWED_NAMES or name.endswith(ALLOWED_SUFFIXES)
+
+
+def _refuse_link(path: Path) -> None:
+    if path.is_symlink():
+        raise PackagingError(
+            f"{path} is a symlink; the Lambda zips take regular files only (a link would pack "
+            "whatever it points at): replace it with the file itself or remove it"
+        )
 
 
 def _files(base: Path) -> list[Path]:
+    """Allowed regular files under `base`, skipping dot-folders and __pycache__."""
+    _refuse_link(base)
     found = []
-    for path in base.rglob("*"):
-        relative = path.relative_to(base)
-        if path.is_dir() or SKIP_DIRS & set(relative.parts):
-            continue
-        if path.name.startswith(".") or path.name.endswith(SKIP_SUFFIXES):
-            continue
-        found.append(path)
+    for folder, dirs, names in os.walk(base, followlinks=False):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS)
+        for name in dirs:
+            _refuse_link(here / name)
+        for name in sorted(names):
+            path = here / name
+            if not allowed(name):
+                continue
+            _refuse_link(path)
+            if not path.is_file():  # a FIFO, socket or device named like a source file
+                raise PackagingError(f"{path} is not a regular file; remove it")
+            found.append(path)
     return found
 
 
@@ -48,6 +82,8 @@ def zip_entries(name: str, repo_root: Path = REPO_ROOT) -> dict[str, Path]:
         )
     entries = {p.relative_to(function_dir).as_posix(): p for p in _files(function_dir)}
     package = repo_root / "smartfarm_cli"
+    _refuse_link(package)
+    _refuse_link(package / "__init__.py")
     entries["smartfarm_cli/__init__.py"] = package / "__init__.py"
     for path in _files(package / "core"):
         entries[path.relative_to(repo_root).as_posix()] = path

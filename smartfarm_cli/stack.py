@@ -5,6 +5,17 @@ and are cached after each deploy at `<home>/aws-outputs.json`; the target resolv
 when that file exists. Outputs never hold secrets (API key values, the Discord URL and the
 Grafana password live in API Gateway / SSM), so the cache is safe to keep on disk.
 
+The outputs decide where farmctl sends the simulator's API key and which buckets and stream it
+uses, so they are not taken on trust (issue 16):
+
+- the cache is written 0600 and read only when it is a regular file owned by the current user
+  and writable by nobody else (`check_cache_file`; POSIX);
+- every API URL in them (`API_URL_KEYS`) must be `https://<api id>.execute-api.<region>.
+  amazonaws.com[.cn]/...` in the stack's own region (`check_api_urls`), whether it came from
+  the cache or from `terraform output`. The one exception is an explicit emulator: a loopback
+  origin named by `$SMARTFARM_EMULATOR_URL`, else by `$AWS_ENDPOINT_URL` when that is a
+  loopback URL (moto, LocalStack): API URLs on exactly that origin are accepted too.
+
 Only the standard library here: `farmctl --help` imports nothing heavy.
 """
 
@@ -14,14 +25,23 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import FarmctlError, UserError
 
 CACHE_NAME = "aws-outputs.json"
+API_URL_KEYS = ("ingest_api_url", "ingest_record_url", "simulator_api_url")
+EMULATOR_ENV = "SMARTFARM_EMULATOR_URL"
+ENDPOINT_ENVS = (EMULATOR_ENV, "AWS_ENDPOINT_URL_API_GATEWAY", "AWS_ENDPOINT_URL")
+_API_URL = re.compile(
+    r"https://(?P<api>[a-z0-9]{10})\.execute-api\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d)"
+    r"\.amazonaws\.com(?:\.cn)?(?P<path>/[^?#\s]*)?"
+)
 DEFAULT_STACK_DIR = Path("terraform")
 PLAN_FILE = "farmctl.tfplan"
 
@@ -138,6 +158,90 @@ def _remove_override(path: Path) -> None:
 
 def cache_path(home: Path) -> Path:
     return Path(home) / CACHE_NAME
+
+
+def check_cache_file(path: Path) -> Path:
+    """Refuse (one line) a cache that is a link, not a regular file, another user's, or writable
+    by group / others: whoever can write it decides where farmctl sends data and keys."""
+    if os.name != "posix":
+        return path
+    try:
+        info = path.lstat()
+    except OSError as exc:
+        raise FarmctlError(f"cannot read the stack outputs cache {path}: {exc.strerror}") from None
+    problem = ""
+    if stat.S_ISLNK(info.st_mode):
+        problem = "it is a symlink"
+    elif not stat.S_ISREG(info.st_mode):
+        problem = "it is not a regular file"
+    elif info.st_uid != os.getuid():
+        problem = f"it is owned by another user (uid {info.st_uid}, you are {os.getuid()})"
+    elif info.st_mode & 0o022:
+        mode = stat.S_IMODE(info.st_mode)
+        whom = [w for w, bit in (("group", 0o020), ("others", 0o002)) if mode & bit]
+        problem = f"it is writable by {' and '.join(whom)} (mode {mode:04o})"
+    if problem:
+        raise FarmctlError(
+            f"refusing the stack outputs cache {path}: {problem}; delete it and run "
+            "`farmctl deploy` (or `farmctl --stack-dir terraform status`) to write your own"
+        )
+    return path
+
+
+def emulator_origin(env: Mapping[str, str] | None = None) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an explicitly configured loopback emulator, or None."""
+    from .core.webhook import is_loopback_host
+
+    env = os.environ if env is None else env
+    for name in ENDPOINT_ENVS:
+        value = (env.get(name) or "").strip()
+        if value:
+            return _loopback_origin(value, is_loopback_host)
+    return None
+
+
+def _loopback_origin(url: str, is_loopback_host) -> tuple[str, str, int] | None:
+    try:
+        parts = urlsplit(url)
+        host, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not is_loopback_host(host):
+        return None
+    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
+
+
+def api_id(url: str) -> str | None:
+    """The REST API id of an execute-api URL, or None for any other URL."""
+    found = _API_URL.fullmatch(url or "")
+    return found.group("api") if found else None
+
+
+def check_api_urls(values: Mapping, source: str, env: Mapping[str, str] | None = None) -> None:
+    """Every API URL must be the stack region's execute-api host (or the explicit emulator)."""
+    region = values.get("region")
+    emulator = emulator_origin(env)
+    for key in API_URL_KEYS:
+        url = values.get(key)
+        if url is None:
+            continue
+        found = _API_URL.fullmatch(url) if isinstance(url, str) else None
+        if found and (region is None or found.group("region") == region):
+            continue
+        if emulator and isinstance(url, str):
+            from .core.webhook import is_loopback_host
+
+            if _loopback_origin(url, is_loopback_host) == emulator:
+                continue
+        if found:
+            why = f"is in region {found.group('region')}, the stack in {region}"
+        else:
+            why = "is not an https://<id>.execute-api.<region>.amazonaws.com/ URL"
+        raise FarmctlError(
+            f"refusing the stack outputs ({source}): {key} {why}; farmctl sends API keys "
+            "there. Run `farmctl deploy` again, or for a local emulator set "
+            f"{EMULATOR_ENV} to its loopback URL"
+        )
 
 
 class StackOutputs(Mapping):
@@ -278,6 +382,26 @@ def check_stack_dir(stack_dir: Path) -> Path:
     return stack_dir
 
 
+# Local files in which Terraform keeps variable values and resource attributes, secrets included
+# (the webhook URL, API key values): readable by their owner only.
+PRIVATE_STATE_GLOBS = ("terraform.tfstate", "terraform.tfstate.backup", "*.tfplan", "*.tfstate")
+
+
+def protect_state_files(stack_dir: Path) -> list[Path]:
+    """chmod 0600 every local state / plan file in the stack folder; the files it changed."""
+    changed = []
+    for pattern in PRIVATE_STATE_GLOBS:
+        for path in sorted(Path(stack_dir).glob(pattern)):
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) & 0o077:
+                path.chmod(0o600)
+                changed.append(path)
+    return changed
+
+
 def run_terraform(
     args: list[str],
     stack_dir: Path,
@@ -285,8 +409,13 @@ def run_terraform(
     env: dict[str, str] | None = None,
     ok_codes: tuple[int, ...] = (0,),
 ) -> int:
-    """Run `terraform <args>` in the stack folder, streaming each output line to `echo`."""
+    """Run `terraform <args>` in the stack folder, streaming each output line to `echo`.
+
+    Terraform runs with umask 077, so the state, its backup and plan files it creates are
+    0600; files left readable by an older run are tightened before and after.
+    """
     command = [find_terraform(), *args]
+    protect_state_files(stack_dir)
     try:
         proc = subprocess.Popen(
             command,
@@ -297,6 +426,7 @@ def run_terraform(
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
+            umask=0o077,
         )
     except OSError as exc:
         raise FarmctlError(f"cannot run terraform: {exc.strerror or exc}") from None
@@ -310,6 +440,8 @@ def run_terraform(
         # Terraform got the same SIGINT and stops gracefully (state stays consistent): wait.
         proc.wait()
         raise
+    finally:
+        protect_state_files(stack_dir)
     if code not in ok_codes:
         raise FarmctlError(
             f"`terraform {args[0]}` failed (exit code {code}); see its output above, fix the "
@@ -343,10 +475,14 @@ def terraform_outputs(stack_dir: Path, env: dict[str, str] | None = None) -> dic
 
 
 def save_outputs(home: Path, outputs: dict) -> Path:
+    """Write the cache atomically, readable and writable by its owner only (0600)."""
     path = cache_path(home)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(outputs, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.unlink(missing_ok=True)  # never write through a planted link or a foreign file
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(outputs, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
     return path
 
@@ -367,7 +503,8 @@ def load_outputs(home: Path, stack_dir: Path | None, env: dict[str, str] | None 
     folder and the terraform binary exist. No outputs at all means no stack is deployed.
     """
     cache = cache_path(home)
-    if stack_dir is None and cache.exists():
+    if stack_dir is None and (cache.exists() or cache.is_symlink()):
+        check_cache_file(cache)
         try:
             values = parse_terraform_outputs(cache.read_text(encoding="utf-8"))
         except (OSError, FarmctlError) as exc:
@@ -375,6 +512,7 @@ def load_outputs(home: Path, stack_dir: Path | None, env: dict[str, str] | None 
                 f"cannot read the stack outputs cache {cache} ({exc}): delete it and run "
                 "`farmctl deploy` (or pass --stack-dir)"
             ) from None
+        check_api_urls(values, str(cache))
         return StackOutputs(values, str(cache))
     folder = stack_dir or DEFAULT_STACK_DIR
     if stack_dir is None and (not folder.is_dir() or shutil.which("terraform") is None):
@@ -389,5 +527,6 @@ def load_outputs(home: Path, stack_dir: Path | None, env: dict[str, str] | None 
             f"no aws stack is deployed from {folder} (terraform has no outputs): run "
             "`farmctl deploy` first, or use --target local"
         )
+    check_api_urls(values, f"terraform output in {folder}")
     save_outputs(home, values)
     return StackOutputs(values, f"terraform output in {folder}")

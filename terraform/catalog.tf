@@ -201,6 +201,14 @@ data "aws_iam_policy_document" "glue_assume" {
       type        = "Service"
       identifiers = ["glue.amazonaws.com"]
     }
+    # Confused-deputy guard like the other trust policies. IfExists: API Gateway was found not to
+    # send aws:SourceAccount when it assumes a role (issue 10), and a missing key must not stop
+    # the crawler; when Glue sends it, only this account's crawlers may assume the role.
+    condition {
+      test     = "StringEqualsIfExists"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
   }
 }
 

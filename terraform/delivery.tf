@@ -172,10 +172,18 @@ data "aws_iam_policy_document" "firehose" {
     resources = [aws_lambda_function.firehose_transform.arn, "${aws_lambda_function.firehose_transform.arn}:*"]
   }
 
+  # The key only through the two services Firehose uses it with: reading the encrypted stream
+  # and writing the encrypted bucket.
   statement {
     sid       = "UseProjectKey"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.main.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["kinesis.${local.region}.amazonaws.com", "s3.${local.region}.amazonaws.com"]
+    }
   }
 
   statement {
@@ -216,10 +224,18 @@ data "aws_iam_policy_document" "firehose_transform" {
     resources = ["${aws_cloudwatch_log_group.firehose_transform.arn}:*"]
   }
 
+  # Lambda decrypts this function's environment with the function ARN as encryption context;
+  # nothing else encrypted with the key can be decrypted by the role.
   statement {
     sid       = "DecryptEnvironment"
     actions   = ["kms:Decrypt"]
     resources = [aws_kms_key.main.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:EncryptionContext:aws:lambda:FunctionArn"
+      values   = ["arn:${local.partition}:lambda:${local.region}:${local.account_id}:function:${local.transform_function_name}"]
+    }
   }
 }
 

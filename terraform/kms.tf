@@ -1,6 +1,21 @@
 # One customer-managed key for the project's data at rest: Kinesis stream, S3 buckets (bucket
 # keys keep the KMS request cost low), SQS, SSM SecureStrings, CloudWatch log groups, Lambda
 # environment variables, Athena results and Glue crawler output.
+locals {
+  # Every log group the stack encrypts with the key: Lambda, Firehose and API access logs carry
+  # the project prefix; the Glue crawler's encrypted logs live under /aws-glue/crawlers (the
+  # crawler role's own log scope); API Gateway's execution logs are named after the REST API ids,
+  # which cannot appear here (the APIs depend on the stream, the stream on this key), so that
+  # prefix stays account-wide.
+  kms_log_groups = [
+    "/aws/lambda/${var.project}-*",
+    "/aws/kinesisfirehose/${var.project}-*",
+    "/aws/apigateway/${var.project}-*",
+    "/aws-glue/crawlers*",
+    "API-Gateway-Execution-Logs_*",
+  ]
+}
+
 data "aws_iam_policy_document" "kms" {
   #checkov:skip=CKV_AWS_109:This is a KMS key policy: "*" resource means this key only, and the account-root statement is AWS's default that delegates key use to IAM policies.
   #checkov:skip=CKV_AWS_111:Same: key policy of this one key; write access is granted per role in IAM policies that name the key ARN.
@@ -19,7 +34,8 @@ data "aws_iam_policy_document" "kms" {
     }
   }
 
-  # CloudWatch Logs encrypts the project's log groups with this key (it cannot use IAM roles).
+  # CloudWatch Logs encrypts the project's log groups with this key (it cannot use IAM roles);
+  # only those groups (local.kms_log_groups), not every group in the account.
   statement {
     sid    = "CloudWatchLogsUsesKey"
     effect = "Allow"
@@ -42,7 +58,36 @@ data "aws_iam_policy_document" "kms" {
     condition {
       test     = "ArnLike"
       variable = "kms:EncryptionContext:aws:logs:arn"
-      values   = ["arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:*"]
+      values = [
+        for group in local.kms_log_groups :
+        "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${group}"
+      ]
+    }
+  }
+
+  # CloudWatch encrypts alarm notifications for the SNS topic in alarms.tf (without this grant an
+  # encrypted topic silently receives nothing); only for this project's alarms in this account.
+  statement {
+    sid       = "CloudWatchAlarmsUseKeyForTopic"
+    effect    = "Allow"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey*"]
+    resources = ["*"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["cloudwatch.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = [local.alarm_arns]
     }
   }
 }

@@ -51,7 +51,9 @@ locals {
   ssm_prefix                    = "/${var.project}"
   discord_webhook_ssm_parameter = "${local.ssm_prefix}/alerts/discord-webhook-url"
   ingest_api_key_ssm_parameter  = "${local.ssm_prefix}/ingest/api-key"
-  grafana_password_ssm_name     = "${local.ssm_prefix}/grafana/admin-password"
+  # The simulator's own ingest key (simulator.tf), apart from the devices' key above.
+  simulator_ingest_api_key_ssm_parameter = "${local.ssm_prefix}/simulator/ingest-api-key"
+  grafana_password_ssm_name              = "${local.ssm_prefix}/grafana/admin-password"
   # Not a password: the value the Grafana instance replaces with one it generates at first boot.
   grafana_password_placeholder = "unset: the Grafana instance writes the admin password here at first boot"
 

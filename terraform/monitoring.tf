@@ -173,10 +173,18 @@ data "aws_iam_policy_document" "grafana" {
     resources = ["${aws_s3_bucket.athena_results.arn}/athena/*"]
   }
 
+  # The key, only through S3 (the encrypted buckets; Athena reads and writes them with this
+  # role's credentials): stolen instance credentials cannot decrypt anything else with it.
   statement {
-    sid       = "UseProjectKey"
+    sid       = "UseProjectKeyThroughS3"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.main.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${local.region}.amazonaws.com"]
+    }
   }
 
   statement {
@@ -185,10 +193,24 @@ data "aws_iam_policy_document" "grafana" {
     resources = [aws_ssm_parameter.grafana_admin_password.arn]
   }
 
+  # ...and through SSM for its own admin password parameter only (SSM passes the parameter ARN
+  # as encryption context).
   statement {
-    sid       = "EncryptOwnAdminPassword"
-    actions   = ["kms:Encrypt"]
+    sid       = "EncryptAndReadOwnAdminPassword"
+    actions   = ["kms:Encrypt", "kms:Decrypt"]
     resources = [aws_kms_key.main.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["ssm.${local.region}.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:EncryptionContext:PARAMETER_ARN"
+      values   = [aws_ssm_parameter.grafana_admin_password.arn]
+    }
   }
 }
 
@@ -216,10 +238,12 @@ resource "aws_instance" "grafana" {
   # gzip keeps the script (with the dashboard JSON inside) under EC2's 16 KB user-data limit;
   # cloud-init unpacks it. Contains no secret: the instance generates the password at first boot.
   user_data_base64 = base64gzip(templatefile("${path.module}/grafana/user_data.sh.tftpl", {
-    region               = local.region
-    admin_password_param = aws_ssm_parameter.grafana_admin_password.name
-    password_placeholder = local.grafana_password_placeholder
-    kms_key_arn          = aws_kms_key.main.arn
+    region                = local.region
+    admin_password_param  = aws_ssm_parameter.grafana_admin_password.name
+    password_placeholder  = local.grafana_password_placeholder
+    kms_key_arn           = aws_kms_key.main.arn
+    grafana_version       = var.grafana_version
+    athena_plugin_version = var.athena_plugin_version
     datasource_yaml = templatefile("${path.module}/grafana/provisioning/datasource.yaml.tftpl", {
       region    = local.region
       database  = aws_glue_catalog_database.main.name

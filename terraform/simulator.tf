@@ -29,10 +29,11 @@ data "aws_iam_policy_document" "simulator" {
     resources = [local.simulator_function_arn]
   }
 
+  # Its own ingest key only, never the devices' key.
   statement {
-    sid       = "ReadIngestApiKey"
+    sid       = "ReadOwnIngestApiKey"
     actions   = ["ssm:GetParameter"]
-    resources = [aws_ssm_parameter.ingest_api_key.arn]
+    resources = [aws_ssm_parameter.simulator_ingest_api_key.arn]
   }
 
   statement {
@@ -81,7 +82,7 @@ resource "aws_lambda_function" "simulator" {
   environment {
     variables = {
       INGEST_URL                   = "${aws_api_gateway_stage.ingest.invoke_url}/records"
-      INGEST_API_KEY_SSM_PARAMETER = aws_ssm_parameter.ingest_api_key.name
+      INGEST_API_KEY_SSM_PARAMETER = aws_ssm_parameter.simulator_ingest_api_key.name
       SELF_FUNCTION_NAME           = local.simulator_function_name
       FUNCTION_TIMEOUT_S           = tostring(var.simulator_timeout_seconds)
       LOG_LEVEL                    = var.log_level
@@ -241,4 +242,46 @@ resource "aws_api_gateway_usage_plan_key" "simulator" {
   key_id        = aws_api_gateway_api_key.simulator.id
   key_type      = "API_KEY"
   usage_plan_id = aws_api_gateway_usage_plan.simulator.id
+}
+
+# The simulator's sends to kinesis_api_gw use a key of their own, in a usage plan of their own:
+# fake runs are throttled and counted apart, so they can never use up the devices' quota (one
+# accepted simulator request may ask for up to 10,000 sends).
+resource "aws_api_gateway_api_key" "simulator_ingest" {
+  name        = "${var.project}-ingest-simulator"
+  description = "Key the pseudo_sensor_log Lambda sends as x-api-key to kinesis_api_gw (not the devices' key)"
+}
+
+resource "aws_api_gateway_usage_plan" "simulator_ingest" {
+  name        = "${var.project}-ingest-simulator"
+  description = "Throttle and quota of the simulator's sends to the ingest API, apart from the devices'"
+
+  api_stages {
+    api_id = aws_api_gateway_rest_api.ingest.id
+    stage  = aws_api_gateway_stage.ingest.stage_name
+  }
+
+  throttle_settings {
+    rate_limit  = var.simulator_ingest_rate_limit
+    burst_limit = var.simulator_ingest_burst_limit
+  }
+
+  quota_settings {
+    limit  = var.simulator_ingest_quota_limit
+    period = "DAY"
+  }
+}
+
+resource "aws_api_gateway_usage_plan_key" "simulator_ingest" {
+  key_id        = aws_api_gateway_api_key.simulator_ingest.id
+  key_type      = "API_KEY"
+  usage_plan_id = aws_api_gateway_usage_plan.simulator_ingest.id
+}
+
+resource "aws_ssm_parameter" "simulator_ingest_api_key" {
+  name        = local.simulator_ingest_api_key_ssm_parameter
+  description = "API key value the ${var.project} simulator sends to kinesis_api_gw"
+  type        = "SecureString"
+  key_id      = aws_kms_key.main.arn
+  value       = aws_api_gateway_api_key.simulator_ingest.value
 }

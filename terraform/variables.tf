@@ -61,7 +61,7 @@ variable "lambda_build_dir" {
 }
 
 variable "pandas_layer_arn" {
-  description = "ARN of the AWS SDK for pandas (awswrangler) layer for python3.12 x86_64 in var.region, e.g. arn:aws:lambda:ap-northeast-2:336392948345:layer:AWSSDKPandas-Python312:<version>. Look the version up in https://aws-sdk-pandas.readthedocs.io/en/stable/layers.html; it differs per region."
+  description = "ARN of the AWS SDK for pandas (awswrangler) layer for python3.12 x86_64 in var.region, e.g. arn:aws:lambda:ap-northeast-2:336392948345:layer:AWSSDKPandas-Python312:<version>. Look the version up in https://aws-sdk-pandas.readthedocs.io/en/stable/layers.html; it differs per region. Only the publisher's account or this account, in var.region, is accepted (layers.tf)."
   type        = string
 
   validation {
@@ -322,6 +322,39 @@ variable "simulator_throttle_rate_limit" {
   }
 }
 
+variable "simulator_ingest_rate_limit" {
+  description = "Requests per second the simulator's own ingest key may send to kinesis_api_gw (apart from the devices' throttle)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.simulator_ingest_rate_limit > 0
+    error_message = "simulator_ingest_rate_limit must be positive."
+  }
+}
+
+variable "simulator_ingest_burst_limit" {
+  description = "Burst of the simulator's own ingest key."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.simulator_ingest_burst_limit >= 1
+    error_message = "simulator_ingest_burst_limit must be at least 1."
+  }
+}
+
+variable "simulator_ingest_quota_limit" {
+  description = "Ingest requests per day for the simulator's own key (the devices' quota is never touched by fake runs)."
+  type        = number
+  default     = 20000
+
+  validation {
+    condition     = var.simulator_ingest_quota_limit >= 1
+    error_message = "simulator_ingest_quota_limit must be at least 1."
+  }
+}
+
 variable "simulator_throttle_burst_limit" {
   description = "Burst of requests allowed for the simulator API key."
   type        = number
@@ -432,6 +465,28 @@ variable "grafana_root_volume_gb" {
   }
 }
 
+variable "grafana_version" {
+  description = "Grafana OSS version the instance installs from rpm.grafana.com (pinned: changing it replaces the instance; the admin password in SSM and the provisioned dashboard come back, dashboards made by hand in the UI do not)."
+  type        = string
+  default     = "13.1.1"
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+$", var.grafana_version))
+    error_message = "grafana_version must be a release number such as 13.1.1."
+  }
+}
+
+variable "athena_plugin_version" {
+  description = "grafana-athena-datasource plugin version (pinned; see https://grafana.com/grafana/plugins/grafana-athena-datasource/)."
+  type        = string
+  default     = "3.4.2"
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+$", var.athena_plugin_version))
+    error_message = "athena_plugin_version must be a release number such as 3.4.2."
+  }
+}
+
 variable "domain_name" {
   description = "Optional DNS name for Grafana (e.g. grafana.farm.example.com). Needs hosted_zone_id too."
   type        = string
@@ -462,4 +517,24 @@ variable "silent_check_minutes" {
     condition     = var.silent_check_minutes >= 1 && var.silent_check_minutes <= 60 && floor(var.silent_check_minutes) == var.silent_check_minutes
     error_message = "silent_check_minutes must be a whole number between 1 and 60."
   }
+}
+
+# ---------------------------------------------------------------------------------------------
+# Alarms
+# ---------------------------------------------------------------------------------------------
+variable "alarm_emails" {
+  description = "E-mail addresses subscribed to the alarms SNS topic (each must confirm the subscription mail). Empty: subscribe to the topic some other way."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.alarm_emails : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", e))])
+    error_message = "alarm_emails must hold e-mail addresses (name@example.com)."
+  }
+}
+
+variable "alarms_to_discord" {
+  description = "Also post every alarm state change to the Discord channel (through anomaly_detector; needs discord_webhook_url)."
+  type        = bool
+  default     = true
 }

@@ -16,6 +16,14 @@ def _isolated_env(monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     # Trend buckets follow the farm's zone; tests pin it (tests of the default unset it).
     monkeypatch.setenv("SMARTFARM_TZ", "UTC")
+    # Webhook tests talk to real local HTTP servers: the documented opt-in for loopback hosts
+    # (core.webhook). Tests of the default refusal delete it.
+    monkeypatch.setenv("SMARTFARM_WEBHOOK_ALLOW_LOOPBACK", "1")
+    # The default home is the user's data folder (platformdirs honours XDG_DATA_HOME on Linux):
+    # keep it inside the test's own folder, never the developer's real one.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    for name in ("SMARTFARM_EMULATOR_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_API_GATEWAY"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
 
 

@@ -60,7 +60,7 @@ def test_no_webhook_means_no_hook(tmp_path):
 
 def test_malformed_webhook_is_a_user_error(tmp_path):
     target = LocalTarget(tmp_path / "home")
-    with pytest.raises(alerting.WebhookError, match="not an http") as info:
+    with pytest.raises(alerting.WebhookError, match="only https:// is allowed") as info:
         alerting.local_alert_hook(target, env={alerting.WEBHOOK_ENV: "discord.com/api/x"})
     assert info.value.exit_code == 2
 

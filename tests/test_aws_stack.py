@@ -50,7 +50,11 @@ def assert_one_error(result, text: str, code: int = 1) -> None:
     assert text in flat and "Traceback" not in result.output
 
 
-OUTPUTS = {key: f"value-of-{key}" for key in OUTPUT_KEYS} | {"region": "ap-northeast-2"}
+OUTPUTS = {key: f"value-of-{key}" for key in OUTPUT_KEYS} | {
+    "region": "ap-northeast-2",
+    "ingest_api_url": "https://a1b2c3d4e5.execute-api.ap-northeast-2.amazonaws.com/v1/records",
+    "simulator_api_url": "https://f6g7h8i9j0.execute-api.ap-northeast-2.amazonaws.com/v1/",
+}
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from smartfarm_cli.cli import app
 from smartfarm_cli.core import generator
 from smartfarm_cli.core.schema import READING_SCHEMA
 from smartfarm_cli.errors import FarmctlError
+from smartfarm_cli.stack import save_outputs
 from smartfarm_cli.targets import TargetOptions
 from smartfarm_cli.targets import aws as aws_module
 from smartfarm_cli.targets.aws import AwsTarget, athena_literal
@@ -92,9 +93,9 @@ def stack(tmp_path, monkeypatch):
         dlq = session.client("sqs").create_queue(QueueName="sf-alerts-dlq")["QueueUrl"]
         outputs = {
             "region": REGION,
-            "ingest_api_url": "https://abc.execute-api.ap-northeast-2.amazonaws.com/v1/records",
+            "ingest_api_url": "https://abc1234567.execute-api.ap-northeast-2.amazonaws.com/v1/records",
             "ingest_api_key_id": ingest_key,
-            "simulator_api_url": "https://def.execute-api.ap-northeast-2.amazonaws.com/v1/",
+            "simulator_api_url": "https://def1234567.execute-api.ap-northeast-2.amazonaws.com/v1/",
             "simulator_api_key_id": sim_key,
             "stream_name": "sf-readings",
             "stream_arn": arn,
@@ -118,7 +119,7 @@ def stack(tmp_path, monkeypatch):
         }
         home = tmp_path / "home"
         home.mkdir()
-        (home / "aws-outputs.json").write_text(json.dumps(outputs))
+        save_outputs(home, outputs)
         yield SimpleNamespace(session=session, outputs=outputs, home=home, tmp=tmp_path)
         state_manager.unset_transition("glue::crawl")
 
@@ -357,9 +358,11 @@ def test_rejected_lists_firehose_error_output_with_the_core_reason(stack):
     assert json.loads(rows[0]["raw"]) == raw
 
 
-def test_simulate_posts_to_the_simulator_api_with_its_key(stack, httpserver):
+def test_simulate_posts_to_the_simulator_api_with_its_key(stack, httpserver, monkeypatch):
+    # The local server stands in for API Gateway: the documented emulator opt-in.
+    monkeypatch.setenv("SMARTFARM_EMULATOR_URL", httpserver.url_for("/"))
     stack.outputs["simulator_api_url"] = httpserver.url_for("/v1/")
-    (stack.home / "aws-outputs.json").write_text(json.dumps(stack.outputs))
+    save_outputs(stack.home, stack.outputs)
     httpserver.expect_request(
         "/v1/",
         method="POST",
@@ -384,9 +387,10 @@ def test_simulate_posts_to_the_simulator_api_with_its_key(stack, httpserver):
     httpserver.check_assertions()
 
 
-def test_simulator_api_refusal_is_one_clear_line(stack, httpserver):
+def test_simulator_api_refusal_is_one_clear_line(stack, httpserver, monkeypatch):
+    monkeypatch.setenv("SMARTFARM_EMULATOR_URL", httpserver.url_for("/"))
     stack.outputs["simulator_api_url"] = httpserver.url_for("/v1/")
-    (stack.home / "aws-outputs.json").write_text(json.dumps(stack.outputs))
+    save_outputs(stack.home, stack.outputs)
     httpserver.expect_request("/v1/").respond_with_json({"message": "Forbidden"}, status=403)
     result = CliRunner().invoke(app, ["simulate"])
     assert_one_error(result, "the simulator API refused the API key (403 Forbidden)")

@@ -93,7 +93,7 @@ def test_no_webhook_exits_2_and_says_how_to_set_one():
 
 def test_malformed_webhook_exits_2():
     result = invoke("test", "--webhook", "ftp://example.com/x")
-    assert result.exit_code == 2 and "not an http(s) URL" in result.output
+    assert result.exit_code == 2 and "only https:// is allowed" in result.output
 
 
 def test_aws_ssm_parameter_from_the_stack_outputs(httpserver, monkeypatch):

@@ -405,3 +405,115 @@ def test_missing_marker_read_as_403_counts_as_missing(aws):
     with pytest.raises(ClientError):
         store.get("alerts/there.json")  # really forbidden, not missing: the error stands
     assert store.get("spikes/none.parquet") is None  # plain 404 path
+
+
+# -- CloudWatch alarms relayed from the alarms topic (issue 16 item 12) --------------------------
+
+ALARM_TOPIC = "arn:aws:sns:ap-northeast-2:123456789012:smartfarm-alarms"
+
+
+def alarm_event(*messages) -> dict:
+    """An SNS -> Lambda event as the alarms topic delivers it (Message is the alarm's JSON)."""
+    return {
+        "Records": [
+            {
+                "EventSource": "aws:sns",
+                "EventVersion": "1.0",
+                "EventSubscriptionArn": f"{ALARM_TOPIC}:0b1f6a2e-1111-2222-3333-444455556666",
+                "Sns": {
+                    "Type": "Notification",
+                    "MessageId": f"95df01b4-ee98-5cb9-9903-4c221d41eb5{i}",
+                    "TopicArn": ALARM_TOPIC,
+                    "Subject": "ALARM: smartfarm-alarm-anomaly-failures-dlq",
+                    "Message": message if isinstance(message, str) else json.dumps(message),
+                    "Timestamp": "2026-11-29T10:05:00.000Z",
+                    "SignatureVersion": "1",
+                    "Signature": "EXAMPLE",
+                    "SigningCertUrl": "https://sns.ap-northeast-2.amazonaws.com/cert.pem",
+                    "UnsubscribeUrl": "https://sns.ap-northeast-2.amazonaws.com/?Action=Unsubscribe",
+                    "MessageAttributes": {},
+                },
+            }
+            for i, message in enumerate(messages)
+        ]
+    }
+
+
+DLQ_ALARM = {
+    "AlarmName": "smartfarm-alarm-anomaly-failures-dlq",
+    "AlarmDescription": "Events are waiting in the dead-letter queue smartfarm-anomaly-failures.",
+    "AWSAccountId": "123456789012",
+    "AlarmConfigurationUpdatedTimestamp": "2026-11-29T09:00:00.000+0000",
+    "NewStateValue": "ALARM",
+    "NewStateReason": "Threshold Crossed: 1 datapoint [3.0 (29/11/26 10:00:00)] was greater "
+    "than the threshold (0.0).",
+    "StateChangeTime": "2026-11-29T10:05:00.000+0000",
+    "Region": "Asia Pacific (Seoul)",
+    "AlarmArn": "arn:aws:cloudwatch:ap-northeast-2:123456789012:alarm:smartfarm-alarm-x",
+    "OldStateValue": "OK",
+    "Trigger": {
+        "MetricName": "ApproximateNumberOfMessagesVisible",
+        "Namespace": "AWS/SQS",
+        "Statistic": "MAXIMUM",
+        "Dimensions": [{"value": "smartfarm-anomaly-failures", "name": "QueueName"}],
+        "Period": 300,
+        "EvaluationPeriods": 1,
+        "ComparisonOperator": "GreaterThanThreshold",
+        "Threshold": 0.0,
+    },
+}
+
+
+def test_alarm_notifications_become_one_discord_message_each(aws, httpserver):
+    calls = discord_fake(httpserver, [(200, {"id": "1"}, {})])
+    back = DLQ_ALARM | {"NewStateValue": "OK", "OldStateValue": "ALARM"}
+    result = handler_module.handler(alarm_event(DLQ_ALARM, back), Context())
+    assert result == {
+        "alarms": 2,
+        "delivered": 2,
+        "undelivered": 0,
+        "not_configured": 0,
+        "skipped": 0,
+    }
+    assert len(calls) == 2
+    first, second = (c["json"] for c in calls)
+    assert (
+        "smartfarm-alarm-anomaly-failures-dlq" in first["content"]
+        and "is ALARM" in first["content"]
+    )
+    assert "is back to OK" in second["content"]
+    fields = {f["name"]: f["value"] for f in first["embeds"][0]["fields"]}
+    assert fields["State"] == "OK → **ALARM**"
+    assert fields["Metric"] == "`AWS/SQS/ApproximateNumberOfMessagesVisible`"
+    assert fields["Reason"].startswith("Threshold Crossed")
+    for body in (first, second):
+        assert discord.limit_violations(body) == []
+        assert "123456789012" not in json.dumps(body)  # no account id or ARN in the channel
+        assert body["allowed_mentions"] == {"parse": []}
+    assert keys(aws, SPIKE_BUCKET, "") == []  # an alarm is not a log file: nothing stored
+
+
+def test_alarm_relay_failures_are_logged_not_raised(aws, httpserver, monkeypatch, capsys):
+    calls = discord_fake(httpserver, [(500, {"message": "Internal Server Error"}, {})])
+    result = handler_module.handler(alarm_event(DLQ_ALARM, "not json", {"x": 1}), Context())
+    assert result["alarms"] == 1 and result["undelivered"] == 1 and result["skipped"] == 2
+    assert len(calls) == FAST.max_attempts
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    relayed = [e for e in events if e.get("event") == "alarm_relayed"]
+    assert relayed and relayed[0]["status"] == "undelivered" and "HTTP 500" in relayed[0]["error"]
+    monkeypatch.delenv("DISCORD_WEBHOOK_SSM_PARAMETER")
+    handler_module._webhook_cache.clear()
+    quiet = handler_module.handler(alarm_event(DLQ_ALARM), Context())
+    assert quiet["not_configured"] == 1 and len(calls) == FAST.max_attempts
+
+
+def test_huge_alarm_texts_stay_within_discord_limits():
+    huge = DLQ_ALARM | {
+        "AlarmName": "a" * 300,
+        "AlarmDescription": "d" * 5000,
+        "NewStateReason": "r" * 5000,
+        "Trigger": {"Namespace": "n" * 300, "MetricName": "m"},
+    }
+    message = discord.build_alarm_message(huge)
+    assert discord.limit_violations(message) == []
+    assert discord.build_alarm_message({"AlarmName": "x"})["embeds"][0]["fields"]

@@ -275,6 +275,7 @@ def test_anomaly_detector_runs_from_its_zip_against_moto_server(
             "AWS_ENDPOINT_URL": endpoint,
             "SPIKE_BUCKET": "spike-log-bucket",
             "DISCORD_WEBHOOK_SSM_PARAMETER": "/smartfarm/discord_webhook",
+            "SMARTFARM_WEBHOOK_ALLOW_LOOPBACK": "1",  # the webhook is a local test server
         }
         code = unpack(zips["anomaly_detector"], tmp_path / "code")
         report = run_clean(code, clean_site, event, env)
@@ -298,3 +299,138 @@ def test_anomaly_detector_runs_from_its_zip_against_moto_server(
 def test_build_dir_holds_only_the_zips(zips):
     folder = next(iter(zips.values())).parent
     assert sorted(os.listdir(folder)) == sorted(f"{n}.zip" for n in FUNCTIONS)  # no temp files
+
+
+# -- what may go into a zip (issue 16 item 7) ----------------------------------------------------
+
+
+def source_copy(root: Path) -> Path:
+    """A copy of the Lambda sources (regular files only) to plant junk in."""
+    import shutil
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in FUNCTIONS:
+        shutil.copytree(REPO_ROOT / "lambdas" / name, root / "lambdas" / name, ignore=ignore)
+    shutil.copytree(
+        REPO_ROOT / "smartfarm_cli" / "core", root / "smartfarm_cli" / "core", ignore=ignore
+    )
+    shutil.copy2(
+        REPO_ROOT / "smartfarm_cli" / "__init__.py", root / "smartfarm_cli" / "__init__.py"
+    )
+    return root
+
+
+def names_in(path: Path) -> list[str]:
+    with zipfile.ZipFile(path) as archive:
+        return archive.namelist()
+
+
+def test_only_allowed_files_go_in(tmp_path):
+    root = source_copy(tmp_path / "src")
+    clean = {
+        n: names_in(p) for n, p in build_lambda_zips(tmp_path / "clean", repo_root=root).items()
+    }
+    fn = root / "lambdas" / "anomaly_detector"
+    core = root / "smartfarm_cli" / "core"
+    junk = {
+        fn / "handler.py~": "backup",
+        fn / ".handler.py.swp": "swap",
+        fn / "NOTES.md": "private notes",
+        fn / "event.json": '{"test": "event"}',
+        fn / "secrets.env": "TOKEN=x",
+        fn / ".venv" / "lib" / "evil.py": "x = 1",  # a dot-folder, even with .py inside
+        fn / "sub" / ".cache" / "c.py": "x = 2",
+        fn / "__pycache__" / "handler.py": "x = 3",
+        core / ".idea" / "workspace.py": "x = 4",
+        core / "rules.toml.bak": "old rules",
+        core / "queries.pyc": "bytecode",
+        core / "draft.txt": "draft",
+    }
+    for path, text in junk.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (fn / "util.py").write_text("HELPER = 1\n")  # a real extra module does go in
+    (fn / "rules.toml").write_text("# function-level override\n")
+    zips = build_lambda_zips(tmp_path / "out", repo_root=root)
+    names = names_in(zips["anomaly_detector"])
+    assert set(names) == {*clean["anomaly_detector"], "util.py", "rules.toml"}
+    for other in ("pseudo_sensor_log", "firehose_transform"):
+        assert names_in(zips[other]) == clean[other]  # core junk reached no zip
+    for name in names:
+        assert name.endswith(".py") or name.endswith("/rules.toml") or name == "rules.toml"
+        assert not any(part.startswith(".") or part == "__pycache__" for part in name.split("/"))
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["function file", "function folder", "core file", "core folder", "core itself", "package init"],
+)
+def test_symlinks_are_refused(tmp_path, where):
+    root = source_copy(tmp_path / "src")
+    outside = tmp_path / "outside"
+    (outside / "pkg").mkdir(parents=True)
+    (outside / "secret.py").write_text("SECRET = 'from outside the tree'\n")
+    (outside / "pkg" / "mod.py").write_text("X = 1\n")
+    fn = root / "lambdas" / "anomaly_detector"
+    core = root / "smartfarm_cli" / "core"
+    if where == "function file":
+        link = fn / "extra.py"
+        link.symlink_to(outside / "secret.py")
+    elif where == "function folder":
+        link = fn / "vendored"
+        link.symlink_to(outside / "pkg", target_is_directory=True)
+    elif where == "core file":
+        link = core / "extra.py"
+        link.symlink_to(outside / "secret.py")
+    elif where == "core folder":
+        link = core / "plugins"
+        link.symlink_to(outside / "pkg", target_is_directory=True)
+    elif where == "core itself":
+        import shutil
+
+        shutil.move(core, outside / "core")
+        link = core
+        link.symlink_to(outside / "core", target_is_directory=True)
+    else:
+        link = root / "smartfarm_cli" / "__init__.py"
+        (outside / "init.py").write_text(link.read_text())
+        link.unlink()
+        link.symlink_to(outside / "init.py")
+    with pytest.raises(PackagingError, match="is a symlink") as info:
+        build_lambda_zips(tmp_path / "out", repo_root=root)
+    assert str(link) in str(info.value)
+    assert info.value.exit_code == 2  # farmctl deploy ends with this one line, exit 2
+    assert not (tmp_path / "out" / "anomaly_detector.zip").exists()
+
+
+def test_a_dangling_or_unlisted_symlink_in_a_skipped_place_is_ignored(tmp_path):
+    root = source_copy(tmp_path / "src")
+    fn = root / "lambdas" / "anomaly_detector"
+    (fn / ".venv").symlink_to(tmp_path, target_is_directory=True)  # dot-folder: not entered
+    (fn / "notes").symlink_to(tmp_path / "missing")  # not an allowed name: never read
+    zips = build_lambda_zips(tmp_path / "out", repo_root=root)
+    assert "notes" not in names_in(zips["anomaly_detector"])
+
+
+def test_bytes_change_with_code_only(tmp_path):
+    """source_code_hash input: same bytes after mtime / mode / copy changes, new bytes for code."""
+    root = source_copy(tmp_path / "src")
+    first = {
+        n: p.read_bytes() for n, p in build_lambda_zips(tmp_path / "a", repo_root=root).items()
+    }
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.utime(path, (1_900_000_000, 1_900_000_000))
+            path.chmod(0o755)
+    moved = source_copy(tmp_path / "elsewhere")  # another checkout, other inode order
+    for source in (root, moved):
+        again = build_lambda_zips(tmp_path / f"b-{source.name}", repo_root=source)
+        assert {n: p.read_bytes() for n, p in again.items()} == first
+    handler = root / "lambdas" / "firehose_transform" / "handler.py"
+    handler.write_text(handler.read_text() + "\n# changed\n")
+    changed = build_lambda_zips(tmp_path / "c", repo_root=root)
+    assert changed["firehose_transform"].read_bytes() != first["firehose_transform"]
+    assert changed["anomaly_detector"].read_bytes() == first["anomaly_detector"]
+    (root / "smartfarm_cli" / "core" / "rules.toml").write_text("# rules changed\n")
+    rules = build_lambda_zips(tmp_path / "d", repo_root=root)
+    assert all(rules[n].read_bytes() != first[n] for n in FUNCTIONS)

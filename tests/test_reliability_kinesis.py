@@ -37,6 +37,7 @@ from typer.testing import CliRunner
 from smartfarm_cli.cli import app
 from smartfarm_cli.core import generator
 from smartfarm_cli.errors import FarmctlError
+from smartfarm_cli.stack import save_outputs
 from smartfarm_cli.targets import TargetOptions, aws_kinesis
 from smartfarm_cli.targets.aws import AwsTarget
 
@@ -131,7 +132,7 @@ def stack(tmp_path_factory):
                 Bucket="r4-logs", CreateBucketConfiguration={"LocationConstraint": REGION}
             )
             outputs = {"region": REGION, "stream_name": STREAM, "log_bucket": "r4-logs"}
-            (home / "aws-outputs.json").write_text(json.dumps(outputs))
+            save_outputs(home, outputs)
             yield session.client("kinesis"), home
 
 

@@ -36,6 +36,7 @@ from werkzeug import Response
 from smartfarm_cli import discord_cli
 from smartfarm_cli.cli import app
 from smartfarm_cli.core import alerts
+from smartfarm_cli.stack import save_outputs
 
 TOKEN = "R7wh00kT0KEN-4f1c9e2b7a"
 HOOK_PATH = f"/api/webhooks/707070/{TOKEN}"
@@ -224,8 +225,9 @@ def test_every_aws_command_with_keys_and_webhook_in_ssm(
     ssm.put_parameter(
         Name=stack.outputs["ingest_api_key_ssm_parameter"], Value=INGEST_KEY, Type="SecureString"
     )
+    monkeypatch.setenv("SMARTFARM_EMULATOR_URL", httpserver.url_for("/"))  # stands in for API GW
     stack.outputs["simulator_api_url"] = httpserver.url_for("/v1/")
-    (stack.home / "aws-outputs.json").write_text(json.dumps(stack.outputs))
+    save_outputs(stack.home, stack.outputs)
     httpserver.expect_request("/v1/", method="POST").respond_with_json(
         {"run_id": "run-7", "status": "started"}, status=202
     )

@@ -292,6 +292,7 @@ def test_every_output_farmctl_reads_exists_and_none_is_secret():
         "var.discord_webhook_url",
         "aws_api_gateway_api_key.ingest.value",
         "aws_api_gateway_api_key.simulator.value",
+        "aws_api_gateway_api_key.simulator_ingest.value",
         ".value}",  # an SSM parameter or api key value
     )
     for name, body in outputs.items():
@@ -778,8 +779,8 @@ def test_grafana_role_reads_only_what_the_dashboards_need():
 
 def test_user_data_installs_grafana_and_athena_plugin_without_secrets():
     script = (TF / "grafana/user_data.sh.tftpl").read_text()
-    assert "dnf install -y grafana" in script
-    assert "grafana-athena-datasource" in script
+    assert 'dnf install -y "grafana-${grafana_version}"' in script
+    assert 'plugins install grafana-athena-datasource "${athena_plugin_version}"' in script
     assert "https://rpm.grafana.com" in script
     assert "--with-decryption" in script
     assert "set -x" not in script
@@ -792,6 +793,8 @@ def test_user_data_installs_grafana_and_athena_plugin_without_secrets():
         "datasource_yaml",
         "dashboard_provider_yaml",
         "dashboard_json",
+        "grafana_version",
+        "athena_plugin_version",
     }
     datasource = (TF / "grafana/provisioning/datasource.yaml.tftpl").read_text()
     assert "type: grafana-athena-datasource" in datasource

@@ -47,9 +47,11 @@ def run(cmd: list[str], cwd: Path, env: dict, timeout: float = 240) -> subproces
     )
 
 
-def farmctl(emulated: dict, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def farmctl(
+    emulated: dict, *args: str, timeout: float = 240, env: dict | None = None
+) -> subprocess.CompletedProcess:
     cmd = [*FARMCTL, "--stack-dir", str(emulated["stack_dir"]), *args]
-    return run(cmd, emulated["root"], emulated["env"], timeout)
+    return run(cmd, emulated["root"], {**emulated["env"], **(env or {})}, timeout)
 
 
 class Emulated(dict):
@@ -123,6 +125,10 @@ def emulated(tmp_path_factory):
         assert not info.client("lambda").list_functions()["Functions"]
         parameters = info.client("ssm").describe_parameters()["Parameters"]
         assert not [p["Name"] for p in parameters if p["Name"].startswith(f"/{PROJECT}/")]
+        groups = info.client("logs").describe_log_groups()["logGroups"]
+        assert not [g for g in groups if g["logGroupName"].startswith("API-Gateway-Execution")]
+        alarms = info.client("cloudwatch").describe_alarms(AlarmNamePrefix=PROJECT)
+        assert alarms["MetricAlarms"] == []
         assert time.monotonic() - started < 180
     finally:
         server.stop()
@@ -170,6 +176,79 @@ def test_ipv6_cidrs_are_refused_when_variables_are_checked(emulated):
 # ---------------------------------------------------------------------------------------------
 # What was built, as the emulated account reports it
 # ---------------------------------------------------------------------------------------------
+def test_a_pandas_layer_from_another_account_stops_the_plan(emulated):
+    """Issue 16 item 5 on the whole stack: code from a foreign account never reaches a Lambda."""
+    foreign = f"arn:aws:lambda:{emu.REGION}:999999999999:layer:AWSSDKPandas-Python312:1"
+    done = plan(emulated, f"-var=pandas_layer_arn={foreign}")
+    text = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1
+    assert "Resource precondition failed" in text and "belongs to account 999999999999" in text
+
+
+def test_alarms_topic_and_execution_log_groups(emulated):
+    """Issue 16 items 9 and 12: what the account holds after the deploy."""
+    key_arn = emulated.client("kms").describe_key(KeyId=f"alias/{PROJECT}")["KeyMetadata"]["Arn"]
+    sns = emulated.client("sns")
+    (topic,) = [
+        t["TopicArn"]
+        for t in sns.list_topics()["Topics"]
+        if t["TopicArn"].endswith(f":{PROJECT}-alarms")
+    ]
+    attributes = sns.get_topic_attributes(TopicArn=topic)["Attributes"]
+    assert attributes["KmsMasterKeyId"] == key_arn
+    (statement,) = json.loads(attributes["Policy"])["Statement"]
+    assert statement["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == emu.ACCOUNT_ID
+    assert statement["Condition"]["ArnLike"]["aws:SourceArn"].endswith(f":alarm:{PROJECT}-alarm-*")
+    alarms = emulated.client("cloudwatch").describe_alarms(AlarmNamePrefix=f"{PROJECT}-alarm-")
+    found = {a["AlarmName"]: a for a in alarms["MetricAlarms"]}
+    assert len(found) == 13, sorted(found)  # 3 DLQs, 4 Lambdas, 4 Firehose, 2 APIs
+    assert {a["Namespace"] for a in found.values()} == {
+        "AWS/SQS",
+        "AWS/Lambda",
+        "AWS/Firehose",
+        "AWS/ApiGateway",
+    }
+    # Issue 16 item 3: the simulator's own ingest key, in a usage plan apart from the devices'.
+    apigw = emulated.client("apigateway")
+    function = emulated.client("lambda").get_function_configuration(
+        FunctionName=f"{PROJECT}-pseudo_sensor_log_lambda"
+    )
+    parameter = function["Environment"]["Variables"]["INGEST_API_KEY_SSM_PARAMETER"]
+    assert parameter == f"/{PROJECT}/simulator/ingest-api-key"
+    value = emulated.client("ssm").get_parameter(Name=parameter, WithDecryption=True)
+    plans = {p["name"]: p["id"] for p in apigw.get_usage_plans()["items"]}
+    keys = {
+        name: {k["value"] for k in apigw.get_usage_plan_keys(usagePlanId=plans[name])["items"]}
+        for name in (f"{PROJECT}-ingest", f"{PROJECT}-ingest-simulator")
+    }
+    simulator_key = value["Parameter"]["Value"]
+    assert keys[f"{PROJECT}-ingest-simulator"] == {simulator_key}
+    assert simulator_key not in keys[f"{PROJECT}-ingest"]
+    (relay,) = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert relay["Protocol"] == "lambda" and relay["Endpoint"].endswith(
+        ":smartfarm-anomaly_detector"
+    )
+    for alarm in found.values():
+        assert alarm["AlarmActions"] == [topic] and alarm["OKActions"] == [topic]
+        assert alarm["TreatMissingData"] == "notBreaching"
+    functions = {
+        a["Dimensions"][0]["Value"] for a in found.values() if a["Namespace"] == "AWS/Lambda"
+    }
+    deployed = {f["FunctionName"] for f in emulated.client("lambda").list_functions()["Functions"]}
+    assert functions == deployed
+    apis = {
+        emulated["outputs"]["ingest_api_url"].split("//")[1].split(".")[0],
+        emulated["outputs"]["simulator_api_url"].split("//")[1].split(".")[0],
+    }
+    groups = emulated.client("logs").describe_log_groups(
+        logGroupNamePrefix="API-Gateway-Execution-Logs_"
+    )["logGroups"]
+    assert {g["logGroupName"].split("_", 1)[1].split("/")[0] for g in groups} == apis
+    for group in groups:
+        assert group["kmsKeyId"] == key_arn and group["retentionInDays"] > 0
+
+
 def test_ingest_api_integration_role_and_trust_policy(emulated):
     apigw = emulated.client("apigateway")
     (api,) = [a for a in apigw.get_rest_apis()["items"] if a["name"].endswith("kinesis_api_gw")]
@@ -394,7 +473,9 @@ def test_farmctl_discord_test_reads_the_webhook_from_ssm(emulated, httpserver):
         Overwrite=True,
     )
     try:
-        done = farmctl(emulated, "--target", "aws", "discord", "test")
+        # A local webhook server needs the documented loopback opt-in (core.webhook).
+        loopback = {"SMARTFARM_WEBHOOK_ALLOW_LOOPBACK": "1"}
+        done = farmctl(emulated, "--target", "aws", "discord", "test", env=loopback)
     finally:
         ssm.put_parameter(Name=parameter, Value=WEBHOOK, Type="SecureString", Overwrite=True)
     assert done.returncode == 0, done.stdout + done.stderr

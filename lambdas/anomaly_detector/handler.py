@@ -30,6 +30,11 @@ after Lambda's two retries the event waits in the on-failure queue, to be redriv
 the opening of an incident being lost. Without STATE_TABLE an undelivered message is recorded in
 the marker only (a duplicate event retries it).
 
+The same function relays the stack's CloudWatch alarms to the channel: an event whose records
+come from SNS (the alarms topic, terraform/alarms.tf) becomes one Discord message per alarm state
+change (`relay_alarms`); a failed post is logged, not raised (the topic's e-mail subscribers
+still get the alarm, and a retry would only page again).
+
 Environment:
   SPIKE_BUCKET                    required, the spike-log-bucket name
   DISCORD_WEBHOOK_SSM_PARAMETER   optional, SecureString holding the webhook URL (no alert if unset)
@@ -37,11 +42,14 @@ Environment:
   STATE_TABLE                     DynamoDB table of per-device state (jump windows, incidents,
                                   see docs/state.md); unset: each object is judged on its own
                                   and its spikes announced per file (no incidents)
+The webhook URL must pass core.webhook's allow-list (https Discord hosts only; the stack never
+sets the local-test-server opt-in), and redirects are not followed (core.lambda_io).
 Logs are JSON lines on stdout; they never contain the webhook URL.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -248,6 +256,54 @@ def process_event(event: dict, deps: Deps) -> dict:
     return summary
 
 
+def is_alarm_event(event) -> bool:
+    """True for an SNS delivery (every record from `aws:sns`), as the alarms topic sends."""
+    records = event.get("Records") if isinstance(event, dict) else None
+    return bool(records) and all(
+        isinstance(r, dict) and r.get("EventSource") == "aws:sns" for r in records
+    )
+
+
+def relay_alarms(event: dict, deps: Deps) -> dict:
+    """Each CloudWatch alarm notification in an SNS event -> one Discord message."""
+    counts = {"alarms": 0, "delivered": 0, "undelivered": 0, "not_configured": 0, "skipped": 0}
+    for record in event["Records"]:
+        sns = record.get("Sns") or {}
+        try:
+            alarm = json.loads(sns.get("Message") or "")
+        except (TypeError, ValueError):
+            alarm = None
+        if not isinstance(alarm, dict) or not alarm.get("AlarmName"):
+            counts["skipped"] += 1
+            log("WARNING", "alarm_skipped", message_id=sns.get("MessageId"), reason="not an alarm")
+            continue
+        counts["alarms"] += 1
+        try:
+            url = deps.webhook_url()
+            problem = "" if url else "not_configured"
+        except Exception as exc:  # SSM unreachable, parameter missing, access denied
+            url, problem = None, f"webhook URL unavailable: {type(exc).__name__}"
+        if url:
+            message = discord.build_alarm_message(alarm)
+            result = alerts.send_message(
+                deps.post, url, message, deps.policy, deps.sleep, deps.clock, deps.deadline
+            )
+            status = alerts.DELIVERED if result.delivered else alerts.UNDELIVERED
+            problem = result.reason
+        else:
+            status = "not_configured" if problem == "not_configured" else alerts.UNDELIVERED
+        counts[status] += 1
+        log(
+            "INFO" if status == alerts.DELIVERED else "WARNING",
+            "alarm_relayed",
+            alarm=str(alarm.get("AlarmName"))[:256],
+            state=str(alarm.get("NewStateValue"))[:32],
+            status=status,
+            error=problem,
+        )
+    return counts
+
+
 _rules_cache: dict[str, Rules] = {}
 
 
@@ -274,11 +330,21 @@ def _state_store() -> tuple[StateStore | None, DynamoEventLog | None]:
 def handler(event, context):
     import boto3
 
-    s3 = boto3.client("s3")
     deadline = None
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         remaining = context.get_remaining_time_in_millis() / 1000.0
         deadline = time.monotonic() + max(1.0, remaining - DEADLINE_MARGIN_S)
+    if is_alarm_event(event):
+        relay = Deps(
+            s3=None,
+            spike_store=None,
+            rules=None,
+            webhook_url=webhook_from_ssm(lambda: boto3.client("ssm")),
+            deadline=deadline,
+            policy=ALERT_POLICY,
+        )
+        return relay_alarms(event, relay)
+    s3 = boto3.client("s3")
     state, history = _state_store()
     deps = Deps(
         s3=s3,

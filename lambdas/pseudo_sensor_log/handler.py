@@ -43,6 +43,7 @@ from smartfarm_cli.core.simulation import (
     RunSpec,
     parse_body,
 )
+from smartfarm_cli.core.webhook import no_redirect_opener
 
 USER_AGENT = "smartfarm-pseudo-sensor-log (aws lambda, 0.1)"
 TIMEOUT_MARGIN_S = 15.0
@@ -138,7 +139,7 @@ def urllib_post(url: str, body: dict, headers: dict, timeout: float):
         headers={"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with no_redirect_opener().open(request, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         with exc:

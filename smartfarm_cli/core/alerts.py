@@ -41,6 +41,7 @@ import pyarrow as pa
 
 from . import discord
 from .lake import ObjectStore, alert_key
+from .webhook import WebhookURLError, check_webhook_url
 
 Post = Callable[[str, dict, float], tuple[int, Mapping[str, str], bytes]]
 
@@ -166,7 +167,14 @@ def send_message(
     clock: Callable[[], float] = time.monotonic,
     deadline: float | None = None,
 ) -> SendResult:
-    """POST one message with retries. Never raises for HTTP or network failures."""
+    """POST one message with retries. Never raises for HTTP or network failures.
+
+    A URL outside the allow-list (core.webhook) is refused before any request.
+    """
+    try:
+        url = check_webhook_url(url)
+    except WebhookURLError as exc:
+        return SendResult(False, 0, None, f"not sent: {exc}")
     target = with_wait(url)
     start = clock()
     stop_at = start + policy.max_total_s
@@ -191,6 +199,10 @@ def send_message(
             if 200 <= status < 300:
                 return SendResult(True, attempts, status, "")
             reason = discord.redact(_describe_error(status, body), url)
+            if 300 <= status < 400:
+                # Never followed, and its body is not quoted: it did not come from Discord.
+                reason = f"HTTP {status}: the webhook answered with a redirect (not followed)"
+                break
             if status == 429:
                 wait = retry_after_s(headers, body)
                 wait = policy.backoff_base_s if wait is None else wait

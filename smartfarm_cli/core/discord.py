@@ -285,6 +285,43 @@ def build_test_message(origin: str, now: datetime | None = None) -> dict:
     }
 
 
+ALARM_COLOURS = {"ALARM": COLOURS["critical"], "OK": 0x2ECC71, "INSUFFICIENT_DATA": COLOURS["info"]}
+ALARM_ICONS = {"ALARM": "🚨", "OK": "✅", "INSUFFICIENT_DATA": "❔"}
+
+
+def build_alarm_message(alarm: dict) -> dict:
+    """A CloudWatch alarm state change (the JSON of its SNS notification) as one message.
+
+    Only what an operator needs: name, old -> new state, reason, metric, time and the alarm's
+    description. Not the account id or ARNs (the channel is not an AWS console).
+    """
+    name = str(alarm.get("AlarmName") or "?")
+    state = str(alarm.get("NewStateValue") or "?")
+    old = str(alarm.get("OldStateValue") or "?")
+    trigger = alarm.get("Trigger") if isinstance(alarm.get("Trigger"), dict) else {}
+    metric = "/".join(str(trigger[k]) for k in ("Namespace", "MetricName") if trigger.get(k))
+    fields = [
+        _field("State", f"{old} → **{state}**", True),
+        _field("Metric", f"`{clip(metric, 200)}`" if metric else "-", True),
+        _field("Changed at", str(alarm.get("StateChangeTime") or "-"), True),
+        _field("Reason", str(alarm.get("NewStateReason") or "-")),
+    ]
+    embed = {
+        "title": clip(name, TITLE_MAX),
+        "description": clip(str(alarm.get("AlarmDescription") or ""), DESCRIPTION_MAX),
+        "color": ALARM_COLOURS.get(state, COLOURS["warning"]),
+        "fields": fields,
+    }
+    verb = "is back to OK" if state == "OK" else f"is {state}"
+    content = f"{ALARM_ICONS.get(state, '⚠️')} **smartfarm alarm** {_code(name, 200)} {verb}"
+    return {
+        "username": USERNAME,
+        "content": clip(content, CONTENT_MAX),
+        "embeds": [embed],
+        "allowed_mentions": dict(NO_MENTIONS),
+    }
+
+
 def limit_violations(message: dict) -> list[str]:
     """Every Discord limit the message breaks (empty when it is safe to send)."""
     problems = []

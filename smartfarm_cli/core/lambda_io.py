@@ -11,6 +11,8 @@ import time
 import urllib.error
 import urllib.request
 
+from .webhook import no_redirect_opener
+
 USER_AGENT = "smartfarm-lambda (aws lambda, 0.1)"
 WEBHOOK_CACHE_S = 300.0
 WEBHOOK_CACHE: dict[str, tuple[float, str]] = {}
@@ -51,7 +53,8 @@ def urllib_post(url: str, body: dict, timeout: float):
         headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        # No redirect is followed and only http(s) is handled (core.webhook): a 3xx is an answer.
+        with no_redirect_opener().open(request, timeout=timeout) as response:
             return response.status, dict(response.headers.items()), response.read()
     except urllib.error.HTTPError as exc:
         with exc:

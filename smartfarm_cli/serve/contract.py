@@ -78,13 +78,19 @@ def bad_body(reason: str) -> ContractError:
 
 
 def stream_error(status: int, kind: str, message: str, retry_after_s: int | None = None):
-    """error_response.vtl: the stream's own error object under `kinesis`."""
+    """error_response.vtl: a generic message and the request id; the stream's own error
+    (`kind`, `message`) goes to the server's log under that id, never to the client (on AWS
+    it can name the account, roles and key ARNs)."""
+    import logging
+    import uuid
+
+    request_id = str(uuid.uuid4())
+    logging.getLogger("smartfarm.serve").warning(
+        "request %s refused by the stream: %s: %s", request_id, kind, message
+    )
     headers = {"Retry-After": str(retry_after_s)} if retry_after_s else None
-    body = {
-        "message": "the stream rejected the request",
-        "kinesis": {"__type": kind, "message": message},
-    }
-    return ContractError(status, body, headers)
+    text = "the stream is busy: retry later" if status == 429 else "the stream rejected the request"
+    return ContractError(status, {"message": text, "requestId": request_id}, headers)
 
 
 def check_media_type(content_type: str | None) -> None:

@@ -31,13 +31,20 @@ class TargetOptions:
 
 
 def resolve_name(options: TargetOptions) -> str:
-    """--target, else $SMARTFARM_TARGET, else aws when a deployed stack is known, else local."""
+    """--target, else $SMARTFARM_TARGET, else aws when a deployed stack is known, else local.
+
+    A cache that exists but may have been written by someone else (stack.check_cache_file) is
+    refused with one line rather than trusted to pick the target.
+    """
     name = options.name or os.environ.get(TARGET_ENV)
     if name is None:
+        from ..stack import cache_path, check_cache_file
         from .local import default_home
 
-        outputs = (options.home or default_home()) / "aws-outputs.json"
-        name = "aws" if outputs.exists() else "local"
+        outputs = cache_path(options.home or default_home())
+        name = "aws" if outputs.exists() or outputs.is_symlink() else "local"
+        if name == "aws":
+            check_cache_file(outputs)
     if name not in TARGETS:
         raise UserError(f"unknown target {name!r}; use --target local or --target aws")
     return name

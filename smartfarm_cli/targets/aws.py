@@ -133,6 +133,31 @@ class AwsTarget:
         """Name of the SSM SecureString holding the Discord webhook URL (never the URL)."""
         return self.outputs.optional("discord_webhook_ssm_parameter") or None
 
+    def _own_api_url(self, output: str) -> str:
+        """An API URL from the outputs, once its API is known to be this account's.
+
+        stack.check_api_urls has vetted the shape (the stack region's execute-api host); this
+        asks API Gateway, with the caller's credentials, whether that REST API exists here, so
+        an API key is never sent to an API someone else owns. URLs on the explicit loopback
+        emulator carry no API id and are taken as they are.
+        """
+        url = self.outputs[output]
+        api = stack.api_id(url)
+        if api is None:
+            return url
+        try:
+            self.client("apigateway").get_rest_api(restApiId=api)
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code not in ("NotFoundException", "NotFound"):
+                raise
+            raise FarmctlError(
+                f"the {output} in the stack outputs ({self.outputs.source}) names REST API "
+                f"{api}, which does not exist in this account in {self.region}: the API key is "
+                "not sent; run `farmctl deploy` to refresh the outputs"
+            ) from None
+        return url
+
     def _api_key(self, output: str) -> str:
         """The value of an API key the stack created (fetched, never printed or cached)."""
         response = self.client("apigateway").get_api_key(
@@ -256,7 +281,7 @@ class AwsTarget:
     ) -> SimulateReport:
         import requests
 
-        url = self.outputs["simulator_api_url"]
+        url = self._own_api_url("simulator_api_url")
         body = {
             "count": count,
             "interval": interval_s,

@@ -156,7 +156,19 @@ _STREAM_COLUMNS = "greenhouse_id, device_id, ts_ms, temperature, humidity, co2, 
 
 
 def default_home() -> Path:
-    return Path(os.environ.get(HOME_ENV) or ".smartfarm")
+    """$SMARTFARM_HOME, else the user's data folder (platformdirs), never the working folder.
+
+    Linux: $XDG_DATA_HOME/smartfarm (~/.local/share/smartfarm); macOS: ~/Library/Application
+    Support/smartfarm; Windows: %LOCALAPPDATA%\\smartfarm. A home in the working folder let any
+    folder farmctl ran in (a cloned repository, an unpacked archive) decide the target and the
+    stack it talks to through a planted `.smartfarm/aws-outputs.json`.
+    """
+    explicit = os.environ.get(HOME_ENV)
+    if explicit:
+        return Path(explicit)
+    from platformdirs import user_data_path
+
+    return user_data_path("smartfarm", appauthor=False)
 
 
 class LocalBucket:
