@@ -305,6 +305,12 @@ def test_local_rotate_and_revoke(tmp_path):
     assert missing.exit_code == 2 and "farmctl keys list" in missing.stderr
 
 
+def test_a_new_key_never_shows_its_value_in_repr_or_str(tmp_path):
+    new = LocalTarget(tmp_path / "h").create_key("north", "x")
+    assert new.value not in repr(new) and new.value not in str(new)
+    assert new.key_id in str(new)
+
+
 def test_a_fresh_site_rotation_only_creates(tmp_path):
     home = tmp_path / "h"
     first = farmctl(home, "keys", "rotate", "west", target="local")
