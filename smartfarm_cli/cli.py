@@ -17,6 +17,7 @@ import typer
 from .core import simulation as sim
 from .discord_cli import discord_app, set_ssm_parameter_source
 from .errors import UserError
+from .keys import keys_app
 from .render import (
     INGEST_VIEW,
     LATEST_VIEW,
@@ -41,6 +42,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(discord_app, name="discord")
+app.add_typer(keys_app, name="keys")
 
 LEGACY_HOME = ".smartfarm"  # the default home before it moved to the user's data folder
 OutputOption = typer.Option(OutputFormat.table, "--output", "-o", help="table, json or csv.")
@@ -617,9 +619,11 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback)."),
     port: int = typer.Option(8787, "--port", min=0, max=65535, help="TCP port (0 = any free)."),
     api_key_file: Path = typer.Option(
-        None, "--api-key-file", help="File holding the API key (else $SMARTFARM_API_KEY)."
+        None,
+        "--api-key-file",
+        help="File holding one more API key (else $SMARTFARM_API_KEY); device keys: farmctl keys.",
     ),
-    show_key: bool = typer.Option(False, "--show-key", help="Print the API key once and exit."),
+    show_key: bool = typer.Option(False, "--show-key", hidden=True),
     certfile: Path = typer.Option(None, "--certfile", help="TLS certificate (PEM)."),
     keyfile: Path = typer.Option(None, "--keyfile", help="TLS private key (PEM)."),
     rate_limit: float = typer.Option(
@@ -641,11 +645,11 @@ def serve(
     """Ingest API for real devices (same contract as kinesis_api_gw) plus a live dashboard.
 
     Example: farmctl serve   then   curl -H "x-api-key: $KEY" -H "Content-Type: application/json"
-    --data-binary @reading.json localhost:8787/record   (KEY=$(farmctl serve --show-key))
+    --data-binary @reading.json localhost:8787/record   (KEY=$(farmctl keys create SITE))
     """
     try:
         from .serve.app import Settings, create_app
-        from .serve.keys import load_api_key
+        from .serve.keys import load_keyring
         from .serve.runner import serve as run_server
     except ImportError as exc:
         raise UserError(
@@ -657,18 +661,16 @@ def serve(
     if target.name != "local":
         raise UserError("serve runs the local pipeline; use --target local")
     home = target.home
-    key = load_api_key(home, api_key_file)
     if show_key:
-        print(key.value)
-        return
-    err_console.print(
-        f"API key ({key.origin}): {key.masked}; `farmctl serve --show-key` prints it",
-        soft_wrap=True,
-        highlight=False,
-    )
+        raise UserError(
+            "serve keeps only hashes of its keys, so it cannot show one: `farmctl keys create "
+            "SITE` (or `farmctl keys rotate SITE`) makes a key and prints it once"
+        )
+    keys = load_keyring(home, api_key_file)
+    err_console.print(f"API keys: {keys.describe()}", soft_wrap=True, highlight=False)
     settings = Settings(
         home=home,
-        api_key=key,
+        api_key=keys,
         rules_path=State.options.rules_path,
         rate_limit=rate_limit,
         burst_limit=burst_limit,

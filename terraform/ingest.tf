@@ -96,7 +96,7 @@ resource "aws_api_gateway_method" "ingest" {
   rest_api_id          = aws_api_gateway_rest_api.ingest.id
   resource_id          = each.value.resource_id
   http_method          = "POST"
-  authorization        = "NONE" # devices authenticate with the API key (x-api-key)
+  authorization        = "NONE" # devices authenticate with their site's API key (x-api-key)
   api_key_required     = true
   request_validator_id = aws_api_gateway_request_validator.ingest_body.id
   request_models = {
@@ -224,6 +224,8 @@ resource "aws_api_gateway_deployment" "ingest" {
       aws_api_gateway_method_response.ingest_throttled,
       aws_api_gateway_integration_response.ingest_ok,
       aws_api_gateway_integration_response.ingest_error,
+      # A resource policy takes effect only with a new deployment.
+      aws_api_gateway_rest_api_policy.ingest.policy,
     ]))
   }
 
@@ -294,14 +296,20 @@ resource "aws_api_gateway_method_settings" "ingest" {
   }
 }
 
-resource "aws_api_gateway_api_key" "ingest" {
-  name        = "${var.project}-ingest-devices"
-  description = "Key the greenhouse devices (and the simulator) send as x-api-key to kinesis_api_gw"
-}
-
+# -- Who may send: per-site keys, per-site usage plans, optionally only from the farm's addresses --
+#
+# One usage plan per site (var.ingest_sites). A site's keys share its plan's settings (throttle and
+# quota apply per key), and revoking or rotating them never touches another site. The keys are
+# created by `farmctl keys create|rotate SITE` through the API Gateway API, never by Terraform, so
+# no device key value is in the Terraform state; farmctl finds a site's plan through the output
+# ingest_usage_plans. `terraform destroy` removes the plans; keys farmctl made then belong to no
+# plan and no stage, so API Gateway refuses them (`farmctl keys revoke --all --delete` first
+# removes them too).
 resource "aws_api_gateway_usage_plan" "ingest" {
-  name        = "${var.project}-ingest"
-  description = "Throttle and quota of the device ingest API"
+  for_each = toset(var.ingest_sites)
+
+  name        = "${var.project}-ingest-site-${each.key}"
+  description = "Throttle and quota of each key of site ${each.key} on kinesis_api_gw (keys: farmctl keys)"
 
   api_stages {
     api_id = aws_api_gateway_rest_api.ingest.id
@@ -317,21 +325,105 @@ resource "aws_api_gateway_usage_plan" "ingest" {
     limit  = var.ingest_quota_limit
     period = var.ingest_quota_period
   }
+
+  tags = {
+    "smartfarm:site" = each.key
+  }
+}
+
+# The single plan of earlier versions becomes the default site's plan (no new plan, no gap).
+moved {
+  from = aws_api_gateway_usage_plan.ingest
+  to   = aws_api_gateway_usage_plan.ingest["main"]
+}
+
+# The old key every device shared: only while devices still send it (var.shared_ingest_api_key).
+# Its value is in the Terraform state and in the SSM parameter below.
+resource "aws_api_gateway_api_key" "ingest" {
+  count = var.shared_ingest_api_key ? 1 : 0
+
+  name        = "${var.project}-ingest-devices"
+  description = "Old key shared by every device; move them to per-site keys (farmctl keys) and set shared_ingest_api_key = false"
+}
+
+moved {
+  from = aws_api_gateway_api_key.ingest
+  to   = aws_api_gateway_api_key.ingest[0]
 }
 
 resource "aws_api_gateway_usage_plan_key" "ingest" {
-  key_id        = aws_api_gateway_api_key.ingest.id
+  count = var.shared_ingest_api_key ? 1 : 0
+
+  key_id        = aws_api_gateway_api_key.ingest[0].id
   key_type      = "API_KEY"
-  usage_plan_id = aws_api_gateway_usage_plan.ingest.id
+  usage_plan_id = aws_api_gateway_usage_plan.ingest[var.ingest_sites[0]].id
 }
 
-# The key value, for the simulator Lambda (and `farmctl`), as a SecureString; never an output.
+moved {
+  from = aws_api_gateway_usage_plan_key.ingest
+  to   = aws_api_gateway_usage_plan_key.ingest[0]
+}
+
+# The shared key's value as a SecureString (for devices being moved); never an output.
 resource "aws_ssm_parameter" "ingest_api_key" {
+  count = var.shared_ingest_api_key ? 1 : 0
+
   name        = local.ingest_api_key_ssm_parameter
-  description = "API key value of ${var.project}-kinesis_api_gw"
+  description = "Value of the old shared ingest key of ${var.project}-kinesis_api_gw"
   type        = "SecureString"
   key_id      = aws_kms_key.main.arn
-  value       = aws_api_gateway_api_key.ingest.value
+  value       = aws_api_gateway_api_key.ingest[0].value
+}
+
+moved {
+  from = aws_ssm_parameter.ingest_api_key
+  to   = aws_ssm_parameter.ingest_api_key[0]
+}
+
+# Optional: only the farm's own addresses may call the API at all (checked before the API key).
+# The policy always exists: with ingest_allowed_source_cidrs empty it only allows what an API
+# without IAM authorization allows anyway (anyone, then the API key decides). Adding, changing or
+# emptying the list is then an update of this resource, which the deployment below is made after;
+# a removed resource would be destroyed only after the new deployment, which would keep the old
+# address limit in force.
+data "aws_iam_policy_document" "ingest_source" {
+  statement {
+    sid       = "InvokeWithAnApiKey"
+    actions   = ["execute-api:Invoke"]
+    resources = ["${aws_api_gateway_rest_api.ingest.execution_arn}/*"]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.ingest_allowed_source_cidrs) > 0 ? [1] : []
+
+    content {
+      sid       = "DenyOutsideTheFarm"
+      effect    = "Deny"
+      actions   = ["execute-api:Invoke"]
+      resources = ["${aws_api_gateway_rest_api.ingest.execution_arn}/*"]
+
+      principals {
+        type        = "*"
+        identifiers = ["*"]
+      }
+
+      condition {
+        test     = "NotIpAddress"
+        variable = "aws:SourceIp"
+        values   = var.ingest_allowed_source_cidrs
+      }
+    }
+  }
+}
+
+resource "aws_api_gateway_rest_api_policy" "ingest" {
+  rest_api_id = aws_api_gateway_rest_api.ingest.id
+  policy      = data.aws_iam_policy_document.ingest_source.json
 }
 
 # Role API Gateway assumes to call Kinesis.
@@ -358,4 +450,13 @@ resource "aws_iam_role_policy" "ingest" {
   name   = "put-readings"
   role   = aws_iam_role.ingest.id
   policy = data.aws_iam_policy_document.ingest.json
+}
+
+# The simulator Lambda posts to kinesis_api_gw from AWS's own addresses, which an address limit
+# refuses: say so at plan time (a warning, not an error).
+check "simulator_reaches_the_ingest_api" {
+  assert {
+    condition     = length(var.ingest_allowed_source_cidrs) == 0
+    error_message = "ingest_allowed_source_cidrs limits kinesis_api_gw to the farm's addresses, so pseudo_sensor_log_lambda's sends (from AWS addresses) are refused with 403: use `farmctl simulate --direct` (Kinesis, your credentials) for test traffic."
+  }
 }

@@ -17,8 +17,8 @@ output "ingest_record_url" {
 }
 
 output "ingest_api_key_id" {
-  description = "Id of the ingest API key (value: aws apigateway get-api-key --include-value, or the SSM parameter)."
-  value       = aws_api_gateway_api_key.ingest.id
+  description = "Id of the old shared ingest key (\"\" unless shared_ingest_api_key); device keys are per site: farmctl keys list."
+  value       = var.shared_ingest_api_key ? aws_api_gateway_api_key.ingest[0].id : ""
 }
 
 output "simulator_api_url" {
@@ -122,8 +122,8 @@ output "discord_webhook_ssm_parameter" {
 }
 
 output "ingest_api_key_ssm_parameter" {
-  description = "SSM SecureString name holding the ingest API key value."
-  value       = aws_ssm_parameter.ingest_api_key.name
+  description = "SSM SecureString name holding the old shared ingest key's value (\"\" unless shared_ingest_api_key)."
+  value       = var.shared_ingest_api_key ? aws_ssm_parameter.ingest_api_key[0].name : ""
 }
 
 output "grafana_admin_password_ssm_parameter" {
@@ -144,4 +144,9 @@ output "state_table" {
 output "silent_check_function_name" {
   description = "silent_check Lambda function name (farmctl check invokes it)."
   value       = module.silent_check.function_name
+}
+
+output "ingest_usage_plans" {
+  description = "Site -> id of its usage plan on kinesis_api_gw (farmctl keys creates, lists and revokes the keys on these plans)."
+  value       = { for site, plan in aws_api_gateway_usage_plan.ingest : site => plan.id }
 }

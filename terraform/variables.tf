@@ -538,3 +538,54 @@ variable "alarms_to_discord" {
   type        = bool
   default     = true
 }
+
+# ---------------------------------------------------------------------------------------------
+# Ingest keys and addresses (issue 16 item 4)
+# ---------------------------------------------------------------------------------------------
+variable "ingest_sites" {
+  description = "Farm sites (a location or greenhouse group). Each gets its own usage plan on kinesis_api_gw (the ingest_throttle_* and ingest_quota_* limits apply per key of each site); its keys are made with `farmctl keys create|rotate SITE`, outside Terraform, so no key value is in the state."
+  type        = list(string)
+  default     = ["main"]
+
+  validation {
+    condition     = length(var.ingest_sites) >= 1 && length(var.ingest_sites) <= 100
+    error_message = "ingest_sites must name between 1 and 100 sites, e.g. [\"north\", \"south\"]."
+  }
+
+  validation {
+    condition     = alltrue([for s in var.ingest_sites : can(regex("^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$", s))])
+    error_message = "Each site in ingest_sites must be 1-32 characters of a-z, 0-9 and '-', starting and ending with a letter or digit (e.g. \"north\", \"gh-block-2\")."
+  }
+
+  validation {
+    condition     = length(distinct(var.ingest_sites)) == length(var.ingest_sites)
+    error_message = "ingest_sites must not name a site twice."
+  }
+}
+
+variable "shared_ingest_api_key" {
+  description = "Also create the old single ingest key shared by every device, on the first site's usage plan. Its value is in the Terraform state and an SSM parameter. Only to move devices that still send it to per-site keys; then set it back to false."
+  type        = bool
+  default     = false
+}
+
+variable "ingest_allowed_source_cidrs" {
+  description = "IPv4/IPv6 CIDRs the farm's devices send from (e.g. the site routers' public addresses). Non-empty: a resource policy on kinesis_api_gw denies every other source address, on top of the API key. Empty (default): no resource policy."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.ingest_allowed_source_cidrs : can(cidrhost(c, 0)) && can(regex("^[0-9a-fA-F:.]+/[0-9]{1,3}$", c))])
+    error_message = "ingest_allowed_source_cidrs must hold IPv4 or IPv6 CIDR blocks such as 203.0.113.0/24 or 2001:db8::/48."
+  }
+
+  validation {
+    condition     = alltrue([for c in var.ingest_allowed_source_cidrs : try(tonumber(split("/", c)[1]) > 0, true)])
+    error_message = "ingest_allowed_source_cidrs must not hold a /0 block (0.0.0.0/0 or ::/0 lets every address in): leave the list empty for no address limit."
+  }
+
+  validation {
+    condition     = length(var.ingest_allowed_source_cidrs) <= 50
+    error_message = "ingest_allowed_source_cidrs holds at most 50 blocks (a REST API resource policy is limited to 8 KiB)."
+  }
+}

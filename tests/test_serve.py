@@ -6,6 +6,7 @@ server stored is read back from the local stream, rejected store and lake.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -252,15 +253,16 @@ def test_stream_failure_answers_503_and_healthz_says_so(tmp_path, monkeypatch):
 
     from smartfarm_cli.serve import pipeline as pipeline_module
     from smartfarm_cli.serve.app import Settings, create_app
-    from smartfarm_cli.serve.keys import load_api_key
+    from smartfarm_cli.serve.keys import load_keyring
     from smartfarm_cli.serve.runner import bind
 
     def broken_store(target, items):
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(pipeline_module, "store", broken_store)
-    key = load_api_key(tmp_path / "home")
-    app = create_app(Settings(home=tmp_path / "home", api_key=key, access_log=False))
+    value = "k" * 40
+    keys = load_keyring(tmp_path / "home", env={"SMARTFARM_API_KEY": value})
+    app = create_app(Settings(home=tmp_path / "home", api_key=keys, access_log=False))
     sock = bind("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -271,7 +273,7 @@ def test_stream_failure_answers_503_and_healthz_says_so(tmp_path, monkeypatch):
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
         assert server.started, "the in-process server did not start in 60 s"
-        headers = {"x-api-key": key.value}
+        headers = {"x-api-key": value}
         answer = httpx.post(url + "/record", json=reading(), headers=headers, timeout=60)
         assert answer.status_code == 503
         assert int(answer.headers["retry-after"]) >= 1
@@ -287,26 +289,75 @@ def test_stream_failure_answers_503_and_healthz_says_so(tmp_path, monkeypatch):
     assert pending(tmp_path / "home") == 0
 
 
-def test_api_key_is_generated_0600_shown_masked_and_printed_once_on_request(tmp_path):
-    env = {**os.environ, "SMARTFARM_HOME": str(tmp_path / "h")}
+def test_serve_takes_the_site_keys_farmctl_keys_makes_and_keeps_only_their_hashes(tmp_path):
+    """Issue 16 item 4 on the local target: per-site keys, hashes only, revocation while running."""
+    home = tmp_path / "h"
+    env = {**os.environ, "SMARTFARM_HOME": str(home), "SMARTFARM_TARGET": "local"}
     env.pop("SMARTFARM_API_KEY", None)
-    shown = subprocess.run(
-        [*FARMCTL, "--target", "local", "serve", "--show-key"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert shown.returncode == 0, shown.stderr
-    key = shown.stdout.strip()
-    path = tmp_path / "h" / "serve-api-key"
-    assert path.read_text().strip() == key and len(key) >= 40
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    proc = ServeProcess(tmp_path / "h", key=key)
+
+    def farmctl(*args):
+        return subprocess.run(
+            [*FARMCTL, *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    refused = farmctl("serve", "--port", "0")  # no key at all: one line, no server
+    assert refused.returncode == 2 and "farmctl keys create SITE" in refused.stderr
+    shown = farmctl("serve", "--show-key")
+    assert shown.returncode == 2 and "only hashes" in shown.stderr
+    north = farmctl("keys", "create", "north")
+    assert north.returncode == 0, north.stderr
+    north_key = north.stdout.strip()
+    assert len(north_key) == 40 and north.stdout == north_key + "\n"  # the value alone
+    store = home / "api-keys.db"
+    assert stat.S_IMODE(store.stat().st_mode) == 0o600
+    assert north_key.encode() not in store.read_bytes()  # only its SHA-256
+    assert hashlib.sha256(north_key.encode()).hexdigest().encode() in store.read_bytes()
+    proc = ServeProcess(home, key=north_key)
+    proc.env.pop("SMARTFARM_API_KEY")
+
+    def post(key: str) -> int:
+        headers = {"x-api-key": key}
+        return httpx.post(proc.url + "/record", json=reading(), headers=headers).status_code
+
+    with proc:
+        assert post(north_key) == 200
+        south = farmctl("keys", "create", "south").stdout.strip()  # made while serve runs
+        deadline = time.monotonic() + 10
+        while post(south) != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert post(south) == 200
+        (north_id,) = [
+            r["key_id"]
+            for r in json.loads(farmctl("keys", "list", "-o", "json").stdout)
+            if r["site"] == "north"
+        ]
+        assert farmctl("keys", "revoke", north_id, "--yes").returncode == 0
+        deadline = time.monotonic() + 10
+        while post(north_key) != 403 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert post(north_key) == 403 and post(south) == 200
+    listed = {r["site"]: r for r in json.loads(farmctl("keys", "list", "-o", "json").stdout)}
+    assert listed["north"]["enabled"] is False and listed["south"]["enabled"] is True
+    assert listed["south"]["last_used"]  # written when serve stopped
+    output = proc.output()
+    assert north_key not in output and south not in output
+    assert f'"key_id": "{north_id}"' in output or f'"key_id":"{north_id}"' in output
+
+
+def test_the_old_plaintext_key_file_is_imported_as_a_hash_and_removed(tmp_path):
+    home = tmp_path / "h"
+    home.mkdir()
+    old = "o" * 43
+    (home / "serve-api-key").write_text(old + "\n")
+    proc = ServeProcess(home, key=old)
     proc.env.pop("SMARTFARM_API_KEY")
     with proc:
-        assert (
-            httpx.post(proc.url + "/record", json=reading(), headers=proc.headers).status_code
-            == 200
-        )
-    assert key not in proc.output() and key[:4] + "****" in proc.output()
+        ok = httpx.post(proc.url + "/record", json=reading(), headers=proc.headers)
+        assert ok.status_code == 200
+    assert not (home / "serve-api-key").exists()
+    assert old.encode() not in (home / "api-keys.db").read_bytes()
+    rows = LocalTarget(home).list_keys().records()
+    assert [(r["site"], r["label"]) for r in rows] == [("default", "imported from serve-api-key")]
 
 
 def test_short_key_file_is_one_clear_line(tmp_path):

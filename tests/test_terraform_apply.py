@@ -82,6 +82,11 @@ def emulated(tmp_path_factory):
             # moto writes real server access logs into the sink bucket, as S3 does; without
             # this (the stack's safe default) destroy stops at the non-empty buckets.
             "force_destroy_buckets = true\n"
+            # issue 16 item 4: two sites, the old shared key kept (its migration path), and the
+            # ingest API limited to the farm's addresses (IPv4 and IPv6)
+            'ingest_sites = ["north", "south"]\n'
+            "shared_ingest_api_key = true\n"
+            'ingest_allowed_source_cidrs = ["203.0.113.0/24", "2001:db8:1234::/48"]\n'
         )
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TF_"))},
@@ -220,11 +225,11 @@ def test_alarms_topic_and_execution_log_groups(emulated):
     plans = {p["name"]: p["id"] for p in apigw.get_usage_plans()["items"]}
     keys = {
         name: {k["value"] for k in apigw.get_usage_plan_keys(usagePlanId=plans[name])["items"]}
-        for name in (f"{PROJECT}-ingest", f"{PROJECT}-ingest-simulator")
+        for name in (f"{PROJECT}-ingest-site-north", f"{PROJECT}-ingest-simulator")
     }
     simulator_key = value["Parameter"]["Value"]
     assert keys[f"{PROJECT}-ingest-simulator"] == {simulator_key}
-    assert simulator_key not in keys[f"{PROJECT}-ingest"]
+    assert simulator_key not in keys[f"{PROJECT}-ingest-site-north"]
     (relay,) = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
     assert relay["Protocol"] == "lambda" and relay["Endpoint"].endswith(
         ":smartfarm-anomaly_detector"
@@ -391,6 +396,68 @@ def test_ssm_parameters_hold_the_secrets_and_no_output_does(emulated):
 # ---------------------------------------------------------------------------------------------
 # farmctl --target aws against the emulated account
 # ---------------------------------------------------------------------------------------------
+def test_site_plans_source_policy_and_farmctl_keys_on_the_stack(emulated):
+    """Issue 16 item 4 on the applied stack: a usage plan per site, the resource policy, and
+    `farmctl keys` creating, listing and revoking keys on those plans (values never listed)."""
+    apigw = emulated.client("apigateway")
+    out = emulated["outputs"]
+    plans = {p["name"]: p for p in apigw.get_usage_plans()["items"]}
+    sites = out["ingest_usage_plans"]
+    assert set(sites) == {"north", "south"}
+    for site, plan_id in sites.items():
+        plan = plans[f"{PROJECT}-ingest-site-{site}"]
+        assert plan["id"] == plan_id and plan["quota"]["limit"] == 500000
+    # the shared key (asked for in the tfvars) sits on the first site's plan only
+    shared = {k["id"] for k in apigw.get_usage_plan_keys(usagePlanId=sites["north"])["items"]}
+    assert shared == {out["ingest_api_key_id"]}
+    assert apigw.get_usage_plan_keys(usagePlanId=sites["south"])["items"] == []
+    # the resource policy: invoke allowed, denied outside the farm's addresses
+    (api,) = [a for a in apigw.get_rest_apis()["items"] if a["name"] == f"{PROJECT}-kinesis_api_gw"]
+    raw = apigw.get_rest_api(restApiId=api["id"])["policy"]
+    try:
+        policy = json.loads(raw)
+    except json.JSONDecodeError:  # API Gateway answers with the policy's quotes escaped
+        policy = json.loads(raw.replace('\\"', '"'))
+    statements = {s["Sid"]: s for s in policy["Statement"]}
+    deny = statements["DenyOutsideTheFarm"]
+    assert deny["Effect"] == "Deny" and deny["Action"] == "execute-api:Invoke"
+    assert sorted(deny["Condition"]["NotIpAddress"]["aws:SourceIp"]) == [
+        "2001:db8:1234::/48",
+        "203.0.113.0/24",
+    ]
+    assert statements["InvokeWithAnApiKey"]["Effect"] == "Allow"
+    assert "pseudo_sensor_log_lambda's sends" in " ".join(emulated["deploy"].stdout.split())
+    # farmctl keys against the stack, as a user runs it
+    made = farmctl(emulated, "--target", "aws", "keys", "create", "south", "--label", "barn")
+    assert made.returncode == 0, made.stderr
+    value = made.stdout.strip()
+    on_south = apigw.get_usage_plan_keys(usagePlanId=sites["south"])["items"]
+    assert [k["value"] for k in on_south] == [value]
+    listed = farmctl(emulated, "--target", "aws", "keys", "list", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["key_id"]: r for r in json.loads(listed.stdout)}
+    assert rows[on_south[0]["id"]]["site"] == "south" and rows[on_south[0]["id"]]["enabled"]
+    assert value not in listed.stdout + listed.stderr
+    shared_value = apigw.get_api_key(apiKey=out["ingest_api_key_id"], includeValue=True)["value"]
+    assert shared_value not in listed.stdout + listed.stderr
+    revoked = farmctl(emulated, "--target", "aws", "keys", "revoke", "south", "--yes", "--delete")
+    assert revoked.returncode == 0, revoked.stderr
+    assert apigw.get_usage_plan_keys(usagePlanId=sites["south"])["items"] == []
+
+
+def test_sites_and_source_cidrs_are_checked_at_plan_time(emulated):
+    for args, needle in (
+        ('-var=ingest_sites=["North"]', "Each site in ingest_sites"),
+        ('-var=ingest_sites=["a", "a"]', "must not name a site twice"),
+        ('-var=ingest_allowed_source_cidrs=["0.0.0.0/0"]', "must not hold a /0 block"),
+        ('-var=ingest_allowed_source_cidrs=["farm.example.com"]', "IPv4 or IPv6 CIDR"),
+    ):
+        done = plan(emulated, args)
+        text = " ".join((done.stdout + done.stderr).split())
+        assert done.returncode == 1, args
+        assert needle in text and "Invalid value for variable" in text, (args, text[-600:])
+
+
 def test_farmctl_status(emulated):
     # moto's Athena runs no SQL and writes no result file; its documented way is to queue the
     # result of the next query (status counts today's spikes: one row, 0).

@@ -492,7 +492,7 @@ def test_simulator_sends_with_its_own_ingest_key_and_usage_plan():
         if any(a.startswith("ssm:") for a in s["actions"])
         for r in s["resources"]
     ]
-    assert ref("aws_ssm_parameter.ingest_api_key.arn") not in ssm_resources  # not the devices'
+    assert ref("aws_ssm_parameter.ingest_api_key[0].arn") not in ssm_resources  # not the devices'
     plan = res("aws_api_gateway_usage_plan", "simulator_ingest")
     stage = plan["api_stages"][0]
     assert stage["api_id"] == ref("aws_api_gateway_rest_api.ingest.id")
@@ -502,4 +502,4 @@ def test_simulator_sends_with_its_own_ingest_key_and_usage_plan():
     assert key["key_id"] == ref("aws_api_gateway_api_key.simulator_ingest.id")
     assert key["usage_plan_id"] == ref("aws_api_gateway_usage_plan.simulator_ingest.id")
     devices = res("aws_api_gateway_usage_plan_key", "ingest")
-    assert devices["key_id"] == ref("aws_api_gateway_api_key.ingest.id")
+    assert devices["key_id"] == ref("aws_api_gateway_api_key.ingest[0].id")  # only if shared

@@ -128,6 +128,11 @@ def free_port() -> int:
 #   not (PutObject / HeadObject answer 403). IAM's rule: a condition on a key missing from the
 #   request context is false, and a statement whose condition is false does not apply; the
 #   patch answers NEUTRAL for such statements.
+# - API Gateway GetRestApi: AWS answers a REST API's resource policy with its quotes escaped
+#   (`{\"Version\":...}`) and the provider reads it that way (it wraps the text in quotes and
+#   decodes it); moto answers the policy as it was stored, so every read of
+#   aws_api_gateway_rest_api_policy fails ("invalid character 'S' after top-level value"). The
+#   patch answers as AWS does.
 MOTO_SERVER = textwrap.dedent(
     """\
     import json
@@ -174,6 +179,18 @@ MOTO_SERVER = textwrap.dedent(
         return _is_action_permitted(self, action, resource, principal, incoming)
 
     access_control.IAMPolicyStatement.is_action_permitted = is_action_permitted
+
+    from moto.apigateway import models as apigw_models
+
+    _rest_api_to_dict = apigw_models.RestAPI.to_dict
+
+    def rest_api_to_dict(self):
+        answer = _rest_api_to_dict(self)
+        if answer.get("policy"):
+            answer["policy"] = answer["policy"].replace("\\\\", "\\\\\\\\").replace('"', '\\\\"')
+        return answer
+
+    apigw_models.RestAPI.to_dict = rest_api_to_dict
 
     from moto.server import main
 

@@ -31,7 +31,7 @@ from starlette.staticfiles import StaticFiles
 from ..core.jsonlog import log as jsonlog
 from . import contract
 from .ingest import IngestEndpoint
-from .keys import ApiKey
+from .keys import KeyRing
 from .pipeline import DeliveryLoop, DeliveryOptions, LiveBoard, RateLimiter, Writer
 
 log = logging.getLogger("smartfarm.serve")
@@ -42,7 +42,7 @@ UNHEALTHY_DELIVERY_S = 60.0  # no successful delivery pass for this long -> unhe
 @dataclass
 class Settings:
     home: Path
-    api_key: ApiKey
+    api_key: KeyRing  # the keys devices may send (keys.py)
     rules_path: str | None = None
     rate_limit: float = 50.0  # requests/s per key, as the usage plan's default
     burst_limit: int = 100
@@ -222,6 +222,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Starlett
             yield
         finally:
             await run_in_threadpool(pipeline.stop)
+            key.flush()  # the keys' last-used times collected since the last write
             jsonlog(
                 "INFO",
                 "shutdown",

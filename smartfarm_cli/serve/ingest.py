@@ -22,10 +22,10 @@ class ClientGone(Exception):
 
 
 class IngestEndpoint:
-    def __init__(self, app, pipeline, api_key, body_timeout_s: float):
+    def __init__(self, app, pipeline, keys, body_timeout_s: float):
         self.app = app
         self.pipeline = pipeline
-        self.key = api_key
+        self.keys = keys
         self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope, receive, send):
@@ -55,7 +55,7 @@ class IngestEndpoint:
 
     async def _handle(self, scope, receive) -> tuple[int, bytes, dict]:
         route = scope["path"]
-        key = content_type = length = None
+        key = content_type = length = key_id = None
         for name, value in scope["headers"]:
             if name == b"x-api-key" and key is None:
                 key = value.decode("latin-1")
@@ -65,9 +65,10 @@ class IngestEndpoint:
                 length = value
         pipeline = self.pipeline
         try:
-            if not self.key.matches(key):
+            key_id = self.keys.match(key)
+            if key_id is None:
                 raise contract.forbidden()
-            wait = pipeline.limiter.take(self.key.value)
+            wait = pipeline.limiter.take(key_id)  # the usage plan's throttle is per key
             if wait:
                 raise contract.too_many_requests(wait)
             contract.check_media_type(content_type)
@@ -90,8 +91,14 @@ class IngestEndpoint:
                 raise contract.stream_error(503, "ServiceUnavailable", reason, 5) from None
         except contract.ContractError as exc:
             scope["smartfarm"] = {"refused": exc.body.get("message")}
+            if key_id is not None:
+                scope["smartfarm"]["key_id"] = key_id
             return exc.status, _dump(exc.body), exc.headers
-        scope["smartfarm"] = {"readings": len(readings), "rejected": len(outcome.rejected)}
+        scope["smartfarm"] = {
+            "readings": len(readings),
+            "rejected": len(outcome.rejected),
+            "key_id": key_id,  # as API Gateway's access log has apiKeyId: the id, never the key
+        }
         answer = contract.answer(route, pipeline.sequence.take(len(readings)))
         return 200, _dump(answer), {"X-Smartfarm-Rejected": str(len(outcome.rejected))}
 

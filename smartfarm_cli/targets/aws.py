@@ -42,7 +42,14 @@ from . import TargetOptions
 from .aws_errors import mapped
 from .aws_kinesis import KinesisSender, Unsent, decode, entry
 from .local import default_home
-from .results import DeliveryReport, IngestResult, QueryResult, SimulateReport
+from .results import (
+    KEY_COLUMNS,
+    DeliveryReport,
+    IngestResult,
+    NewKey,
+    QueryResult,
+    SimulateReport,
+)
 
 ATHENA_USD_PER_TB = 5.0
 ATHENA_MIN_BILLED_BYTES = 10 * 1000**2  # Athena bills at least 10 MB per query
@@ -53,6 +60,7 @@ CRAWL_TIMEOUT_S = 3600.0
 MIN_POLL_S = 0.2  # GetRecords allows 5 calls per second per shard
 SIMULATOR_TIMEOUT_S = 35.0
 BACKFILL_THREADS = 8
+KEY_USAGE_DAYS = 30  # `keys list`: how far back GetUsage looks for a key's last use
 
 Progress = Callable[[int, int], None]
 Echo = Callable[[str], None]
@@ -629,6 +637,145 @@ class AwsTarget:
                 "run farmctl deploy to update it"
             )
         return table
+
+    # -- device API keys (farmctl keys) --------------------------------------------------------
+    # Made on the site's usage plan through the API Gateway API, never by Terraform: the values
+    # stay out of the Terraform state. The value of a new key is returned once, never listed
+    # (GetUsagePlanKeys answers with values: only ids are kept from it).
+
+    def _site_plans(self) -> dict[str, str]:
+        plans = self.outputs["ingest_usage_plans"]
+        if not isinstance(plans, dict) or not plans:
+            raise FarmctlError(
+                f"the stack outputs ({self.outputs.source}) hold no site -> usage plan map "
+                "(ingest_usage_plans): run `farmctl deploy` to update the stack"
+            )
+        return plans
+
+    def _keys(self, with_usage: bool) -> tuple[list[tuple], list[str]]:
+        """(rows in KEY_COLUMNS order, notes) for every key on the sites' usage plans."""
+        apigw = self.client("apigateway")
+        known = {}
+        for page in apigw.get_paginator("get_api_keys").paginate(includeValues=False):
+            for item in page.get("items", []):
+                item.pop("value", None)
+                known[item["id"]] = item
+        shared = self.outputs.optional("ingest_api_key_id")
+        rows, notes = [], []
+        for site, plan_id in sorted(self._site_plans().items()):
+            ids = [
+                item["id"]  # the items also carry each key's value: never kept
+                for page in apigw.get_paginator("get_usage_plan_keys").paginate(usagePlanId=plan_id)
+                for item in page.get("items", [])
+                if item.get("type", "API_KEY") == "API_KEY"
+            ]
+            used = self._last_used(plan_id, notes) if with_usage and ids else {}
+            for key_id in ids:
+                item = known.get(key_id)
+                if item is None:  # deleted while listed
+                    continue
+                label = item.get("description") or ""
+                if key_id == shared:
+                    label = "shared key (Terraform: shared_ingest_api_key)"
+                created = item.get("createdDate")
+                if isinstance(created, datetime):
+                    created = created.astimezone(UTC)
+                rows.append(
+                    (site, key_id, label, bool(item.get("enabled")), created, used.get(key_id))
+                )
+        rows.sort(key=lambda r: (r[0], r[4] or datetime.min.replace(tzinfo=UTC), r[1]))
+        return rows, notes
+
+    def _last_used(self, plan_id: str, notes: list[str]) -> dict:
+        """{key id: last day with requests} over the last KEY_USAGE_DAYS (GetUsage, per day)."""
+        today = datetime.now(UTC).date()
+        start = today - timedelta(days=KEY_USAGE_DAYS - 1)
+        found: dict = {}
+        try:
+            pages = (
+                self.client("apigateway")
+                .get_paginator("get_usage")
+                .paginate(
+                    usagePlanId=plan_id, startDate=start.isoformat(), endDate=today.isoformat()
+                )
+            )
+            for page in pages:
+                first = page.get("startDate") or start.isoformat()
+                first = datetime.strptime(first, "%Y-%m-%d").date()
+                for key_id, days in (page.get("items") or {}).items():
+                    for offset, day in enumerate(days or []):
+                        if day and day[0] > 0:
+                            found[key_id] = first + timedelta(days=offset)
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code is None:
+                raise
+            note = f"last_used unknown: API Gateway GetUsage failed ({code})"
+            if note not in notes:
+                notes.append(note)
+            return {}
+        return found
+
+    @mapped
+    def list_keys(self) -> QueryResult:
+        rows, notes = self._keys(with_usage=True)
+        notes.append(
+            f"last_used: the last day (UTC) with requests in the past {KEY_USAGE_DAYS} days"
+        )
+        return QueryResult(list(KEY_COLUMNS), rows, note="; ".join(notes))
+
+    @mapped
+    def create_key(self, site: str, label: str = "") -> NewKey:
+        plans = self._site_plans()
+        if site not in plans:
+            raise UserError(
+                f"site {site!r} is not declared in the stack (sites: {', '.join(sorted(plans))}):"
+                " add it to ingest_sites (e.g. in terraform.tfvars) and run `farmctl deploy`"
+            )
+        apigw = self.client("apigateway")
+        plan = apigw.get_usage_plan(usagePlanId=plans[site])
+        now = datetime.now(UTC)
+        extra = {"description": label} if label else {}
+        made = apigw.create_api_key(
+            name=f"{plan['name']}-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:4]}",
+            enabled=True,
+            tags={"smartfarm:site": site, "smartfarm:created-by": "farmctl"},
+            **extra,
+        )
+        try:
+            apigw.create_usage_plan_key(
+                usagePlanId=plans[site], keyId=made["id"], keyType="API_KEY"
+            )
+        except Exception:
+            apigw.delete_api_key(apiKey=made["id"])  # no key left outside every plan
+            raise
+        created = made.get("createdDate")
+        created = created.astimezone(UTC) if isinstance(created, datetime) else now
+        return NewKey(site, made["id"], created, made["value"])
+
+    @mapped
+    def revoke_key(self, key_id: str, delete: bool = False) -> None:
+        rows, _ = self._keys(with_usage=False)
+        found = [row for row in rows if row[1] == key_id]
+        if not found:
+            raise UserError(
+                f"no key {key_id} on the stack's usage plans: `farmctl keys list` shows the key ids"
+            )
+        if key_id == self.outputs.optional("ingest_api_key_id"):
+            raise UserError(
+                f"{key_id} is the shared key Terraform manages: set shared_ingest_api_key = "
+                "false and run `farmctl deploy` to remove it"
+            )
+        apigw = self.client("apigateway")
+        if delete:
+            plan_id = self._site_plans()[found[0][0]]
+            apigw.delete_usage_plan_key(usagePlanId=plan_id, keyId=key_id)
+            apigw.delete_api_key(apiKey=key_id)
+        else:
+            apigw.update_api_key(
+                apiKey=key_id,
+                patchOperations=[{"op": "replace", "path": "/enabled", "value": "false"}],
+            )
 
     @mapped
     def alerts(self, since: str = "24h", state: str | None = None) -> QueryResult:

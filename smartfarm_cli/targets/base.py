@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from ..core.queries import Query
 from ..core.rules import Rules
-from .results import DeliveryReport, IngestResult, QueryResult, SimulateReport
+from .results import DeliveryReport, IngestResult, NewKey, QueryResult, SimulateReport
 
 Progress = Callable[[int, int], None]
 
@@ -106,3 +106,13 @@ class Target(Protocol):
 
     def check(self, now_ms: int | None = None, retry_after_s: float = 60.0) -> list:
         """Look for silent devices now and announce them -> the incident events it produced."""
+
+    # Device API keys, per site (issue 16): `farmctl keys`. Values are never listed or stored.
+    def list_keys(self) -> QueryResult:
+        """results.KEY_COLUMNS: site, key id, label, enabled, created, last used (or None)."""
+
+    def create_key(self, site: str, label: str = "") -> NewKey:
+        """A new enabled key for `site`; its value is in the result and nowhere else."""
+
+    def revoke_key(self, key_id: str, delete: bool = False) -> None:
+        """Disable a key (devices sending it get 403), or delete it for good."""

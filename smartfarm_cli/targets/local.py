@@ -51,7 +51,7 @@ from ..core.schema import (
 from ..core.state import SqliteStateStore
 from ..core.validate import Batch, Rejected, resent_reason, table_from_rows, validate
 from ..errors import UserError
-from .results import DeliveryReport, IngestResult, QueryResult, SimulateReport
+from .results import DeliveryReport, IngestResult, NewKey, QueryResult, SimulateReport
 
 HOME_ENV = "SMARTFARM_HOME"
 LOG_BUCKET = "sensor-log-bucket"
@@ -920,6 +920,41 @@ class LocalTarget:
             self._queue(f"check-{now_ms}", events, 0, now_ms)
         self.send_alerts(retry_after_s)
         return events
+
+    # -- device API keys (farmctl keys; checked by farmctl serve) -----------------------------
+
+    def _key_store(self):
+        from ..serve.keys import KeyStore
+
+        return KeyStore(self.home)
+
+    def list_keys(self) -> QueryResult:
+        from .results import KEY_COLUMNS
+
+        store = self._key_store()
+        try:
+            return QueryResult(list(KEY_COLUMNS), store.rows(), note=f"keys in {store.path}")
+        finally:
+            store.close()
+
+    def create_key(self, site: str, label: str = "") -> NewKey:
+        store = self._key_store()
+        try:
+            key_id, value, created = store.add(site, label)
+        finally:
+            store.close()
+        return NewKey(site, key_id, datetime.fromtimestamp(created / 1000, UTC), value)
+
+    def revoke_key(self, key_id: str, delete: bool = False) -> None:
+        store = self._key_store()
+        try:
+            done = store.delete(key_id) if delete else store.disable(key_id)
+        finally:
+            store.close()
+        if not done:
+            raise UserError(
+                f"no key {key_id} in {store.path}: `farmctl keys list` shows the key ids"
+            )
 
     def alerts(self, since: str = "24h", state: str | None = None) -> QueryResult:
         """Open incidents and the recent history (opened / still firing / resolved events)."""

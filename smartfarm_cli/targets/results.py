@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ..core.validate import Rejected
 
@@ -76,3 +77,20 @@ class SimulateReport:
                 "another sender's waiting readings included"
             )
         return text
+
+
+# `farmctl keys list` columns, on both targets (never a key's value).
+KEY_COLUMNS = ["site", "key_id", "label", "enabled", "created", "last_used"]
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A device API key just made: its value exists here once and is never stored by farmctl."""
+
+    site: str
+    key_id: str
+    created: datetime
+    value: str = field(repr=False)
+
+    def __str__(self) -> str:  # never the value, even in a traceback or a log line
+        return f"key {self.key_id} of site {self.site}"
