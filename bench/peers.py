@@ -718,6 +718,12 @@ def p16_load(runs: int) -> dict:
     )
     if converted:
         parts.append(f"their input converted from the NDJSON beforehand, untimed ({converted})")
+        with_conversion = ", ".join(
+            f"{NAMES[k]} {r['load_s'][k] + r['convert_s'][k]:.2f} s"
+            for k in ("influx", "postgres")
+            if k in r["load_s"]
+        )
+        parts.append(f"load + conversion: {with_conversion}")
     ratios = ", ".join(f"{v:.2f}x {NAMES[k]}" for k, v in r["load_ratio"].items())
     met = None
     if not r["skipped"]:
