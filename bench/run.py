@@ -683,6 +683,15 @@ def _datapath(name: str):
     return measure
 
 
+def _peers(name: str):
+    def measure(runs: int) -> dict:
+        import peers
+
+        return getattr(peers, name)(runs)
+
+    return measure
+
+
 MEASURES = {
     "P1": p1_help,
     "P2": p2_backfill,
@@ -699,6 +708,8 @@ MEASURES = {
     "P10": _datapath("p10_small_sends"),
     "P11": _datapath("p11_files_per_hour"),
     "P17": _datapath("p17_home_bytes"),
+    "P16": _peers("p16_load"),
+    "P16b": _peers("p16_query"),
 }
 
 
@@ -735,10 +746,12 @@ def markdown(results: dict) -> str:
     ]
     for key in sorted(results["measures"], key=lambda k: (int(k[1:].rstrip("b")), k)):
         r = results["measures"][key]
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']}x"
+        ratio = r["ratio"] if isinstance(r["ratio"], str) else f"{r['ratio']}x"
+        ratio = "-" if r["ratio"] is None else ratio
+        met = "-" if r["met"] is None else "yes" if r["met"] else "**no**"
         lines.append(
             f"| {key} | {r['measure']} | {r['value']} | {r['baseline']} | {ratio} | "
-            f"{r['goal']} | {'yes' if r['met'] else '**no**'} |"
+            f"{r['goal']} | {met} |"
         )
     return "\n".join(lines)
 
