@@ -74,7 +74,7 @@ OUTPUT_KEYS = (
 )
 
 INSTALL_HINT = (
-    "terraform is not installed or not on PATH: install Terraform >= 1.6 "
+    "terraform is not installed or not on PATH: install Terraform >= 1.10 "
     "(https://developer.hashicorp.com/terraform/install, e.g. `brew install terraform` or the "
     "HashiCorp apt/yum repository), then run the command again"
 )
@@ -306,7 +306,7 @@ def terraform_env(profile: str | None = None, region: str | None = None) -> dict
     return env
 
 
-MIN_TERRAFORM = (1, 6)
+MIN_TERRAFORM = (1, 10)  # S3-native state locking (use_lockfile)
 
 
 def terraform_version(env: Mapping[str, str] | None = None) -> str:
@@ -324,7 +324,7 @@ def terraform_version(env: Mapping[str, str] | None = None) -> str:
     except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
         raise FarmctlError(
             "cannot read the terraform version (`terraform version -json`): reinstall "
-            "Terraform >= 1.6"
+            "Terraform >= 1.10"
         ) from None
     return str(version)
 
@@ -383,7 +383,8 @@ def check_stack_dir(stack_dir: Path) -> Path:
 
 
 # Local files in which Terraform keeps variable values and resource attributes, secrets included
-# (the webhook URL, API key values): readable by their owner only.
+# (the webhook URL, API key values): readable by their owner only. farmctl keeps the state in S3
+# unless --local-state asks for a local file (state_backend); plan files are always local.
 PRIVATE_STATE_GLOBS = ("terraform.tfstate", "terraform.tfstate.backup", "*.tfplan", "*.tfstate")
 
 
