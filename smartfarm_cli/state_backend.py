@@ -295,27 +295,28 @@ def plan(
 # -- migration of a local state -----------------------------------------------------------------
 
 
-def state_identity(text: str) -> tuple[str, int]:
-    """(lineage, serial) of a Terraform state document."""
+def state_content(text: str) -> str:
+    """The resources and outputs of a Terraform state document, canonical JSON.
+
+    Terraform gives a state a new lineage when `init -migrate-state` copies it into an empty
+    backend, so a copy is recognised by what it holds, not by lineage or serial.
+    """
     try:
         doc = json.loads(text)
-        return str(doc["lineage"]), int(doc["serial"])
+        held = {"resources": doc["resources"], "outputs": doc.get("outputs") or {}}
     except (ValueError, KeyError, TypeError):
-        raise FarmctlError(
-            "a Terraform state file is not valid JSON with lineage and serial"
-        ) from None
+        raise FarmctlError("a Terraform state file is not valid JSON with resources") from None
+    return json.dumps(held, sort_keys=True)
 
 
 def remove_migrated_local_state(stack_dir: Path, remote_text: str) -> list[Path]:
-    """After `init -migrate-state`: remove the local state (and backup) once S3 holds it."""
+    """After `init -migrate-state`: remove the local state (and backup) once S3 holds the same
+    resources."""
     path = Path(stack_dir) / LOCAL_STATE
-    local = state_identity(path.read_text(encoding="utf-8"))
-    remote = state_identity(remote_text)
-    if remote[0] != local[0] or remote[1] < local[1]:
+    if state_content(remote_text) != state_content(path.read_text(encoding="utf-8")):
         raise FarmctlError(
-            f"the state in S3 (lineage {remote[0]}, serial {remote[1]}) is not the local one "
-            f"(lineage {local[0]}, serial {local[1]}): {path} is kept; check both before "
-            "removing it"
+            f"the state in S3 does not hold the resources of the local one: {path} is kept; "
+            "compare both (`terraform state list`) before removing it"
         )
     removed = []
     for name in (LOCAL_STATE, LOCAL_STATE + ".backup"):
@@ -558,23 +559,16 @@ def remote_state_text(session, s3_state: S3State) -> str | None:
 
 
 def check_migration(stack_dir: Path, remote: str | None, s3_state: S3State) -> None:
-    """Refuse to copy a local state over a different state already in S3."""
+    """Refuse to copy a local state over a different state already in S3 (the same content,
+    left by a migration stopped before the local file was removed, may be copied again)."""
     if remote is None:
         return
     path = Path(stack_dir) / LOCAL_STATE
-    local = state_identity(path.read_text(encoding="utf-8"))
-    lineage, serial = state_identity(remote)
-    if lineage != local[0]:
+    if state_content(remote) != state_content(path.read_text(encoding="utf-8")):
         raise UserError(
-            f"both {path} and {s3_state.url} hold a Terraform state, of different stacks: "
+            f"both {path} and {s3_state.url} hold a Terraform state, and they differ: "
             "farmctl overwrites neither; pick another --state-prefix, or remove the one you "
             "do not need"
-        )
-    if serial > local[1]:
-        raise UserError(
-            f"{s3_state.url} holds a newer state of this stack (serial {serial}) than {path} "
-            f"(serial {local[1]}): farmctl will not copy the older one over it; remove {path} "
-            "if S3 is right"
         )
 
 

@@ -133,11 +133,13 @@ def free_port() -> int:
 #   decodes it); moto answers the policy as it was stored, so every read of
 #   aws_api_gateway_rest_api_policy fails ("invalid character 'S' after top-level value"). The
 #   patch answers as AWS does.
-MOTO_SERVER = textwrap.dedent(
-    """\
+def patch_moto(setattr=setattr) -> None:
+    """Apply the moto patches above (in the server process, or in-process with a pytest
+    monkeypatch's setattr so they end with the test)."""
     import json
-    import sys
 
+    from moto.apigateway import models as apigw_models
+    from moto.iam import access_control
     from moto.s3 import models as s3_models
 
     def _log_permissions_enabled_policy(target_bucket, target_prefix):
@@ -161,36 +163,42 @@ MOTO_SERVER = textwrap.dedent(
                 return True
         return False
 
-    s3_models.FakeBucket._log_permissions_enabled_policy = staticmethod(
-        _log_permissions_enabled_policy
+    setattr(
+        s3_models.FakeBucket,
+        "_log_permissions_enabled_policy",
+        staticmethod(_log_permissions_enabled_policy),
     )
 
-    from moto.iam import access_control
-
-    _is_action_permitted = access_control.IAMPolicyStatement.is_action_permitted
+    original = access_control.IAMPolicyStatement.is_action_permitted
 
     def is_action_permitted(self, action, resource="*", principal=None, incoming=None):
         conditions = self._statement.get("Condition") or {}
         keys = {key for pairs in conditions.values() for key in pairs}
-        if any(key not in (incoming or {}) for key in keys) or not self._check_conditions(
-            incoming
-        ):
+        if any(key not in (incoming or {}) for key in keys) or not self._check_conditions(incoming):
             return access_control.PermissionResult.NEUTRAL
-        return _is_action_permitted(self, action, resource, principal, incoming)
+        return original(self, action, resource, principal, incoming)
 
-    access_control.IAMPolicyStatement.is_action_permitted = is_action_permitted
+    setattr(access_control.IAMPolicyStatement, "is_action_permitted", is_action_permitted)
 
-    from moto.apigateway import models as apigw_models
+    rest_api_to_dict = apigw_models.RestAPI.to_dict
 
-    _rest_api_to_dict = apigw_models.RestAPI.to_dict
-
-    def rest_api_to_dict(self):
-        answer = _rest_api_to_dict(self)
+    def escaped_policy_to_dict(self):
+        answer = rest_api_to_dict(self)
         if answer.get("policy"):
-            answer["policy"] = answer["policy"].replace("\\\\", "\\\\\\\\").replace('"', '\\\\"')
+            answer["policy"] = answer["policy"].replace("\\", "\\\\").replace('"', '\\"')
         return answer
 
-    apigw_models.RestAPI.to_dict = rest_api_to_dict
+    setattr(apigw_models.RestAPI, "to_dict", escaped_policy_to_dict)
+
+
+MOTO_SERVER = textwrap.dedent(
+    f"""\
+    import sys
+
+    sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+    import tf_emulator
+
+    tf_emulator.patch_moto()
 
     from moto.server import main
 
