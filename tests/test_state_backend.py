@@ -393,3 +393,19 @@ def test_real_terraform_migrates_a_local_state_into_the_encrypted_bucket(tmp_pat
         assert not state_file.exists()
     finally:
         server.stop()
+
+
+def test_leaving_the_local_choice_for_s3_reinitialises_with_migration(
+    fake_tf,  # noqa: F811
+    aws,
+):
+    args = ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve"]
+    assert CliRunner().invoke(app, [*args, "--local-state"]).exit_code == 0
+    assert state_backend.local_chosen(fake_tf.stack_dir)
+    result = CliRunner().invoke(app, [*args, "--state-bucket", BUCKET])
+    assert result.exit_code == 0, result.output
+    init = [line for line in fake_tf.argv() if line.startswith("terraform|init")][-1]
+    assert f"-backend-config=bucket={BUCKET}" in init
+    assert init.endswith("-migrate-state -force-copy")  # the backend changes from local
+    assert not (fake_tf.stack_dir / state_backend.LOCAL_OVERRIDE).exists()
+    assert state_backend.read_saved(fake_tf.stack_dir).bucket == BUCKET

@@ -1033,8 +1033,9 @@ class AwsTarget:
         s3_state = where.s3
         args = [*init, *s3_state.backend_args(state_backend.endpoint_of(env))]
         had_override = state_backend.local_chosen(stack_dir)
-        if where.migrate:
-            # A local state found: copy it into S3 (no prompt), then check and remove it.
+        if where.migrate or had_override:
+            # From a local state (or the local choice) to S3: copy it (no prompt); a copied
+            # state is then checked in S3 and the local file removed.
             args += ["-migrate-state", "-force-copy"]
             state_backend.remove_local_override(stack_dir)
         try:
