@@ -2,12 +2,12 @@ terraform {
   # 1.10 brought S3-native state locking (use_lockfile); 1.11 made it generally available.
   required_version = ">= 1.10"
 
+  # The committed .terraform.lock.hcl pins the exact version (5.100.0, the version the emulated
+  # apply runs); argument names are also checked against the 6.25 schema. `terraform init
+  # -upgrade` (with network) moves the lock within this range.
   required_providers {
     aws = {
-      source = "hashicorp/aws"
-      # The committed .terraform.lock.hcl pins the exact version (5.100.0, the version the
-      # emulated apply runs); argument names are also checked against the 6.25 schema.
-      # `terraform init -upgrade` (with network) moves the lock within this range.
+      source  = "hashicorp/aws"
       version = ">= 5.100, < 7.0"
     }
   }
