@@ -403,6 +403,17 @@ def protect_state_files(stack_dir: Path) -> list[Path]:
     return changed
 
 
+# Terraform failures with a known fix: (text in its output, what to do).
+FAILURE_HINTS = (
+    (
+        "doesn't match any of the checksums previously recorded in the dependency lock file",
+        "the committed .terraform.lock.hcl has no checksum of the aws provider for this "
+        "platform: run `terraform -chdir=terraform providers lock -platform=<os>_<arch>` "
+        "(terraform/README.md, Provider lock) and deploy again",
+    ),
+)
+
+
 def run_terraform(
     args: list[str],
     stack_dir: Path,
@@ -431,11 +442,13 @@ def run_terraform(
         )
     except OSError as exc:
         raise FarmctlError(f"cannot run terraform: {exc.strerror or exc}") from None
+    hint = ""
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             if echo:
                 echo(line.rstrip("\n"))
+            hint = hint or next((h for mark, h in FAILURE_HINTS if mark in line), "")
         code = proc.wait()
     except KeyboardInterrupt:
         # Terraform got the same SIGINT and stops gracefully (state stays consistent): wait.
@@ -445,8 +458,8 @@ def run_terraform(
         protect_state_files(stack_dir)
     if code not in ok_codes:
         raise FarmctlError(
-            f"`terraform {args[0]}` failed (exit code {code}); see its output above, fix the "
-            "cause and run the command again"
+            f"`terraform {args[0]}` failed (exit code {code}); "
+            + (hint or "see its output above, fix the cause and run the command again")
         )
     return code
 

@@ -409,3 +409,21 @@ def test_leaving_the_local_choice_for_s3_reinitialises_with_migration(
     assert init.endswith("-migrate-state -force-copy")  # the backend changes from local
     assert not (fake_tf.stack_dir / state_backend.LOCAL_OVERRIDE).exists()
     assert state_backend.read_saved(fake_tf.stack_dir).bucket == BUCKET
+
+
+def test_a_lock_file_without_this_platform_says_how_to_add_it(fake_tf, monkeypatch):  # noqa: F811
+    script = fake_tf.repo.parent / "bin" / "terraform"
+    script.write_text(
+        script.read_text().replace(
+            'case "$1" in',
+            'if [ "$1" = init ]; then echo "Error: Failed to install provider: the local package'
+            " for registry.terraform.io/hashicorp/aws 5.100.0 doesn't match any of the checksums"
+            ' previously recorded in the dependency lock file"; exit 1; fi\ncase "$1" in',
+        )
+    )
+    result = CliRunner().invoke(
+        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve", "--local-state"]
+    )
+    flat = " ".join(result.stderr.split())
+    assert result.exit_code == 1 and flat.startswith("error: `terraform init` failed")
+    assert "providers lock -platform=<os>_<arch>" in flat
