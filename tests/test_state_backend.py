@@ -427,3 +427,28 @@ def test_a_lock_file_without_this_platform_says_how_to_add_it(fake_tf, monkeypat
     flat = " ".join(result.stderr.split())
     assert result.exit_code == 1 and flat.startswith("error: `terraform init` failed")
     assert "providers lock -platform=<os>_<arch>" in flat
+
+
+def test_aws_refusing_the_bucket_is_one_line(fake_tf, aws, monkeypatch):  # noqa: F811
+    from botocore.exceptions import ClientError
+
+    def denied(*args, **kwargs):
+        error = {"Error": {"Code": "AccessDenied", "Message": "not allowed"}}
+        raise ClientError(error, "CreateBucket")
+
+    monkeypatch.setattr(state_backend, "bootstrap", denied)
+    result = CliRunner().invoke(
+        app,
+        [
+            "--stack-dir",
+            str(fake_tf.stack_dir),
+            "deploy",
+            "--auto-approve",
+            "--state-bucket",
+            BUCKET,
+        ],
+    )
+    flat = " ".join(result.stderr.split())
+    assert result.exit_code == 1 and flat.startswith("error: AWS denied CreateBucket")
+    assert flat.count("error:") == 1 and "Traceback" not in result.output
+    assert fake_tf.built == [] and fake_tf.argv() == []

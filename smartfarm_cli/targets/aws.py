@@ -18,6 +18,7 @@ AWS call happens before a method is called: `farmctl --help` stays instant.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import gzip
 import json
@@ -40,7 +41,7 @@ from ..core.schema import READING_SCHEMA
 from ..core.validate import Rejected, Unparsable, validate
 from ..errors import FarmctlError, UserError
 from . import TargetOptions
-from .aws_errors import mapped
+from .aws_errors import mapped, translate
 from .aws_kinesis import KinesisSender, Unsent, decode, entry
 from .local import default_home
 from .results import (
@@ -1013,14 +1014,31 @@ class AwsTarget:
             import boto3
 
             session = boto3.Session(profile_name=self.options.profile, region_name=s3_state.region)
-        if where.bootstrap:
-            identity = self.caller_identity()
-            partition = str(identity.get("Arn", "arn:aws:")).split(":")[1] or "aws"
-            s3_state = state_backend.bootstrap(session, where, identity["Account"], echo, partition)
-        if where.migrate:
-            remote = state_backend.remote_state_text(session, s3_state)
-            state_backend.check_migration(self.stack_dir, remote, s3_state)
+        with self._state_errors(s3_state):
+            if where.bootstrap:
+                identity = self.caller_identity()
+                partition = str(identity.get("Arn", "arn:aws:")).split(":")[1] or "aws"
+                s3_state = state_backend.bootstrap(
+                    session, where, identity["Account"], echo, partition
+                )
+            if where.migrate:
+                remote = state_backend.remote_state_text(session, s3_state)
+                state_backend.check_migration(self.stack_dir, remote, s3_state)
         return dataclasses.replace(where, s3=s3_state)
+
+    @contextlib.contextmanager
+    def _state_errors(self, s3_state):
+        """AWS failures while setting up or reading the state bucket: one line each."""
+        try:
+            yield
+        except (FarmctlError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # botocore client, credential and endpoint errors
+            known = translate(exc, s3_state.region, self.options.profile)
+            raise known or FarmctlError(
+                f"the state bucket {s3_state.bucket} could not be set up or read "
+                f"({_short(exc)}): fix the cause and run the deploy again"
+            ) from None
 
     def _init(self, stack_dir: Path, where, echo: Echo, env: dict[str, str]) -> None:
         """terraform init against the chosen state; moves a local state into S3 when asked."""
@@ -1051,7 +1069,8 @@ class AwsTarget:
             import boto3
 
             session = boto3.Session(profile_name=self.options.profile, region_name=s3_state.region)
-            remote = state_backend.remote_state_text(session, s3_state)
+            with self._state_errors(s3_state):
+                remote = state_backend.remote_state_text(session, s3_state)
             if remote is None:
                 raise FarmctlError(
                     f"terraform init -migrate-state left no state at {s3_state.url}: the local "
