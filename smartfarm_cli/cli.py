@@ -722,23 +722,60 @@ def _echo(line: str) -> None:
     console.out(line, highlight=False)
 
 
+StateBucketOption = typer.Option(
+    None,
+    "--state-bucket",
+    help="S3 bucket for the Terraform state (created if missing: versioned, SSE-KMS, "
+    "TLS only); saved in <stack-dir>/farmctl.s3.tfbackend for later runs.",
+)
+StatePrefixOption = typer.Option(
+    None, "--state-prefix", help="Key prefix of the state object. Default smartfarm."
+)
+StateKmsOption = typer.Option(
+    None,
+    "--state-kms-key",
+    help="KMS key (ARN, id or alias/...) for the state. Default: a key farmctl creates.",
+)
+LocalStateOption = typer.Option(
+    False,
+    "--local-state",
+    help="Keep the state in <stack-dir>/terraform.tfstate (0600) instead of S3; it holds "
+    "the webhook URL and API keys in plain text.",
+)
+
+
+def _state_request(bucket, prefix, kms_key, local):
+    from .state_backend import StateRequest
+
+    return StateRequest(bucket=bucket, prefix=prefix, kms_key=kms_key, local=local)
+
+
 @command("deploy")
 def deploy(
     auto_approve: bool = typer.Option(
         False, "--auto-approve", help="Apply the plan without asking."
     ),
     var_file: Path = typer.Option(None, "--var-file", help="Terraform .tfvars file to use."),
+    state_bucket: str = StateBucketOption,
+    state_prefix: str = StatePrefixOption,
+    state_kms_key: str = StateKmsOption,
+    local_state: bool = LocalStateOption,
     output: OutputFormat = OutputOption,
 ) -> None:
-    """Build the Lambda zips, run terraform init / plan / apply, and remember the outputs.
+    """Set up the Terraform state, build the Lambda zips, run terraform init / plan / apply,
+    and remember the outputs.
 
-    Example: farmctl deploy --var-file prod.tfvars
+    The state (it holds the webhook URL and API keys) goes to S3: the first deploy names the
+    bucket with --state-bucket, later ones reuse it. --local-state keeps it in a local file.
+
+    Example: farmctl deploy --state-bucket smartfarm-tfstate-123456789012 --var-file prod.tfvars
     """
     info = _aws_target().deploy(
         auto_approve=auto_approve,
         var_file=var_file,
         echo=_echo,
         confirm=_confirm,
+        state=_state_request(state_bucket, state_prefix, state_kms_key, local_state),
     )
     print_record(info, output, title="aws stack")
 
@@ -747,24 +784,33 @@ def deploy(
 def destroy(
     auto_approve: bool = typer.Option(False, "--auto-approve", help="Do not ask first."),
     var_file: Path = typer.Option(None, "--var-file", help="Terraform .tfvars file to use."),
+    state_bucket: str = typer.Option(
+        None,
+        "--state-bucket",
+        help="S3 bucket of the state, when <stack-dir>/farmctl.s3.tfbackend is missing.",
+    ),
+    state_prefix: str = StatePrefixOption,
+    local_state: bool = typer.Option(
+        False, "--local-state", help="The state is <stack-dir>/terraform.tfstate."
+    ),
 ) -> None:
-    """Delete the deployed aws stack (terraform destroy); asks first.
+    """Delete the deployed aws stack (terraform destroy); asks first. The state bucket stays.
 
     Example: farmctl destroy
     """
-    from .stack import check_stack_dir, find_terraform
-
     target = _aws_target()
-    find_terraform()  # what destroy needs is checked before it asks anything
-    check_stack_dir(target.stack_dir)
+    request = _state_request(state_bucket, state_prefix, None, local_state)
+    stack_dir, where = target.destroy_state(request)  # checked before anything is asked
     if not auto_approve and not _confirm(
-        f"Destroy every resource of the stack in {target.stack_dir} "
-        "(stream, buckets, tables, Lambdas, Grafana)?"
+        f"Destroy every resource of the stack in {stack_dir} "
+        f"(stream, buckets, tables, Lambdas, Grafana; state: {where.describe(stack_dir)})?"
     ):
         raise UserError("destroy cancelled: nothing was changed")
-    info = target.destroy(auto_approve=True, var_file=var_file, echo=_echo)
+    info = target.destroy(auto_approve=True, var_file=var_file, echo=_echo, state=request)
     console.print(
-        f"destroyed the stack in {info['destroyed']}; outputs cache {info['outputs cache']}"
+        f"destroyed the stack in {info['destroyed']}; outputs cache {info['outputs cache']}; "
+        f"state kept in {info['terraform state']}",
+        highlight=False,
     )
 
 

@@ -74,7 +74,7 @@ OUTPUT_KEYS = (
 )
 
 INSTALL_HINT = (
-    "terraform is not installed or not on PATH: install Terraform >= 1.6 "
+    "terraform is not installed or not on PATH: install Terraform >= 1.10 "
     "(https://developer.hashicorp.com/terraform/install, e.g. `brew install terraform` or the "
     "HashiCorp apt/yum repository), then run the command again"
 )
@@ -306,7 +306,7 @@ def terraform_env(profile: str | None = None, region: str | None = None) -> dict
     return env
 
 
-MIN_TERRAFORM = (1, 6)
+MIN_TERRAFORM = (1, 10)  # S3-native state locking (use_lockfile)
 
 
 def terraform_version(env: Mapping[str, str] | None = None) -> str:
@@ -324,7 +324,7 @@ def terraform_version(env: Mapping[str, str] | None = None) -> str:
     except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
         raise FarmctlError(
             "cannot read the terraform version (`terraform version -json`): reinstall "
-            "Terraform >= 1.6"
+            "Terraform >= 1.10"
         ) from None
     return str(version)
 
@@ -383,7 +383,8 @@ def check_stack_dir(stack_dir: Path) -> Path:
 
 
 # Local files in which Terraform keeps variable values and resource attributes, secrets included
-# (the webhook URL, API key values): readable by their owner only.
+# (the webhook URL, API key values): readable by their owner only. farmctl keeps the state in S3
+# unless --local-state asks for a local file (state_backend); plan files are always local.
 PRIVATE_STATE_GLOBS = ("terraform.tfstate", "terraform.tfstate.backup", "*.tfplan", "*.tfstate")
 
 
@@ -400,6 +401,17 @@ def protect_state_files(stack_dir: Path) -> list[Path]:
                 path.chmod(0o600)
                 changed.append(path)
     return changed
+
+
+# Terraform failures with a known fix: (text in its output, what to do).
+FAILURE_HINTS = (
+    (
+        "doesn't match any of the checksums previously recorded in the dependency lock file",
+        "the committed .terraform.lock.hcl has no checksum of the aws provider for this "
+        "platform: run `terraform -chdir=terraform providers lock -platform=<os>_<arch>` "
+        "(terraform/README.md, Provider lock) and deploy again",
+    ),
+)
 
 
 def run_terraform(
@@ -430,11 +442,13 @@ def run_terraform(
         )
     except OSError as exc:
         raise FarmctlError(f"cannot run terraform: {exc.strerror or exc}") from None
+    hint = ""
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             if echo:
                 echo(line.rstrip("\n"))
+            hint = hint or next((h for mark, h in FAILURE_HINTS if mark in line), "")
         code = proc.wait()
     except KeyboardInterrupt:
         # Terraform got the same SIGINT and stops gracefully (state stays consistent): wait.
@@ -444,8 +458,8 @@ def run_terraform(
         protect_state_files(stack_dir)
     if code not in ok_codes:
         raise FarmctlError(
-            f"`terraform {args[0]}` failed (exit code {code}); see its output above, fix the "
-            "cause and run the command again"
+            f"`terraform {args[0]}` failed (exit code {code}); "
+            + (hint or "see its output above, fix the cause and run the command again")
         )
     return code
 

@@ -148,7 +148,9 @@ def test_deploy_runs_build_init_plan_apply_and_saves_outputs(fake_tf, monkeypatc
     var_file.write_text('project = "sf"\n')
     monkeypatch.chdir(fake_tf.repo)
     result = CliRunner().invoke(
-        app, ["deploy", "--auto-approve", "--var-file", "prod.tfvars"], catch_exceptions=False
+        app,
+        ["deploy", "--auto-approve", "--local-state", "--var-file", "prod.tfvars"],
+        catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     assert fake_tf.built == [Path("terraform").parent / "build" / "lambda"]
@@ -166,12 +168,12 @@ def test_deploy_runs_build_init_plan_apply_and_saves_outputs(fake_tf, monkeypatc
 
 def test_deploy_asks_before_applying(fake_tf, monkeypatch):
     monkeypatch.chdir(fake_tf.repo)
-    result = CliRunner().invoke(app, ["deploy"], input="n\n")
+    result = CliRunner().invoke(app, ["deploy", "--local-state"], input="n\n")
     assert result.exit_code == 2
     assert "deploy cancelled" in result.output
     assert [line.split()[0] for line in fake_tf.argv()] == ["terraform|init", "terraform|plan"]
     assert not (fake_tf.home / "aws-outputs.json").exists()
-    result = CliRunner().invoke(app, ["deploy"], input="y\n")
+    result = CliRunner().invoke(app, ["deploy", "--local-state"], input="y\n")
     assert result.exit_code == 0, result.output
     assert fake_tf.argv()[-2:] == [
         "terraform|apply -input=false -no-color farmctl.tfplan",
@@ -181,7 +183,9 @@ def test_deploy_asks_before_applying(fake_tf, monkeypatch):
 
 def test_deploy_with_no_changes_skips_apply(fake_tf, monkeypatch):
     monkeypatch.setenv("TF_PLAN_EXIT", "0")
-    result = CliRunner().invoke(app, ["--stack-dir", str(fake_tf.stack_dir), "deploy"])
+    result = CliRunner().invoke(
+        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--local-state"]
+    )
     assert result.exit_code == 0, result.output
     assert [line.split()[0] for line in fake_tf.argv()] == [
         "terraform|init",
@@ -193,7 +197,7 @@ def test_deploy_with_no_changes_skips_apply(fake_tf, monkeypatch):
 def test_failed_terraform_step_is_one_clear_line(fake_tf, monkeypatch):
     monkeypatch.setenv("TF_PLAN_EXIT", "1")
     result = CliRunner().invoke(
-        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve"]
+        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve", "--local-state"]
     )
     assert result.exit_code == 1
     assert "`terraform plan` failed (exit code 1)" in result.output
@@ -204,7 +208,7 @@ def test_failed_terraform_step_is_one_clear_line(fake_tf, monkeypatch):
 def test_deploy_without_terraform_fails_cleanly(fake_tf, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     result = CliRunner().invoke(
-        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve"]
+        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve", "--local-state"]
     )
     assert result.exit_code == 1
     assert "terraform is not installed" in result.output
@@ -217,17 +221,19 @@ def test_destroy_asks_then_runs_destroy_and_forgets_the_outputs(fake_tf, monkeyp
     load_outputs(fake_tf.home, fake_tf.stack_dir)
     monkeypatch.chdir(fake_tf.repo)
     before = fake_tf.argv()
-    result = CliRunner().invoke(app, ["destroy"], input="n\n")
+    result = CliRunner().invoke(app, ["destroy", "--local-state"], input="n\n")
     assert result.exit_code == 2 and "destroy cancelled" in result.output
     assert fake_tf.argv() == before
-    result = CliRunner().invoke(app, ["destroy"], input="y\n")
+    result = CliRunner().invoke(app, ["destroy", "--local-state"], input="y\n")
     assert result.exit_code == 0, result.output
     assert fake_tf.argv()[len(before) :] == [
-        "terraform|destroy -input=false -no-color -auto-approve"
+        "terraform|init -input=false -no-color",
+        "terraform|destroy -input=false -no-color -auto-approve",
     ]
     assert not (fake_tf.home / "aws-outputs.json").exists()
+    # the local choice is saved: the next destroy needs no flag
     result = CliRunner().invoke(app, ["destroy", "--auto-approve"])
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result.output
     assert fake_tf.argv()[-1] == "terraform|destroy -input=false -no-color -auto-approve"
 
 
@@ -280,7 +286,7 @@ def test_preflight_lists_every_problem_on_its_own_line_before_building(fake_tf, 
 
     monkeypatch.setattr(AwsTarget, "caller_identity", no_credentials)
     result = CliRunner().invoke(
-        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve"]
+        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve", "--local-state"]
     )
     assert result.exit_code == 2, result.output
     # rich wraps long lines: each problem starts a line of its own, in this order
@@ -309,12 +315,10 @@ def test_preflight_accepts_variables_from_tfvars_var_file_or_environment(fake_tf
     assert target.preflight(var_file) == fake_tf.stack_dir
 
 
-def test_aws_endpoint_url_reaches_terraform_as_an_override_removed_afterwards(
-    fake_tf, monkeypatch
-):
+def test_aws_endpoint_url_reaches_terraform_as_an_override_removed_afterwards(fake_tf, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://localhost:4566")
     result = CliRunner().invoke(
-        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve"]
+        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve", "--local-state"]
     )
     assert result.exit_code == 0, result.output
     assert "endpoint: http://localhost:4566" in result.output
@@ -328,7 +332,11 @@ def test_aws_endpoint_url_reaches_terraform_as_an_override_removed_afterwards(
         app, ["--stack-dir", str(fake_tf.stack_dir), "destroy", "--auto-approve"]
     )
     assert result.exit_code == 0, result.output
-    assert fake_tf.argv()[-1] == "terraform|override present"
+    assert fake_tf.argv()[-3:] == [
+        "terraform|override present",
+        "terraform|destroy -input=false -no-color -auto-approve",
+        "terraform|override present",
+    ]
     assert not (fake_tf.stack_dir / "farmctl_endpoint_override.tf").exists()
 
 
@@ -350,7 +358,7 @@ def test_a_stale_override_never_redirects_a_real_deploy(fake_tf):
 
     stale.write_text(endpoint_override("http://localhost:4566"))
     result = CliRunner().invoke(
-        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve"]
+        app, ["--stack-dir", str(fake_tf.stack_dir), "deploy", "--auto-approve", "--local-state"]
     )
     assert result.exit_code == 0, result.output
     assert "terraform|override present" not in fake_tf.argv()
@@ -361,10 +369,10 @@ def test_destroy_checks_before_asking_and_a_closed_stdin_is_a_no(fake_tf, monkey
     load_outputs(fake_tf.home, fake_tf.stack_dir)
     monkeypatch.chdir(fake_tf.repo)
     before = fake_tf.argv()
-    result = CliRunner().invoke(app, ["destroy"], input="")  # stdin closed at once
+    result = CliRunner().invoke(app, ["destroy", "--local-state"], input="")  # stdin closed
     assert result.exit_code == 2 and "destroy cancelled" in result.stderr
     assert fake_tf.argv() == before
     monkeypatch.setenv("PATH", "/nonexistent")
-    result = CliRunner().invoke(app, ["destroy"], input="y\n")
+    result = CliRunner().invoke(app, ["destroy", "--local-state"], input="y\n")
     assert result.exit_code == 1 and "terraform is not installed" in result.stderr
     assert "Destroy every resource" not in result.output  # nothing was asked

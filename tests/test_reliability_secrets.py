@@ -196,7 +196,11 @@ def test_demo_with_a_webhook_configured(secret_env, logs, httpserver, monkeypatc
 
 
 def test_deploy_and_destroy_never_show_sensitive_outputs(fake_tf, secret_env, logs):  # noqa: F811
-    for args in (["deploy", "--auto-approve"], ["status"], ["destroy", "--auto-approve"]):
+    for args in (
+        ["deploy", "--auto-approve", "--local-state"],
+        ["status"],
+        ["destroy", "--auto-approve"],
+    ):
         result = farmctl("--stack-dir", str(fake_tf.stack_dir), *args, extra=("hunter2",))
         assert result.exit_code in (0, 1), result.output
     assert_no_secret(our_logs(logs), "logs", ("hunter2",))

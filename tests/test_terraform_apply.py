@@ -1,9 +1,11 @@
 """The whole stack, applied for real to an emulated account (a moto server) and destroyed again.
 
-terraform init + validate run on a copy of terraform/ (unchanged; only `*_override.tf` files
-are added: the provider version the offline mirror holds). Then `farmctl deploy` and
-`farmctl destroy` run as a user runs them, pointed at the emulator with AWS_ENDPOINT_URL, and in
-between boto3 checks what was built and farmctl status / simulate / discord test run against it.
+terraform init + validate run on an unchanged copy of terraform/, with its committed provider
+lock file (the offline mirror holds the locked version). Then `farmctl deploy --state-bucket`
+and `farmctl destroy` run as a user runs them, pointed at the emulator with AWS_ENDPOINT_URL:
+deploy creates the state bucket in the emulated S3 and Terraform keeps its state there (the S3
+backend with endpoints on the emulator, path-style). In between, boto3 checks what was built
+and farmctl status / simulate / discord test run against it.
 
 Skipped with one reason where no terraform binary or provider mirror exists (tf_emulator.py).
 What moto does not do (run Lambdas, move data between services) is covered elsewhere.
@@ -32,6 +34,9 @@ pytestmark = pytest.mark.skipif(emu.skip_reason() is not None, reason=str(emu.sk
 
 PROJECT = "smartfarm"
 WEBHOOK = "https://discord.com/api/webhooks/123456789/emulated-token_not-a-secret"
+STATE_BUCKET = "farm-tfstate-123456789012"
+STATE_PREFIX = "smartfarm/emulated"
+STATE_KEY = f"{STATE_PREFIX}/terraform.tfstate"
 FARMCTL = [sys.executable, "-m", "smartfarm_cli.cli"]
 
 
@@ -70,14 +75,13 @@ def emulated(tmp_path_factory):
     root = tmp_path_factory.mktemp("emulated")
     server = emu.MotoServer(root)
     try:
-        mirror, version = emu.find_mirror()
-        stack_dir = emu.copy_stack(root)
-        emu.write_version_override(stack_dir, version)
+        mirror = emu.find_mirror()[0]
+        stack_dir = emu.copy_stack(root)  # with the committed .terraform.lock.hcl
+        lock = (stack_dir / emu.LOCK_FILE).read_bytes()
         cli_config = emu.write_cli_config(root / "terraform.tfrc", mirror)
         layer_arn = emu.publish_pandas_layer(server.url)
         (stack_dir / "terraform.tfvars").write_text(
             f'pandas_layer_arn    = "{layer_arn}"\n'
-            f'discord_webhook_url = "{WEBHOOK}"\n'
             'allowed_cidrs       = ["203.0.113.7/32"]\n'
             # moto writes real server access logs into the sink bucket, as S3 does; without
             # this (the stack's safe default) destroy stops at the non-empty buckets.
@@ -97,17 +101,35 @@ def emulated(tmp_path_factory):
             "AWS_CONFIG_FILE": str(root / "no-aws-config"),
             "AWS_SHARED_CREDENTIALS_FILE": str(root / "no-aws-credentials"),
             "PYTHONPATH": str(emu.REPO),
+            # the secret comes from the environment, as terraform/README.md advises: no file
+            # in the stack folder may hold it (the state test checks)
+            "TF_VAR_discord_webhook_url": WEBHOOK,
         }
-        info = Emulated(root=root, stack_dir=stack_dir, env=env, url=server.url, steps={})
+        info = Emulated(
+            root=root, stack_dir=stack_dir, env=env, url=server.url, steps={}, lock=lock
+        )
 
-        # init + validate straight from the mirror (no network: direct installs are excluded)
-        for step in (["init", "-input=false", "-no-color"], ["validate", "-no-color"]):
+        # init + validate straight from the mirror (no network: direct installs are excluded),
+        # the provider chosen by the lock file; the state backend is set up by farmctl deploy
+        for step in (
+            ["init", "-backend=false", "-input=false", "-no-color"],
+            ["validate", "-no-color"],
+        ):
             done = run(["terraform", *step], stack_dir, env, timeout=180)
             info["steps"][step[0]] = done
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
         started = time.monotonic()
-        deployed = farmctl(info, "deploy", "--auto-approve", timeout=400)
+        deployed = farmctl(
+            info,
+            "deploy",
+            "--auto-approve",
+            "--state-bucket",
+            STATE_BUCKET,
+            "--state-prefix",
+            STATE_PREFIX,
+            timeout=400,
+        )
         info["deploy"] = deployed
         info["deploy_s"] = time.monotonic() - started
         assert deployed.returncode == 0, deployed.stdout[-5000:] + deployed.stderr[-3000:]
@@ -115,7 +137,7 @@ def emulated(tmp_path_factory):
         yield info
 
         started = time.monotonic()
-        destroyed = farmctl(info, "destroy", "--auto-approve", timeout=400)
+        destroyed = farmctl(info, "destroy", "--auto-approve", timeout=400)  # saved backend
         assert destroyed.returncode == 0, destroyed.stdout[-5000:] + destroyed.stderr[-3000:]
         assert "Destroy complete" in destroyed.stdout
         assert not (root / "home" / stack.CACHE_NAME).exists()
@@ -134,6 +156,12 @@ def emulated(tmp_path_factory):
         assert not [g for g in groups if g["logGroupName"].startswith("API-Gateway-Execution")]
         alarms = info.client("cloudwatch").describe_alarms(AlarmNamePrefix=PROJECT)
         assert alarms["MetricAlarms"] == []
+        # the state bucket and the (now empty) state outlive the stack; nothing local
+        state = json.loads(
+            info.client("s3").get_object(Bucket=STATE_BUCKET, Key=STATE_KEY)["Body"].read()
+        )
+        assert state["resources"] == []
+        assert not list(stack_dir.glob("*.tfstate*"))
         assert time.monotonic() - started < 180
     finally:
         server.stop()
@@ -144,13 +172,58 @@ def emulated(tmp_path_factory):
 # ---------------------------------------------------------------------------------------------
 def test_init_and_validate_offline_from_the_mirror(emulated):
     init = emulated["steps"]["init"].stdout
-    assert "hashicorp/aws" in init and "Terraform has been successfully initialized" in init
+    assert "Terraform has been successfully initialized" in init
+    # the committed lock file decides the provider version, and init leaves it unchanged
+    assert "Reusing previous version of hashicorp/aws from the dependency lock file" in init
+    assert f"Installed hashicorp/aws v{emu.locked_version()}" in init
     assert "hashicorp/random" not in init  # the stack needs no provider but hashicorp/aws
     assert "Success! The configuration is valid." in emulated["steps"]["validate"].stdout
     deploy = emulated["deploy"].stdout
     assert f"endpoint: {emulated['url']} (AWS_ENDPOINT_URL)" in deploy
+    assert "Reusing previous version of hashicorp/aws from the dependency lock file" in deploy
+    assert (emulated["stack_dir"] / emu.LOCK_FILE).read_bytes() == emulated["lock"]
     assert "Apply complete!" in deploy
     assert emulated["deploy_s"] < 240
+
+
+def test_the_state_lands_in_the_encrypted_bucket_and_never_on_disk(emulated):
+    """Issue 16 item 1: farmctl deploy created the state bucket and Terraform wrote there."""
+    deploy = " ".join(emulated["deploy"].stdout.split())
+    assert f"terraform state: s3://{STATE_BUCKET}/{STATE_KEY}" in deploy
+    assert "created state bucket" in deploy
+    assert 'Successfully configured the backend "s3"!' in deploy
+    s3 = emulated.client("s3")
+    key_arn = emulated.client("kms").describe_key(KeyId=f"alias/farmctl/tfstate-{STATE_BUCKET}")[
+        "KeyMetadata"
+    ]["Arn"]
+    head = s3.head_object(Bucket=STATE_BUCKET, Key=STATE_KEY)
+    assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == key_arn
+    assert s3.get_bucket_versioning(Bucket=STATE_BUCKET)["Status"] == "Enabled"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=STATE_BUCKET)["Contents"]]
+    assert keys == [STATE_KEY]  # the S3 lock file (<key>.tflock) was released after apply
+    # nothing of the state on disk: no terraform.tfstate, and .terraform holds only settings
+    stack_dir = emulated["stack_dir"]
+    assert not list(stack_dir.glob("*.tfstate*")) and not list(stack_dir.glob("*.tfplan"))
+    backend = json.loads((stack_dir / ".terraform" / "terraform.tfstate").read_text())
+    assert backend["backend"]["type"] == "s3" and "resources" not in backend
+    assert backend["backend"]["config"]["kms_key_id"] == key_arn
+    assert backend["backend"]["config"]["use_lockfile"] is True
+    saved = (stack_dir / "farmctl.s3.tfbackend").read_text()
+    assert f'bucket     = "{STATE_BUCKET}"' in saved and key_arn in saved
+    for path in [*stack_dir.iterdir(), *(stack_dir / ".terraform").iterdir()]:
+        if path.is_file():
+            assert WEBHOOK not in path.read_text(errors="replace"), path
+    # What the state still holds in plain text (README "Security"): the webhook URL (the SSM
+    # parameter's value) and the API key values; not the Grafana password (a placeholder).
+    state = s3.get_object(Bucket=STATE_BUCKET, Key=STATE_KEY)["Body"].read().decode()
+    ingest = emulated.client("apigateway").get_api_key(
+        apiKey=emulated["outputs"]["ingest_api_key_id"], includeValue=True
+    )
+    assert WEBHOOK in state and ingest["value"] in state
+    grafana = emulated.client("ssm").get_parameter(
+        Name=emulated["outputs"]["grafana_admin_password_ssm_parameter"], WithDecryption=True
+    )
+    assert grafana["Parameter"]["Value"].startswith("unset:")
 
 
 def plan(emulated: dict, *args: str) -> subprocess.CompletedProcess:

@@ -22,5 +22,20 @@ def test_skip_reason_names_the_missing_mirror_and_finds_one(monkeypatch, tmp_pat
     plugin.mkdir(parents=True)
     (plugin / "terraform-provider-aws_v5.100.0_x5").write_text("")
     monkeypatch.setattr(emu, "MIRROR_CANDIDATES", (str(tmp_path / "mirror"),))
+    monkeypatch.setattr(emu, "locked_version", lambda: "5.100.0")
     assert emu.skip_reason() is None
-    assert emu.find_mirror() == (tmp_path / "mirror", "5.100.0")
+    assert emu.find_mirror() == (tmp_path / "mirror", "5.100.0", ("5.100.0",))
+    # a mirror without the version the committed lock file pins cannot init the stack
+    monkeypatch.setattr(emu, "locked_version", lambda: "6.25.0")
+    assert "pins 6.25.0" in emu.skip_reason()
+
+
+def test_the_committed_lock_file_pins_a_version_the_constraint_allows():
+    import re
+
+    versions = (emu.REPO / "terraform" / "versions.tf").read_text()
+    lock = (emu.REPO / "terraform" / emu.LOCK_FILE).read_text()
+    assert emu.locked_version() == "5.100.0"
+    assert 'version = ">= 5.100, < 7.0"' in versions
+    assert 'constraints = ">= 5.100.0, < 7.0.0"' in lock  # init leaves it as it is
+    assert re.search(r'"h1:[A-Za-z0-9+/]{43}="', lock)  # at least one platform's hash

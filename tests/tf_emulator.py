@@ -9,6 +9,7 @@ here (see MOTO_PATCHES), each naming the moto behaviour it works around.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+LOCK_FILE = ".terraform.lock.hcl"
 ACCOUNT_ID = "123456789012"  # moto's default account
 REGION = "ap-northeast-2"
 PANDAS_LAYER_NAME = "AWSSDKPandas-Python312"
@@ -35,28 +37,38 @@ MIRROR_CANDIDATES = (
 )
 
 
-def find_mirror() -> tuple[Path, str] | None:
-    """(mirror root, aws provider version) of a filesystem mirror holding hashicorp/aws."""
+def find_mirror() -> tuple[Path, str, tuple[str, ...]] | None:
+    """(mirror root, newest aws provider version, every version) of a filesystem mirror
+    holding hashicorp/aws."""
     for candidate in MIRROR_CANDIDATES:
         if not candidate:
             continue
         root = Path(candidate).expanduser()
-        versions = sorted(
-            (root / "registry.terraform.io/hashicorp/aws").glob("*/*/terraform-provider-aws*")
+        binaries = (root / "registry.terraform.io/hashicorp/aws").glob(
+            "*/*/terraform-provider-aws*"
         )
+        versions = tuple(sorted({path.parent.parent.name for path in binaries}))
         if versions:
-            return root, versions[-1].parent.parent.name
+            return root, versions[-1], versions
     return None
 
 
 def skip_reason() -> str | None:
     """Why the emulated apply cannot run on this machine (None: it can)."""
     if shutil.which("terraform") is None:
-        return "no terraform binary on PATH (install Terraform >= 1.6 to run the emulated apply)"
-    if find_mirror() is None:
+        return "no terraform binary on PATH (install Terraform >= 1.10 to run the emulated apply)"
+    found = find_mirror()
+    if found is None:
         return (
             "no offline mirror of the hashicorp/aws provider found (set SMARTFARM_TF_MIRROR to "
             "a folder holding registry.terraform.io/hashicorp/aws/<version>/<platform>/)"
+        )
+    locked = locked_version()
+    if locked is not None and locked not in found[2]:
+        return (
+            f"the offline mirror holds hashicorp/aws {', '.join(found[2])} but "
+            f"terraform/{LOCK_FILE} pins {locked} (mirror that version, or point "
+            "SMARTFARM_TF_MIRROR at a mirror that has it)"
         )
     return None
 
@@ -82,28 +94,28 @@ def write_cli_config(path: Path, mirror: Path) -> Path:
     return path
 
 
-def write_version_override(stack_copy: Path, version: str) -> Path:
-    """Let the mirrored provider in: the stack pins ~> 6.25 for real deploys."""
-    path = stack_copy / "versions_test_override.tf"
-    path.write_text(
-        "# Written by tests/tf_emulator.py: the offline mirror holds only this provider version.\n"
-        "terraform {\n"
-        "  required_providers {\n"
-        f'    aws = {{ source = "hashicorp/aws", version = ">= {version}" }}\n'
-        "  }\n"
-        "}\n",
-        encoding="utf-8",
+def locked_version() -> str | None:
+    """The hashicorp/aws version terraform/.terraform.lock.hcl pins (None without a lock)."""
+    try:
+        text = (REPO / "terraform" / LOCK_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    found = re.search(
+        r'provider "registry\.terraform\.io/hashicorp/aws" \{\s*version\s*=\s*"([^"]+)"', text
     )
-    return path
+    return found.group(1) if found else None
 
 
 def copy_stack(dest: Path) -> Path:
-    """Copy terraform/ (without local state or .terraform) to dest/terraform."""
+    """Copy terraform/ with its provider lock file (without local state, .terraform, a saved
+    state backend or override files) to dest/terraform."""
     target = dest / "terraform"
     shutil.copytree(
         REPO / "terraform",
         target,
-        ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", "*_override.tf", "*.tfplan"),
+        ignore=shutil.ignore_patterns(
+            ".terraform", "*.tfstate*", "*_override.tf", "*.tfplan", "*.tfbackend", "*.tfvars"
+        ),
     )
     return target
 
@@ -133,11 +145,13 @@ def free_port() -> int:
 #   decodes it); moto answers the policy as it was stored, so every read of
 #   aws_api_gateway_rest_api_policy fails ("invalid character 'S' after top-level value"). The
 #   patch answers as AWS does.
-MOTO_SERVER = textwrap.dedent(
-    """\
+def patch_moto(setattr=setattr) -> None:
+    """Apply the moto patches above (in the server process, or in-process with a pytest
+    monkeypatch's setattr so they end with the test)."""
     import json
-    import sys
 
+    from moto.apigateway import models as apigw_models
+    from moto.iam import access_control
     from moto.s3 import models as s3_models
 
     def _log_permissions_enabled_policy(target_bucket, target_prefix):
@@ -161,36 +175,42 @@ MOTO_SERVER = textwrap.dedent(
                 return True
         return False
 
-    s3_models.FakeBucket._log_permissions_enabled_policy = staticmethod(
-        _log_permissions_enabled_policy
+    setattr(
+        s3_models.FakeBucket,
+        "_log_permissions_enabled_policy",
+        staticmethod(_log_permissions_enabled_policy),
     )
 
-    from moto.iam import access_control
-
-    _is_action_permitted = access_control.IAMPolicyStatement.is_action_permitted
+    original = access_control.IAMPolicyStatement.is_action_permitted
 
     def is_action_permitted(self, action, resource="*", principal=None, incoming=None):
         conditions = self._statement.get("Condition") or {}
         keys = {key for pairs in conditions.values() for key in pairs}
-        if any(key not in (incoming or {}) for key in keys) or not self._check_conditions(
-            incoming
-        ):
+        if any(key not in (incoming or {}) for key in keys) or not self._check_conditions(incoming):
             return access_control.PermissionResult.NEUTRAL
-        return _is_action_permitted(self, action, resource, principal, incoming)
+        return original(self, action, resource, principal, incoming)
 
-    access_control.IAMPolicyStatement.is_action_permitted = is_action_permitted
+    setattr(access_control.IAMPolicyStatement, "is_action_permitted", is_action_permitted)
 
-    from moto.apigateway import models as apigw_models
+    rest_api_to_dict = apigw_models.RestAPI.to_dict
 
-    _rest_api_to_dict = apigw_models.RestAPI.to_dict
-
-    def rest_api_to_dict(self):
-        answer = _rest_api_to_dict(self)
+    def escaped_policy_to_dict(self):
+        answer = rest_api_to_dict(self)
         if answer.get("policy"):
-            answer["policy"] = answer["policy"].replace("\\\\", "\\\\\\\\").replace('"', '\\\\"')
+            answer["policy"] = answer["policy"].replace("\\", "\\\\").replace('"', '\\"')
         return answer
 
-    apigw_models.RestAPI.to_dict = rest_api_to_dict
+    setattr(apigw_models.RestAPI, "to_dict", escaped_policy_to_dict)
+
+
+MOTO_SERVER = textwrap.dedent(
+    f"""\
+    import sys
+
+    sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+    import tf_emulator
+
+    tf_emulator.patch_moto()
 
     from moto.server import main
 

@@ -18,6 +18,8 @@ AWS call happens before a method is called: `farmctl --help` stays instant.
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import gzip
 import json
 import math
@@ -32,14 +34,14 @@ from typing import BinaryIO
 
 import pyarrow as pa
 
-from .. import stack
+from .. import stack, state_backend
 from ..core import generator, lake, queries
 from ..core.rules import Rules, load_rules
 from ..core.schema import READING_SCHEMA
 from ..core.validate import Rejected, Unparsable, validate
 from ..errors import FarmctlError, UserError
 from . import TargetOptions
-from .aws_errors import mapped
+from .aws_errors import mapped, translate
 from .aws_kinesis import KinesisSender, Unsent, decode, entry
 from .local import default_home
 from .results import (
@@ -908,17 +910,25 @@ class AwsTarget:
         var_file: Path | None = None,
         echo: Echo | None = None,
         confirm: Callable[[str], bool] | None = None,
+        state: state_backend.StateRequest | None = None,
     ) -> dict:
-        """Build the Lambda zips, terraform init / plan / apply, then cache the outputs.
+        """Set up the state backend, build the Lambda zips, terraform init / plan / apply, then
+        cache the outputs.
 
-        The plan is saved and applied as reviewed; without `auto_approve`, `confirm(question)`
-        decides whether to apply it.
+        The state lives in S3 (`state.bucket`, created when missing, or the saved
+        farmctl.s3.tfbackend) unless `state.local` asks for a local file; with neither, nothing
+        runs (state_backend.plan refuses). The plan is saved and applied as reviewed; without
+        `auto_approve`, `confirm(question)` decides whether to apply it.
         """
         echo = echo or (lambda line: None)
+        request = state or state_backend.StateRequest()
         stack_dir = self.preflight(var_file)  # before building anything
+        where = state_backend.plan(stack_dir, request, self._state_region(), "deploy")
         var_args = [f"-var-file={_var_file(var_file)}"] if var_file else []
         env = self._terraform_env()
-        echo("[1/4] building the Lambda zips")
+        echo(f"[1/5] terraform state: {where.describe(stack_dir)}")
+        where = self._prepare_state(where, echo)
+        echo("[2/5] building the Lambda zips")
         from ..packaging import build_lambda_zips
 
         zips = build_lambda_zips(stack_dir.parent / "build" / "lambda")
@@ -928,9 +938,9 @@ class AwsTarget:
         with stack.endpoint_override_file(stack_dir, env) as override:
             if override is not None:
                 echo(f"  endpoint: {env[stack.ENDPOINT_ENV]} ({stack.ENDPOINT_ENV})")
-            echo("[2/4] terraform init")
-            stack.run_terraform(["init", "-input=false", "-no-color"], stack_dir, echo, env)
-            echo("[3/4] terraform plan")
+            echo("[3/5] terraform init")
+            self._init(stack_dir, where, echo, env)
+            echo("[4/5] terraform plan")
             code = stack.run_terraform(
                 [
                     "plan",
@@ -947,11 +957,11 @@ class AwsTarget:
             )
             try:
                 if code == 0:
-                    echo("[4/4] no changes to apply")
+                    echo("[5/5] no changes to apply")
                 else:
                     if not auto_approve and not (confirm and confirm("Apply this plan?")):
                         raise UserError("deploy cancelled: nothing was changed")
-                    echo("[4/4] terraform apply")
+                    echo("[5/5] terraform apply")
                     stack.run_terraform(
                         ["apply", "-input=false", "-no-color", stack.PLAN_FILE],
                         stack_dir,
@@ -967,7 +977,107 @@ class AwsTarget:
             )
         path = stack.save_outputs(self.home, values)
         self._outputs = None
-        return {"outputs saved to": str(path), **{k: values[k] for k in _SHOWN if k in values}}
+        return {
+            "outputs saved to": str(path),
+            "terraform state": where.describe(stack_dir),
+            **{k: values[k] for k in _SHOWN if k in values},
+        }
+
+    # -- where the Terraform state lives (state_backend) ---------------------------------------
+
+    def _state_region(self) -> str:
+        """Region of a new state bucket: --region / AWS_REGION / the profile's, else the
+        stack's default."""
+        region = (
+            self.options.region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+        )
+        if region:
+            return region
+        try:
+            import boto3
+
+            region = boto3.Session(profile_name=self.options.profile).region_name
+        except Exception:  # a broken profile was reported by preflight already
+            region = None
+        return region or state_backend.DEFAULT_REGION
+
+    def _prepare_state(self, where, echo: Echo):
+        """Create or check the state bucket (deploy with --state-bucket); refuse a migration
+        that would overwrite another state. Returns the plan with the final S3 settings."""
+        if where.kind != "s3":
+            return where
+        s3_state = where.s3
+        session = None
+        if where.bootstrap or where.migrate:
+            import boto3
+
+            session = boto3.Session(profile_name=self.options.profile, region_name=s3_state.region)
+        with self._state_errors(s3_state):
+            if where.bootstrap:
+                identity = self.caller_identity()
+                partition = str(identity.get("Arn", "arn:aws:")).split(":")[1] or "aws"
+                s3_state = state_backend.bootstrap(
+                    session, where, identity["Account"], echo, partition
+                )
+            if where.migrate:
+                remote = state_backend.remote_state_text(session, s3_state)
+                state_backend.check_migration(self.stack_dir, remote, s3_state)
+        return dataclasses.replace(where, s3=s3_state)
+
+    @contextlib.contextmanager
+    def _state_errors(self, s3_state):
+        """AWS failures while setting up or reading the state bucket: one line each."""
+        try:
+            yield
+        except (FarmctlError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # botocore client, credential and endpoint errors
+            known = translate(exc, s3_state.region, self.options.profile)
+            raise known or FarmctlError(
+                f"the state bucket {s3_state.bucket} could not be set up or read "
+                f"({_short(exc)}): fix the cause and run the deploy again"
+            ) from None
+
+    def _init(self, stack_dir: Path, where, echo: Echo, env: dict[str, str]) -> None:
+        """terraform init against the chosen state; moves a local state into S3 when asked."""
+        init = ["init", "-input=false", "-no-color"]
+        if where.kind == "local":
+            if where.save:
+                state_backend.write_local_override(stack_dir)
+            stack.run_terraform(init, stack_dir, echo, env)
+            return
+        s3_state = where.s3
+        args = [*init, *s3_state.backend_args(state_backend.endpoint_of(env))]
+        had_override = state_backend.local_chosen(stack_dir)
+        if where.migrate or had_override:
+            # From a local state (or the local choice) to S3: copy it (no prompt); a copied
+            # state is then checked in S3 and the local file removed.
+            args += ["-migrate-state", "-force-copy"]
+            state_backend.remove_local_override(stack_dir)
+        try:
+            stack.run_terraform(args, stack_dir, echo, env)
+        except FarmctlError:
+            if had_override:
+                state_backend.write_local_override(stack_dir)  # the folder stays as it was
+            raise
+        if where.save or had_override:
+            path = state_backend.save(stack_dir, s3_state)
+            echo(f"  state settings saved in {path}")
+        if where.migrate:
+            import boto3
+
+            session = boto3.Session(profile_name=self.options.profile, region_name=s3_state.region)
+            with self._state_errors(s3_state):
+                remote = state_backend.remote_state_text(session, s3_state)
+            if remote is None:
+                raise FarmctlError(
+                    f"terraform init -migrate-state left no state at {s3_state.url}: the local "
+                    f"{stack_dir / state_backend.LOCAL_STATE} is kept; run the deploy again"
+                )
+            for path in state_backend.remove_migrated_local_state(stack_dir, remote):
+                echo(f"  moved the local state to {s3_state.url}; removed {path}")
 
     def caller_identity(self) -> dict:
         """STS GetCallerIdentity with the caller's credentials (honours AWS_ENDPOINT_URL)."""
@@ -1006,17 +1116,25 @@ class AwsTarget:
         return stack_dir
 
     def destroy(
-        self, auto_approve: bool = False, var_file: Path | None = None, echo: Echo | None = None
+        self,
+        auto_approve: bool = False,
+        var_file: Path | None = None,
+        echo: Echo | None = None,
+        state: state_backend.StateRequest | None = None,
     ) -> dict:
-        """terraform destroy (the CLI asks first unless --auto-approve); forgets the outputs."""
+        """terraform init (same state as deploy) + destroy; forgets the outputs.
+
+        The CLI asks first unless --auto-approve. The state bucket and its history are kept.
+        """
         if not auto_approve:
             raise UserError("destroy needs confirmation: answer the prompt or pass --auto-approve")
         echo = echo or (lambda line: None)
-        stack.find_terraform()
-        stack_dir = stack.check_stack_dir(self.stack_dir)
+        stack_dir, where = self.destroy_state(state)
         var_args = [f"-var-file={_var_file(var_file)}"] if var_file else []
         env = self._terraform_env()
+        echo(f"terraform state: {where.describe(stack_dir)}")
         with stack.endpoint_override_file(stack_dir, env):
+            self._init(stack_dir, where, echo, env)
             stack.run_terraform(
                 ["destroy", "-input=false", "-no-color", "-auto-approve", *var_args],
                 stack_dir,
@@ -1028,7 +1146,22 @@ class AwsTarget:
         return {
             "destroyed": str(stack_dir),
             "outputs cache": "removed" if forgotten else "none",
+            "terraform state": where.describe(stack_dir),
         }
+
+    def destroy_state(self, state: state_backend.StateRequest | None = None):
+        """(stack folder, state plan) for destroy, checked before anything is asked."""
+        stack.find_terraform()
+        stack_dir = stack.check_stack_dir(self.stack_dir)
+        request = state or state_backend.StateRequest()
+        where = state_backend.plan(stack_dir, request, self._state_region(), "destroy")
+        if where.migrate:
+            raise UserError(
+                f"{stack_dir / state_backend.LOCAL_STATE} exists next to the S3 state "
+                f"{where.s3.url}: run `farmctl deploy` first (it moves the local state to S3), "
+                "or pass --local-state if the local file is the stack's state"
+            )
+        return stack_dir, where
 
     @mapped
     def crawl(
