@@ -12,10 +12,7 @@ import hashlib
 from collections.abc import Iterator
 from typing import Protocol
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
+from .lazy import pa, pc, pq
 from .rules import Rules, detect
 from .state import StateStore
 from .validate import partition_prefix

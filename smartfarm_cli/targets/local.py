@@ -8,7 +8,8 @@ delivery  stream -> Parquet under `sensor-log-bucket/logs/year=/month=/day=/hour
           are durable (temp file, fsync, rename).
 anomalies the core rules on each delivered file; spikes under `spike-log-bucket/spikes/`, then the
           alert hook (Discord when configured), exactly as the anomaly Lambda does on S3.
-queries   the Athena SQL of core.queries, transpiled by sqlglot to DuckDB over the Parquet files.
+queries   DuckDB over the Parquet files: core.queries' own SQL in its DuckDB spelling, user SQL
+          through sqlguard (Athena dialect, transpiled by sqlglot); both behind DuckDB's wall.
 retention delivered readings stay whole in the stream for STREAM_KEEP_S, then as keys (`seen`)
           until the retention window (24 h) ends: the duplicate guarantee's horizon.
 compaction closed hour partitions are rewritten as one file (atomic folder swap, journalled).
@@ -35,19 +36,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from ..core import generator, lake, queries
+from ..core import generator, lake, queries, schema
+from ..core.lazy import pa, pc
 from ..core.rules import Rules, detect, load_rules
-from ..core.schema import (
-    FIELD_NAMES,
-    METRICS,
-    READING_PARTITIONS,
-    READING_SCHEMA,
-    SPIKE_PARTITIONS,
-    SPIKE_SCHEMA,
-)
+from ..core.schema import FIELD_NAMES, METRICS, READING_PARTITIONS, SPIKE_PARTITIONS
 from ..core.state import SqliteStateStore
 from ..core.validate import Batch, Rejected, resent_reason, table_from_rows, validate
 from ..errors import UserError
@@ -530,7 +522,7 @@ class LocalTarget:
             for hour in pc.unique(pc.divide(pc.cast(table["timestamp"], pa.int64()), 3_600_000))
             for key in self.logs.keys(lake.log_prefix(hour.as_py() * lake.HOUR_MS))
         ]
-        key_schema = pa.schema([READING_SCHEMA.field(k) for k in keys])
+        key_schema = pa.schema([schema.READING_SCHEMA.field(k) for k in keys])
         stored_keys = [pq.read_table(f, columns=keys).cast(key_schema) for f in files]
         if (
             stored_keys
@@ -606,7 +598,7 @@ class LocalTarget:
             (after_seq, limit),
         ).fetchall()
         if not rows:
-            return READING_SCHEMA.empty_table(), after_seq
+            return schema.READING_SCHEMA.empty_table(), after_seq
         return table_from_rows([r[1:] for r in rows]), rows[-1][0]
 
     def follow(self, poll_s: float = 0.2, backlog: int = 500) -> Iterator[pa.Table]:
@@ -814,7 +806,7 @@ class LocalTarget:
             self.logs.put(key, data, durable)
             report.files.append(key)
             report.readings += part.num_rows
-            hour_spikes = spikes_by_hour.get(hour_ms, SPIKE_SCHEMA.empty_table())
+            hour_spikes = spikes_by_hour.get(hour_ms, schema.SPIKE_SCHEMA.empty_table())
             report.add(
                 self.store_spikes(
                     key, lake.with_source(hour_spikes, key), alerts, durable, readings=part
@@ -867,7 +859,7 @@ class LocalTarget:
         from ..core import incidents
 
         now_ms = int(self.clock() * 1000) if now_ms is None else now_ms
-        readings = READING_SCHEMA.empty_table() if readings is None else readings
+        readings = schema.READING_SCHEMA.empty_table() if readings is None else readings
         centre = incidents.centre_of(self.rules)
         with self._transaction():
             events = incidents.observe(
@@ -1154,11 +1146,23 @@ class LocalTarget:
         `partitions_from` (see core.queries.Query) limits the files to the partition folders
         at or after it, as Athena's partition projection would.
         """
-        import duckdb
-
         from ..sqlguard import to_dialect
 
-        statement = to_dialect(sql, "duckdb")
+        return self._execute(to_dialect(sql, "duckdb"), params, partitions_from)
+
+    def run(self, query: queries.Query) -> QueryResult:
+        """A query built by core.queries: its DuckDB text runs as it is (no sqlglot: it is made
+        from checked parameters, see core.queries), behind the same DuckDB wall as `query`."""
+        if query.dialect != "duckdb":
+            return self.query(query.sql, query.params, query.partitions_from)
+        return self._execute(query.sql, query.params, query.partitions_from)
+
+    def _execute(
+        self, statement: str, params: list | None, partitions_from: str | None
+    ) -> QueryResult:
+        """One DuckDB statement over the lake views, with the files it may read fixed first."""
+        import duckdb
+
         con = duckdb.connect()
         try:
             con.execute("SET TimeZone = 'UTC'")
@@ -1174,27 +1178,30 @@ class LocalTarget:
         finally:
             con.close()
 
-    def run(self, query: queries.Query) -> QueryResult:
-        return self.query(query.sql, query.params, query.partitions_from)
-
     def _create_views(self, con, partitions_from: str | None) -> list[str]:
         """Create the `readings` and `spikes` views; returns the files they read."""
         views = (
-            (queries.READINGS_TABLE, self.logs, lake.LOG_ROOT, READING_SCHEMA, READING_PARTITIONS),
+            (
+                queries.READINGS_TABLE,
+                self.logs,
+                lake.LOG_ROOT,
+                schema.READING_COLUMNS,
+                READING_PARTITIONS,
+            ),
             (
                 queries.SPIKES_TABLE,
                 self.spike_store,
                 lake.SPIKE_ROOT,
-                SPIKE_SCHEMA,
+                schema.SPIKE_COLUMNS,
                 SPIKE_PARTITIONS,
             ),
         )
         every_file: list[str] = []
-        for view, bucket, root, schema, partitions in views:
+        for view, bucket, root, columns, partitions in views:
             files = _partition_files(bucket.path(root), partitions, partitions_from or "")
             every_file += files
             typed = ", ".join(
-                f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema
+                f'CAST(NULL AS {_DUCK_TYPES[c.glue]}) AS "{c.name}"' for c in columns
             ) + "".join(f", CAST(NULL AS VARCHAR) AS {p}" for p in partitions)
             if files:
                 source = "[" + ", ".join(f"'{_sql_str(f)}'" for f in files) + "]"
@@ -1223,7 +1230,9 @@ class LocalTarget:
         zone: str | None = None,
     ) -> QueryResult:
         valid = self.rules.impossible.get(metric)
-        query = queries.trend(metric, days, every, greenhouse, valid_range=valid, zone=zone)
+        query = queries.trend(
+            metric, days, every, greenhouse, valid_range=valid, zone=zone, dialect="duckdb"
+        )
         result = self.run(query)
         return QueryResult(*queries.finish_trend(result.columns, result.rows, query), result.note)
 
@@ -1235,10 +1244,12 @@ class LocalTarget:
         limit: int = 200,
         detected: bool = False,
     ) -> QueryResult:
-        return self.run(queries.spikes(since, severity, greenhouse, limit, detected=detected))
+        return self.run(
+            queries.spikes(since, severity, greenhouse, limit, detected=detected, dialect="duckdb")
+        )
 
     def latest(self) -> QueryResult:
-        return self.run(queries.latest_per_device(timedelta(days=1)))
+        return self.run(queries.latest_per_device(timedelta(days=1), dialect="duckdb"))
 
     # -- status -----------------------------------------------------------------------------
 
@@ -1255,7 +1266,7 @@ class LocalTarget:
         lake_rows = self.query(
             f'SELECT count(*), max("timestamp") FROM {queries.READINGS_TABLE}'
         ).rows[0]
-        (spikes_today,) = self.run(queries.spike_count(today)).rows[0]
+        (spikes_today,) = self.run(queries.spike_count(today, dialect="duckdb")).rows[0]
         lag = 0.0 if oldest_pending_ms is None else time.time() - oldest_pending_ms / 1000
         return {
             "target": "local",
@@ -1412,10 +1423,14 @@ def _partition_files(base: Path, keys: tuple[str, ...], floor: str) -> list[str]
     return sorted(files)
 
 
-def _duck_type(arrow_type: pa.DataType) -> str:
-    if pa.types.is_timestamp(arrow_type):
-        return "TIMESTAMP"
-    return {"string": "VARCHAR", "double": "DOUBLE", "int32": "INTEGER"}[str(arrow_type)]
+# DuckDB's name for each Glue (core.schema) column type, for the typed empty views.
+_DUCK_TYPES = {
+    "string": "VARCHAR",
+    "timestamp": "TIMESTAMP",
+    "double": "DOUBLE",
+    "int": "INTEGER",
+    "boolean": "BOOLEAN",
+}
 
 
 def _sql_str(text: str) -> str:
