@@ -146,6 +146,18 @@ CREATE TABLE IF NOT EXISTS compactions (
 );
 """
 _STREAM_COLUMNS = "greenhouse_id, device_id, ts_ms, temperature, humidity, co2, error_code"
+# One reading into the stream, unless it is there already (the unique key) or was delivered
+# earlier within the retention window (`seen`). ?1 arrival ms, ?2..?8 the reading.
+_INSERT_NEW = (
+    f"INSERT OR IGNORE INTO stream (received_ms, {_STREAM_COLUMNS}) "
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE NOT EXISTS (SELECT 1 FROM devices d "
+    "JOIN seen s ON s.device = d.id AND s.ts_ms = ?4 "
+    "WHERE d.greenhouse_id = ?2 AND d.device_id = ?3)"
+)
+_STORED_VALUES = (
+    "SELECT temperature, humidity, co2, error_code FROM stream "
+    "WHERE greenhouse_id = ? AND device_id = ? AND ts_ms = ?"
+)
 
 
 def default_home() -> Path:
@@ -324,34 +336,19 @@ class LocalTarget:
         columns = [table[name] for name in FIELD_NAMES]
         columns[2] = pc.cast(columns[2], pa.int64())
         rows = list(zip(*(c.to_pylist() for c in columns), strict=True))
+        differing = []
+        # Three statements for a send whose readings are all new (the usual case): insert,
+        # the last seq, commit. Rows go in input order, so their seqs follow it.
         with self._transaction() as db:
-            db.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS incoming (pos INTEGER PRIMARY KEY, "
-                "greenhouse_id TEXT, device_id TEXT, ts_ms INTEGER, temperature REAL, "
-                "humidity REAL, co2 REAL, error_code INTEGER)"
-            )
-            db.execute("DELETE FROM incoming")
-            db.executemany(
-                "INSERT INTO incoming VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                ((i, *row) for i, row in enumerate(rows)),
-            )
             before = db.total_changes
-            # Not in the stream, and not delivered earlier within the retention window (`seen`).
-            db.execute(
-                f"INSERT OR IGNORE INTO stream (received_ms, {_STREAM_COLUMNS}) "
-                f"SELECT {now}, {_STREAM_COLUMNS} FROM incoming i WHERE NOT EXISTS (SELECT 1 "
-                "FROM devices d JOIN seen s ON s.device = d.id AND s.ts_ms = i.ts_ms "
-                "WHERE d.greenhouse_id = i.greenhouse_id AND d.device_id = i.device_id) "
-                "ORDER BY pos"
-            )
+            db.executemany(_INSERT_NEW, ((now, *row) for row in rows))
             added = db.total_changes - before
             (last,) = db.execute("SELECT max(seq) FROM stream").fetchone() if added else (0,)
-            differing = db.execute(
-                "SELECT i.pos, s.temperature, s.humidity, s.co2, s.error_code "
-                "FROM incoming i JOIN stream s USING (greenhouse_id, device_id, ts_ms) "
-                "WHERE NOT (i.temperature IS s.temperature AND i.humidity IS s.humidity "
-                "AND i.co2 IS s.co2 AND i.error_code IS s.error_code) ORDER BY i.pos"
-            ).fetchall()
+            if added < len(rows):  # some were copies: compare them with what is stored
+                for pos, row in enumerate(rows):
+                    stored = db.execute(_STORED_VALUES, row[:3]).fetchone()
+                    if stored is not None and stored != row[3:]:
+                        differing.append((pos, *stored))
         differed = [
             Rejected(pos, resent_reason(stored, rows[pos][3:]), json.dumps(_reading(rows[pos])))
             for pos, *stored in differing
@@ -400,10 +397,21 @@ class LocalTarget:
         For readings that are typed already (generated ones, a decoded binary batch): the
         same rules as `ingest` (core.validate.check_table) without the JSON round trip.
         """
+        table, rejected, _ = self._value_rules(table, source)
+        added, differed = self.append(table)
+        self.record_rejected(differed, source)
+        if deliver:
+            self.deliver(force=True)
+        return IngestResult(added, rejected, table.num_rows - added, len(differed))
+
+    def _value_rules(
+        self, table: pa.Table, source: str
+    ) -> tuple[pa.Table, list[Rejected], pa.Array]:
+        """(good rows, rejections, reason per row or null): core.validate's value rules over a
+        typed table; the rejections are kept in the rejected store."""
         from ..core.validate import _reasons
 
-        now_ms = int(time.time() * 1000)
-        reasons = _reasons(table, now_ms)
+        reasons = _reasons(table, int(time.time() * 1000))
         rejected: list[Rejected] = []
         if reasons.null_count < table.num_rows:
             bad = pc.indices_nonzero(pc.is_valid(reasons)).to_pylist()
@@ -414,11 +422,7 @@ class LocalTarget:
             ]
             table = table.filter(pc.is_null(reasons))
             self.record_rejected(rejected, source)
-        added, differed = self.append(table)
-        self.record_rejected(differed, source)
-        if deliver:
-            self.deliver(force=True)
-        return IngestResult(added, rejected, table.num_rows - added, len(differed))
+        return table, rejected, reasons
 
     def ingest_stream(self, stream: BinaryIO, source: str = "ingest") -> IngestResult:
         """Validate NDJSON / a JSON array of any size from a byte stream and store it.
@@ -560,28 +564,43 @@ class LocalTarget:
     ) -> SimulateReport:
         """`count` sends, `interval_s` apart, each one reading per greenhouse x device.
 
-        Each send is one table through `ingest_table` (the value rules, then one stream
-        transaction), stamped with the time it is sent; delivery runs by size/age as they
-        flow, then once at the end.
+        Every reading is stamped with the time its send goes out. The value rules (those of
+        `ingest_table`) run once over all generated readings, vectorised, before the first
+        send: only the stamp changes per send, and a stamp from the clock passes the timestamp
+        rules. Each send is then one stream transaction (`append`); delivery runs by size/age
+        as they flow, then once at the end.
         """
+        import bisect
+
         del direct  # one path only: the local stream is always written directly
         seed = int.from_bytes(os.urandom(4), "big") if seed is None else seed
+        now_ms = int(time.time() * 1000)
         generated = generator.generate(
-            int(time.time() * 1000), count, interval_s, greenhouses, devices, anomaly_rate, seed
+            now_ms, count, interval_s, greenhouses, devices, anomaly_rate, seed
         )
         per_send = greenhouses * devices
-        accepted = rejected = 0
+        stamped = generated.table.set_column(
+            2, "timestamp", pa.repeat(pa.scalar(now_ms, pa.timestamp("ms")), count * per_send)
+        )
+        table, refused, reasons = self._value_rules(stamped, "simulate")
+        # Where each send's rows start in `table` (rows the rules refused are not in it).
+        kept = pc.indices_nonzero(pc.is_null(reasons)).to_pylist() if refused else None
+        starts = [
+            step * per_send if kept is None else bisect.bisect_left(kept, step * per_send)
+            for step in range(count + 1)
+        ]
+        accepted, rejected = 0, len(refused)
         delivery = DeliveryReport()
         started, stamp_ms = time.monotonic(), 0
         for step in range(count):
-            rows = generated.table.slice(step * per_send, per_send)
+            rows = table.slice(starts[step], starts[step + 1] - starts[step])
             # Strictly increasing stamps: two sends in one millisecond are still two readings.
             stamp_ms = max(int(time.time() * 1000), stamp_ms + 1)
             stamp = pa.scalar(stamp_ms, pa.timestamp("ms"))
-            rows = rows.set_column(2, "timestamp", pa.repeat(stamp, per_send))
-            result = self.ingest_table(rows, source="simulate", deliver=False)
-            accepted += result.accepted
-            rejected += len(result.rejected)
+            rows = rows.set_column(2, "timestamp", pa.repeat(stamp, rows.num_rows))
+            added, differed = self.append(rows)
+            self.record_rejected(differed, "simulate")
+            accepted += added
             delivery.add(self.deliver())
             if progress:
                 progress(step + 1, count)
