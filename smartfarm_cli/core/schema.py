@@ -7,7 +7,6 @@ test) and the README's field table (also checked by a test).
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 METRICS = ("temperature", "humidity", "co2")
@@ -51,19 +50,17 @@ SPIKE_PARTITIONS: tuple[str, ...] = ("year", "month", "day")
 _SCHEMAS = {"READING_SCHEMA": READING_COLUMNS, "SPIKE_SCHEMA": SPIKE_COLUMNS}
 
 
-@functools.cache
-def _arrow_schema(name: str):
-    import pyarrow as pa
-
-    return pa.schema([pa.field(c.name, pa.type_for_alias(c.arrow)) for c in _SCHEMAS[name]])
-
-
 def __getattr__(name: str):
     """READING_SCHEMA and SPIKE_SCHEMA (pyarrow schemas), built when first asked for, so a
-    command that never touches Arrow data does not import pyarrow (core.lazy)."""
-    if name in _SCHEMAS:
-        return _arrow_schema(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    command that never touches Arrow data does not import pyarrow (core.lazy); from then on
+    they are ordinary module attributes."""
+    if name not in _SCHEMAS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import pyarrow as pa
+
+    schema = pa.schema([pa.field(c.name, pa.type_for_alias(c.arrow)) for c in _SCHEMAS[name]])
+    globals()[name] = schema
+    return schema
 
 
 FIELD_NAMES = tuple(c.name for c in READING_COLUMNS)
