@@ -119,14 +119,14 @@ CREATE TABLE IF NOT EXISTS alert_log (
 );
 CREATE INDEX IF NOT EXISTS alert_log_time ON alert_log (at_ms);
 -- Delivered readings that left the stream, kept as keys until the retention window ends.
--- Keyed by time first: keys arrive in time order, so new rows fill the rightmost page to the
--- brim and pruning empties whole pages on the left (device first left pages ~20 % empty).
 CREATE TABLE IF NOT EXISTS devices (
     id INTEGER PRIMARY KEY,
     greenhouse_id TEXT NOT NULL,
     device_id TEXT NOT NULL,
     UNIQUE (greenhouse_id, device_id)
 );
+-- Keyed by time first: keys arrive in time order, so new rows fill the rightmost page to the
+-- brim and pruning empties whole pages on the left (device first left pages ~20 % empty).
 CREATE TABLE IF NOT EXISTS seen (
     device INTEGER NOT NULL,
     ts_ms INTEGER NOT NULL,
@@ -775,7 +775,8 @@ class LocalTarget:
             db.execute(
                 "INSERT OR IGNORE INTO seen (device, ts_ms, received_min) "
                 "SELECT d.id, s.ts_ms, s.received_ms / 60000 FROM stream s JOIN devices d "
-                f"USING (greenhouse_id, device_id) WHERE s.{old} AND s.received_ms / 60000 >= ?",
+                f"USING (greenhouse_id, device_id) WHERE s.{old} AND s.received_ms / 60000 >= ? "
+                "ORDER BY s.ts_ms, d.id",  # in key order: appended keys fill whole pages
                 (keep_ms, cutoff_min),
             )
             before = db.total_changes
