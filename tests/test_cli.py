@@ -41,6 +41,7 @@ def test_help_loads_no_heavy_library():
         ["latest", "-o", "json"],
         ["trend", "temperature", "--days", "1", "-o", "json"],
         ["spikes", "--since", "7d", "-o", "json"],
+        ["status", "-o", "json"],
     ],
 )
 def test_query_commands_import_only_what_they_use(tmp_path, command):

@@ -1283,8 +1283,8 @@ class LocalTarget:
         ).fetchone()
         (rejected,) = self.db.execute("SELECT count(*) FROM rejected").fetchone()
         today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        lake_rows = self.query(
-            f'SELECT count(*), max("timestamp") FROM {queries.READINGS_TABLE}'
+        lake_rows = self._execute(  # our own fixed SQL: no parse needed (see run)
+            f'SELECT count(*), max("timestamp") FROM {queries.READINGS_TABLE}', [], None
         ).rows[0]
         (spikes_today,) = self.run(queries.spike_count(today, dialect="duckdb")).rows[0]
         lag = 0.0 if oldest_pending_ms is None else time.time() - oldest_pending_ms / 1000
