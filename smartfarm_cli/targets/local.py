@@ -797,7 +797,10 @@ class LocalTarget:
         (mode,) = db.execute("PRAGMA auto_vacuum").fetchone()
         if mode != 2:  # INCREMENTAL
             db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            db.execute("VACUUM")
+            try:
+                db.execute("VACUUM")
+            except sqlite3.OperationalError:  # busy beyond the timeout: the next prune retries
+                return
         # Each step of the pragma frees one page, and execute() takes one step: executescript
         # runs it to the end.
         db.executescript("PRAGMA incremental_vacuum;")
