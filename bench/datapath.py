@@ -193,7 +193,8 @@ def p10_small_sends(runs: int) -> dict:
     rate = 20_000 / ours_s
     return {
         "measure": "`farmctl simulate --count 2000 --interval 0 -g 10` (20,000 readings in "
-        "2,000 sends), whole process: generate, validate each send, stream, deliver",
+        "2,000 sends), whole process: generate and validate, one stream transaction per send, "
+        "deliver",
         "value": f"{ours_s:.2f} s ({rate:,.0f} readings/s); the send loop alone {loop_s:.2f} s "
         f"({20_000 / loop_s:,.0f} readings/s, {loop_s / 2000 * 1000:.2f} ms/send)",
         "baseline": f"bare sqlite3 process, 2,000 transactions of 10 inserts into the same "

@@ -1,10 +1,12 @@
-"""The one gate every SQL statement passes before it reaches DuckDB or Athena.
+"""The gate every SQL text from outside passes before it reaches DuckDB or Athena.
 
 A query is untrusted input: it may be exactly one read-only SELECT (or WITH ... SELECT, or a set
 operation of SELECTs) over the `readings` and `spikes` tables. It is parsed with sqlglot, checked
 node by node, and what runs is the SQL regenerated from the checked tree, never the user's text,
-so anything sqlglot did not understand cannot slip through. The local target adds a second wall:
-DuckDB runs with external access off and its configuration locked (see LocalTarget.query).
+so anything sqlglot did not understand cannot slip through. The local target adds a second wall
+for every statement, this gate's output and its own queries alike (core.queries builds those
+from checked parameters and they skip the parse): DuckDB runs with external access off and its
+configuration locked (see LocalTarget.query / _execute).
 """
 
 from __future__ import annotations

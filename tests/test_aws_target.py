@@ -518,13 +518,13 @@ def local_lake(tmp_path):
 )
 def test_athena_results_render_exactly_like_local(stack, local_lake, monkeypatch, args):
     answered = []
-    original = LocalTarget.query
+    original = LocalTarget._execute  # where every local statement runs, ours or the user's
 
     def recording_query(self, *args, **kwargs):
         answered.append(original(self, *args, **kwargs))
         return answered[-1]
 
-    monkeypatch.setattr(LocalTarget, "query", recording_query)
+    monkeypatch.setattr(LocalTarget, "_execute", recording_query)
     local_out = CliRunner().invoke(
         app, ["--target", "local", "--home", str(local_lake.home), *args]
     )

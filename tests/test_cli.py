@@ -35,6 +35,40 @@ def test_help_loads_no_heavy_library():
     assert "simulate" in out.stdout and "send-fake-logs" in out.stdout
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["latest", "-o", "json"],
+        ["trend", "temperature", "--days", "1", "-o", "json"],
+        ["spikes", "--since", "7d", "-o", "json"],
+        ["status", "-o", "json"],
+    ],
+)
+def test_query_commands_import_only_what_they_use(tmp_path, command):
+    """A query command needs DuckDB: not pyarrow (nor numpy), and not sqlglot, which only
+    checks user SQL (`farmctl query`); both cost a noticeable share of its start-up."""
+    LocalTarget(tmp_path / "h").backfill(1, greenhouses=2, devices=1, anomaly_rate=0.01)
+    code = (
+        "import json, sys\n"
+        "from smartfarm_cli.cli import app\n"
+        "try:\n    app(sys.argv[1:])\n"
+        "except SystemExit as exit:\n    code = exit.code\n"
+        "heavy = {'pyarrow', 'numpy', 'sqlglot', 'pandas', 'boto3', 'awswrangler'}\n"
+        "print(json.dumps([code, sorted(m for m in sys.modules if m.split('.')[0] in heavy)]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, "--home", str(tmp_path / "h"), *command],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    *printed, last = out.stdout.strip().splitlines()
+    code, loaded = json.loads(last)
+    assert code == 0, out.stderr
+    assert json.loads("\n".join(printed))  # a real answer came back
+    assert loaded == []
+
+
 def test_demo_shows_real_trend_and_every_injected_kind(tmp_path):
     home = tmp_path / "demo"
     result = farmctl(home, "demo")

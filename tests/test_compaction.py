@@ -3,6 +3,7 @@
 import hashlib
 import random
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -215,6 +216,38 @@ def test_delivered_readings_leave_the_stream_and_the_window(tmp_path):
     # Delivered now; the re-sent 60 keep their key, the 30 arrived before the window: gone.
     assert (count("stream"), count("seen")) == (0, 60)
     assert len(lake(tmp_path / "h")) == 60 + 30 + 60
+
+
+def test_pruned_pages_go_back_to_the_file_system(tmp_path):
+    """Retention frees pages, and stream.db gives them back (auto_vacuum incremental); a
+    stream.db made with auto_vacuum off is rewritten once by the first prune."""
+    start = datetime.now(UTC).timestamp() - 3 * 86_400
+
+    def pragma(target, name):
+        return target.db.execute(f"PRAGMA {name}").fetchone()[0]
+
+    for legacy in (False, True):
+        home = tmp_path / f"legacy{legacy}"
+        if legacy:  # as stream.db was made before: WAL first, so auto_vacuum stayed off
+            home.mkdir()
+            db = sqlite3.connect(home / "stream.db")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.close()
+        clock = [start]
+        target = LocalTarget(home, retention_s=3_600, clock=lambda c=clock: c[0])
+        assert pragma(target, "auto_vacuum") == (0 if legacy else 2)
+        for hour in range(6):  # 6 hours of 2,400 readings, each hour delivered
+            target.append(readings(datetime.now(UTC) - timedelta(days=2, hours=8 * hour), 400))
+            target._deliver(True, compact=False)
+            clock[0] += 3_600
+        grown = pragma(target, "page_count")
+        clock[0] += 2 * 3_600  # everything is now older than the window
+        target._deliver(True, compact=False)
+        assert target.db.execute("SELECT count(*) FROM seen").fetchone()[0] == 0
+        assert pragma(target, "auto_vacuum") == 2  # INCREMENTAL, also on the legacy file
+        assert pragma(target, "freelist_count") == 0
+        assert pragma(target, "page_count") < grown / 2
+        target.close()
 
 
 def test_a_send_that_does_not_flush_costs_one_transaction_and_no_query(tmp_path):

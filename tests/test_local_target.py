@@ -5,6 +5,7 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -324,3 +325,34 @@ def test_writer_and_reader_processes_share_one_stream(tmp_path):
     assert writer.returncode == 0, err
     assert "locked" not in err
     assert seen == 1000
+
+
+def test_simulate_judges_every_reading_and_stamps_each_send(target, monkeypatch):
+    """The value rules run once over all generated readings; a refused one is kept with its
+    reason and its send goes out without it; every send carries its own, later stamp."""
+    from smartfarm_cli.core import generator
+
+    real = generator.generate
+
+    def with_a_bad_id(*args, **kw):
+        generated = real(*args, **kw)
+        ids = generated.table["greenhouse_id"].to_pylist()
+        ids[4] = "gh 2!"  # the third send's first reading (2 per send)
+        column = pa.array(ids, pa.string())
+        return generator.Generated(
+            generated.table.set_column(0, "greenhouse_id", column), generated.injected
+        )
+
+    monkeypatch.setattr(generator, "generate", with_a_bad_id)
+    before_ms = int(time.time() * 1000)
+    report = target.simulate(count=5, interval_s=0, greenhouses=2, seed=1)
+    assert (report.readings, report.accepted, report.rejected) == (10, 9, 1)
+    assert [r["source"] for r in target.rejected().records()] == ["simulate"]
+    assert "greenhouse_id must be" in target.rejected().records()[0]["reason"]
+    rows = target.db.execute("SELECT greenhouse_id, ts_ms FROM stream ORDER BY seq").fetchall()
+    stamps = [ts for _, ts in rows]
+    assert len(rows) == 9 and stamps[0] >= before_ms
+    # Sends of 2, 2, 1, 2, 2 readings, each send one stamp, strictly later than the last.
+    sends = sorted(set(stamps))
+    assert [stamps.count(s) for s in sends] == [2, 2, 1, 2, 2]
+    assert rows[4][0] == "gh-2"  # the refused reading's neighbour went out in its send

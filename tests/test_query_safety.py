@@ -5,11 +5,14 @@ checked tree), and DuckDB runs with external access off and its configuration lo
 that got past the parser still cannot touch a file outside the lake's views.
 """
 
+from datetime import UTC, datetime
+
 import pytest
 from typer.testing import CliRunner
 
 from smartfarm_cli import sqlguard
 from smartfarm_cli.cli import app
+from smartfarm_cli.core import queries
 from smartfarm_cli.core.queries import QueryError
 
 
@@ -98,9 +101,72 @@ def test_duckdb_refuses_files_even_when_the_parser_is_bypassed(target, home, tmp
     assert target.query("SELECT count(*) FROM readings").rows[0][0] == before
 
 
-def test_internal_queries_pass_the_guard(target, home):
-    """trend, spikes, latest and status use the same gate and still answer."""
+def test_internal_queries_skip_the_parser_but_not_the_wall(target, home, monkeypatch):
+    """trend, spikes, latest and status run core.queries' DuckDB text without sqlglot (it is
+    built from checked parameters), still behind DuckDB's wall, and still answer."""
+
+    def no_parser(sql, dialect):
+        raise AssertionError(f"internal SQL went through sqlguard: {sql}")
+
+    monkeypatch.setattr(sqlguard, "to_dialect", no_parser)
     assert target.trend("temperature", 1, "1h").rows
+    assert target.trend("co2", 1, "15m", zone="Asia/Seoul").rows
     assert target.latest().rows
     target.spikes("7d")
+    target.spikes("7d", detected=True)
+    monkeypatch.undo()
     assert target.status()["lake_readings"] == lake_count(home)
+    # The wall holds for a statement that reaches DuckDB as it is, as internal ones do.
+    for attack in ("SELECT * FROM read_text('/etc/hostname')", "SET lock_configuration = false"):
+        with pytest.raises(QueryError):
+            target.run(queries.Query(attack, [], dialect="duckdb"))
+
+
+NOW = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)  # a DST change day in Europe
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda d: queries.trend("temperature", 7, "1h", now=NOW, zone="UTC", dialect=d),
+        lambda d: queries.trend(
+            "humidity",
+            2,
+            "15m",
+            "gh-1",
+            now=NOW,
+            valid_range=(0, 100),
+            zone="Europe/Berlin",
+            dialect=d,
+        ),
+        lambda d: queries.trend("co2", 60, "2w", now=NOW, zone="Asia/Seoul", dialect=d),
+        lambda d: queries.trend("co2", 3, "1d", now=NOW, zone="America/New_York", dialect=d),
+        lambda d: queries.latest_per_device(now=NOW, dialect=d),
+        lambda d: queries.spikes("24h", "critical", "gh-2", 50, now=NOW, dialect=d),
+        lambda d: queries.spikes("1h", now=NOW, detected=True, dialect=d),
+        lambda d: queries.spike_count(NOW, dialect=d),
+    ],
+)
+def test_duckdb_spelling_is_what_sqlglot_makes_of_the_athena_sql(build):
+    """The local target runs the DuckDB text directly: it must be the same query as the
+    Athena text transpiled (the same tree once parsed)."""
+    import sqlglot
+
+    athena, duck = build("athena"), build("duckdb")
+    transpiled = sqlglot.transpile(athena.sql, read="athena", write="duckdb")[0]
+    assert sqlglot.parse_one(duck.sql, read="duckdb") == sqlglot.parse_one(
+        transpiled, read="duckdb"
+    )
+    assert (duck.params, duck.partitions_from) == (athena.params, athena.partitions_from)
+
+
+def test_both_spellings_give_the_same_answers(target, home):
+    """The same builders, run through the gate (Athena text, transpiled) and as DuckDB text."""
+    now = datetime.now(UTC)
+    for build in (
+        lambda d: queries.trend("temperature", 1, "1h", now=now, zone="UTC", dialect=d),
+        lambda d: queries.trend("co2", 1, "10m", now=now, zone="Asia/Seoul", dialect=d),
+        lambda d: queries.latest_per_device(now=now, dialect=d),
+        lambda d: queries.spikes("7d", now=now, dialect=d),
+    ):
+        assert target.run(build("duckdb")).rows == target.run(build("athena")).rows

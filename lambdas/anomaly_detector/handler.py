@@ -149,7 +149,7 @@ def process_object(bucket: str, key: str, deps: Deps) -> ObjectResult:
     result.spikes = spikes.num_rows
     for spike_key, rows in objects.items():
         try:
-            deps.spike_store.put(spike_key, lake.parquet_bytes(rows))
+            deps.spike_store.put(spike_key, lake.spike_parquet_bytes(rows))
         except Exception as exc:
             raise StoreError(f"cannot store spikes {spike_key}: {type(exc).__name__}") from exc
         result.spike_files.append(spike_key)

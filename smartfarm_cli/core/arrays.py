@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
-import pyarrow.compute as pc
+from .lazy import pa, pc
 
 
 def arange(n: int) -> pa.Array:

@@ -17,9 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
+from .lazy import pa, pc
 from .rules import SEVERITY_ORDER
 from .schema import METRIC_UNITS
 

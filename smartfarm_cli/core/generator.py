@@ -13,12 +13,9 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from .arrays import arange, mod
 from .lake import DAY_MS, HOUR_MS
-from .schema import READING_SCHEMA
+from .lazy import pa, pc
 from .validate import check_table
 
 ANOMALY_KINDS = ("sensor_error", "impossible", "out_of_band", "jump")
@@ -59,6 +56,8 @@ def generate(
 
     Rows are in time order (then greenhouse, then device), as a stream would carry them.
     """
+    from .schema import READING_SCHEMA  # built on first use (core.lazy)
+
     per_step = greenhouses * devices
     n = steps * per_step
     if n == 0:

@@ -22,10 +22,8 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from . import discord
+from .lazy import pa, pc
 from .queries import parse_duration
 from .state import StateConflict, StateKey, StateStore
 

@@ -27,10 +27,8 @@ from __future__ import annotations
 import bisect
 import hashlib
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from .arrays import shift
+from .lazy import pa, pc
 from .schema import METRICS, READING_SCHEMA
 from .state import StateConflict, StateKey, StateStore
 

@@ -5,8 +5,12 @@ severities) always travels as a parameter, never inside the SQL text. Time bound
 here from a datetime, so they are literals we produced ourselves. Every query filters on the
 partition columns as well as the timestamp, so Athena and DuckDB skip the files outside the window.
 
-The local target transpiles these strings to DuckDB with sqlglot; the tested subset of functions
-is date_trunc, from_unixtime, to_unixtime, floor, avg/min/max/count, max_by and concat.
+Each builder also speaks DuckDB (`dialect="duckdb"`): the few spellings that differ (timestamp
+literals, concatenation, the epoch functions) are written here, and a test proves the DuckDB
+text is what sqlglot makes of the Athena text. The local target runs that text as it is: these
+queries are made from checked parameters (metric and zone names from fixed sets, numbers,
+durations, times we format), never from user text, so they skip sqlglot's parse of user SQL
+(sqlguard) but not DuckDB's own wall (see LocalTarget.query).
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ MAX_DAYS = 36_600  # a century: more than any lake holds, small enough for date 
 ZONE_ENV = "SMARTFARM_TZ"  # the farm's zone, when it is not the machine's
 _ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*")
 MONDAY_S = 4 * 86_400  # 1970-01-05, the first Monday after the epoch (a Thursday)
+
+
+DIALECTS = ("athena", "duckdb")
 
 
 class QueryError(ValueError):
@@ -94,32 +101,51 @@ class Query:
     until: datetime | None = None
     every: timedelta | None = None
     zone: str = "UTC"
+    dialect: str = "athena"  # of `sql`: athena, or duckdb (what the local target runs as is)
 
 
 def _ts(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+def _time(moment: datetime, dialect: str) -> str:
+    """A timestamp literal (millisecond precision on both engines)."""
+    if dialect == "duckdb":
+        return f"CAST('{_ts(moment)}' AS TIMESTAMP(3))"
+    return f"TIMESTAMP '{_ts(moment)}'"
+
+
+def _concat(names: tuple[str, ...], dialect: str) -> str:
+    return " || ".join(names) if dialect == "duckdb" else f"concat({', '.join(names)})"
+
+
+def _check_dialect(dialect: str) -> None:
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown SQL dialect {dialect!r}")
+
+
 def _partition_floor(since: datetime, with_hour: bool = True) -> str:
     return since.astimezone(UTC).strftime("%Y%m%d%H" if with_hour else "%Y%m%d")
 
 
-def _window(since: datetime, with_hour: bool = True) -> str:
+def _window(since: datetime, with_hour: bool = True, dialect: str = "athena") -> str:
     """Partition predicate plus timestamp predicate for [since, now].
 
     The partition predicate compares the zero-padded partition strings as one key, which both
     Athena's partition projection and DuckDB's hive pruning evaluate before opening files.
     """
-    key = "concat(year, month, day, hour)" if with_hour else "concat(year, month, day)"
+    key = _concat(
+        ("year", "month", "day", "hour") if with_hour else ("year", "month", "day"), dialect
+    )
     bound = _partition_floor(since, with_hour)
-    return f"{key} >= '{bound}' AND \"timestamp\" >= TIMESTAMP '{_ts(since)}'"
+    return f"{key} >= '{bound}' AND \"timestamp\" >= {_time(since, dialect)}"
 
 
-def _until(now: datetime) -> str:
-    return f" AND \"timestamp\" <= TIMESTAMP '{_ts(now)}'"
+def _until(now: datetime, dialect: str = "athena") -> str:
+    return f' AND "timestamp" <= {_time(now, dialect)}'
 
 
-def _local(zone: str) -> str:
+def _local(zone: str, dialect: str = "athena") -> str:
     """The reading's wall-clock time in `zone`, as a timestamp without zone.
 
     Means the same on Trino (a timestamp is cast to `with time zone` in the session zone, UTC
@@ -127,24 +153,26 @@ def _local(zone: str) -> str:
     """
     if zone == "UTC":
         return '"timestamp"'
-    return (
-        f"CAST(CAST(\"timestamp\" AS timestamp with time zone) AT TIME ZONE '{zone}' AS timestamp)"
-    )
+    with_zone = "TIMESTAMPTZ" if dialect == "duckdb" else "timestamp with time zone"
+    return f"CAST(CAST(\"timestamp\" AS {with_zone}) AT TIME ZONE '{zone}' AS timestamp)"
 
 
-def _bucket(every: timedelta, zone: str = "UTC") -> str:
+def _bucket(every: timedelta, zone: str = "UTC", dialect: str = "athena") -> str:
     """Bucket start as local wall-clock time: 1m/1h/1d truncate, other sizes floor from a
     local-midnight epoch; whole weeks start on Monday."""
     seconds = int(every.total_seconds())
-    local = _local(zone)
+    local = _local(zone, dialect)
     units = {60: "minute", 3600: "hour", 86400: "day", 604800: "week"}
     if seconds in units:
         return f"date_trunc('{units[seconds]}', {local})"
     if seconds < 60 or seconds % 60:
         raise QueryError("--every must be whole minutes, e.g. 1m, 15m, 1h, 6h, 1d")
     shift = MONDAY_S if seconds % 604800 == 0 else 0
-    start = f"floor((to_unixtime({local}) - {shift}) / {seconds}) * {seconds} + {shift}"
-    return f"CAST(from_unixtime({start}) AS timestamp)"
+    to_epoch, from_epoch = (
+        ("epoch", "to_timestamp") if dialect == "duckdb" else ("to_unixtime", "from_unixtime")
+    )
+    start = f"floor(({to_epoch}({local}) - {shift}) / {seconds}) * {seconds} + {shift}"
+    return f"CAST({from_epoch}({start}) AS timestamp)"
 
 
 def trend(
@@ -156,6 +184,7 @@ def trend(
     valid_range: tuple[float, float] | None = None,
     zone: str | None = None,
     copies_by: str | None = None,
+    dialect: str = "athena",
 ) -> Query:
     """Average, min, max and count of one metric per time bucket and greenhouse.
 
@@ -171,12 +200,13 @@ def trend(
         raise QueryError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     if not (0 < days <= MAX_DAYS):  # also refuses nan
         raise QueryError(f"--days must be a number of days above 0 and at most {MAX_DAYS:,}")
+    _check_dialect(dialect)
     zone = resolve_zone(zone)
     now = now or datetime.now(UTC)
     size = parse_duration(every)
-    bucket = _bucket(size, zone)
+    bucket = _bucket(size, zone, dialect)
     since = now - timedelta(days=days)
-    where = [_window(since) + _until(now), "error_code = 0"]
+    where = [_window(since, dialect=dialect) + _until(now, dialect), "error_code = 0"]
     if valid_range:
         where.append(f"{metric} BETWEEN {float(valid_range[0])!r} AND {float(valid_range[1])!r}")
     params: list = []
@@ -191,7 +221,7 @@ def trend(
         f"FROM {source}\nWHERE {' AND '.join(where)}\n"
         f"GROUP BY 1, 2\nORDER BY 1, 2"
     )
-    return Query(sql, params, _partition_floor(since), since, now, size, zone)
+    return Query(sql, params, _partition_floor(since), since, now, size, zone, dialect)
 
 
 # On Athena, copies of one reading delivered in different Firehose objects are told apart by
@@ -241,6 +271,7 @@ def latest_per_device(
     since: timedelta = timedelta(days=1),
     now: datetime | None = None,
     copies_by: str | None = None,
+    dialect: str = "athena",
 ) -> Query:
     """The newest whole reading of every device seen in the window.
 
@@ -249,6 +280,7 @@ def latest_per_device(
     the newest reading (same timestamp) are ordered by `copies_by` first (the first copy wins,
     see _one_copy), then by their values, the same on both engines.
     """
+    _check_dialect(dialect)
     now = now or datetime.now(UTC)
     columns = ", ".join((*METRICS, "error_code"))
     order = ", ".join(
@@ -262,10 +294,10 @@ def latest_per_device(
         f'FROM (SELECT greenhouse_id, device_id, "timestamp", {columns}, '
         'row_number() OVER (PARTITION BY greenhouse_id, device_id ORDER BY "timestamp" DESC, '
         f"{order}) AS newest\n"
-        f"  FROM {READINGS_TABLE}\n  WHERE {_window(now - since)})\n"
+        f"  FROM {READINGS_TABLE}\n  WHERE {_window(now - since, dialect=dialect)})\n"
         f"WHERE newest = 1\nORDER BY 1, 2"
     )
-    return Query(sql, [], _partition_floor(now - since))
+    return Query(sql, [], _partition_floor(now - since), dialect=dialect)
 
 
 def spikes(
@@ -275,6 +307,7 @@ def spikes(
     limit: int = 200,
     now: datetime | None = None,
     detected: bool = False,
+    dialect: str = "athena",
 ) -> Query:
     """Stored spikes in the window, most severe and newest first.
 
@@ -284,12 +317,13 @@ def spikes(
     by reading time), so it reads every spike partition. A spike found twice (a reading
     delivered again) is listed once: the first detection.
     """
+    _check_dialect(dialect)
     now = now or datetime.now(UTC)
     start = now - parse_duration(since)
     if detected:
-        window = f"detected_at >= TIMESTAMP '{_ts(start)}'"
+        window = f"detected_at >= {_time(start, dialect)}"
     else:
-        window = _window(start, with_hour=False)
+        window = _window(start, with_hour=False, dialect=dialect)
     where: list[str] = []
     params: list = []
     if severity:
@@ -319,9 +353,12 @@ def spikes(
         "greenhouse_id, device_id, rule, metric\n"
         f"LIMIT {int(limit)}"
     )
-    return Query(sql, params, None if detected else _partition_floor(start, with_hour=False))
+    floor = None if detected else _partition_floor(start, with_hour=False)
+    return Query(sql, params, floor, dialect=dialect)
 
 
-def spike_count(since: datetime) -> Query:
-    sql = f"SELECT count(*) AS spikes FROM {SPIKES_TABLE} WHERE {_window(since, with_hour=False)}"
-    return Query(sql, [], _partition_floor(since, with_hour=False))
+def spike_count(since: datetime, dialect: str = "athena") -> Query:
+    _check_dialect(dialect)
+    window = _window(since, with_hour=False, dialect=dialect)
+    sql = f"SELECT count(*) AS spikes FROM {SPIKES_TABLE} WHERE {window}"
+    return Query(sql, [], _partition_floor(since, with_hour=False), dialect=dialect)

@@ -14,13 +14,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from . import jumps
-from .schema import METRIC_UNITS, METRICS, SPIKE_SCHEMA
+from .lazy import pa, pc
+from .schema import METRIC_UNITS, METRICS
 from .state import StateStore
-from .validate import conform
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("rules.toml")
 RULES_ENV = "SMARTFARM_RULES"
@@ -148,6 +144,10 @@ def detect(
     (default `source_key`): judging the same source again reports the same jumps. Without one,
     jumps are judged within `table` alone. Every spike carries `detected_at` = `now_ms`.
     """
+    from . import jumps  # here, not at the top: loading rules for a query needs no pyarrow
+    from .schema import SPIKE_SCHEMA
+    from .validate import conform
+
     table = conform(table)
     # A row without a timestamp cannot come from our writers and cannot be placed in a spike
     # partition; judging the rest beats failing the whole file.

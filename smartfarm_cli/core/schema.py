@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pyarrow as pa
-
 METRICS = ("temperature", "humidity", "co2")
 METRIC_UNITS = {"temperature": "°C", "humidity": "%RH", "co2": "ppm"}
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -19,28 +17,28 @@ ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 @dataclass(frozen=True)
 class Column:
     name: str
-    arrow: pa.DataType
+    arrow: str  # pyarrow type alias (pa.type_for_alias): the schemas below are built on first use
     glue: str
     comment: str
 
 
 READING_COLUMNS: tuple[Column, ...] = (
-    Column("greenhouse_id", pa.string(), "string", "greenhouse, 1-64 of [A-Za-z0-9_-]"),
-    Column("device_id", pa.string(), "string", "device within the greenhouse, same charset"),
-    Column("timestamp", pa.timestamp("ms"), "timestamp", "event time, UTC"),
-    Column("temperature", pa.float64(), "double", "degrees Celsius"),
-    Column("humidity", pa.float64(), "double", "relative humidity, percent"),
-    Column("co2", pa.float64(), "double", "CO2, ppm"),
-    Column("error_code", pa.int32(), "int", "0 = healthy, anything else is a sensor fault"),
+    Column("greenhouse_id", "string", "string", "greenhouse, 1-64 of [A-Za-z0-9_-]"),
+    Column("device_id", "string", "string", "device within the greenhouse, same charset"),
+    Column("timestamp", "timestamp[ms]", "timestamp", "event time, UTC"),
+    Column("temperature", "float64", "double", "degrees Celsius"),
+    Column("humidity", "float64", "double", "relative humidity, percent"),
+    Column("co2", "float64", "double", "CO2, ppm"),
+    Column("error_code", "int32", "int", "0 = healthy, anything else is a sensor fault"),
 )
 
 SPIKE_EXTRA_COLUMNS: tuple[Column, ...] = (
-    Column("rule", pa.string(), "string", "sensor_error | impossible | out_of_band | jump"),
-    Column("metric", pa.string(), "string", "temperature | humidity | co2 | error_code"),
-    Column("severity", pa.string(), "string", "critical | warning"),
-    Column("detail", pa.string(), "string", "human-readable reason"),
-    Column("source_key", pa.string(), "string", "log object the reading came from"),
-    Column("detected_at", pa.timestamp("ms"), "timestamp", "when the rules found it, UTC"),
+    Column("rule", "string", "string", "sensor_error | impossible | out_of_band | jump"),
+    Column("metric", "string", "string", "temperature | humidity | co2 | error_code"),
+    Column("severity", "string", "string", "critical | warning"),
+    Column("detail", "string", "string", "human-readable reason"),
+    Column("source_key", "string", "string", "log object the reading came from"),
+    Column("detected_at", "timestamp[ms]", "timestamp", "when the rules found it, UTC"),
 )
 
 SPIKE_COLUMNS: tuple[Column, ...] = READING_COLUMNS + SPIKE_EXTRA_COLUMNS
@@ -49,8 +47,21 @@ SPIKE_COLUMNS: tuple[Column, ...] = READING_COLUMNS + SPIKE_EXTRA_COLUMNS
 READING_PARTITIONS: tuple[str, ...] = ("year", "month", "day", "hour")
 SPIKE_PARTITIONS: tuple[str, ...] = ("year", "month", "day")
 
-READING_SCHEMA = pa.schema([pa.field(c.name, c.arrow) for c in READING_COLUMNS])
-SPIKE_SCHEMA = pa.schema([pa.field(c.name, c.arrow) for c in SPIKE_COLUMNS])
+_SCHEMAS = {"READING_SCHEMA": READING_COLUMNS, "SPIKE_SCHEMA": SPIKE_COLUMNS}
+
+
+def __getattr__(name: str):
+    """READING_SCHEMA and SPIKE_SCHEMA (pyarrow schemas), built when first asked for, so a
+    command that never touches Arrow data does not import pyarrow (core.lazy); from then on
+    they are ordinary module attributes."""
+    if name not in _SCHEMAS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import pyarrow as pa
+
+    schema = pa.schema([pa.field(c.name, pa.type_for_alias(c.arrow)) for c in _SCHEMAS[name]])
+    globals()[name] = schema
+    return schema
+
 
 FIELD_NAMES = tuple(c.name for c in READING_COLUMNS)
 

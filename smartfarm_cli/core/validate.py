@@ -21,10 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from .schema import FIELD_NAMES, METRICS, READING_SCHEMA
+from .lazy import pa, pc
+from .schema import FIELD_NAMES, METRICS
 
 # Readings older than this are refused as a clock error rather than stored in 1970.
 EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -176,6 +174,8 @@ def conform(table: pa.Table) -> pa.Table:
     Raises ValueError naming the missing or mistyped column, so one odd file is reported
     instead of crashing whoever reads it.
     """
+    from .schema import READING_SCHEMA  # built on first use (core.lazy)
+
     missing = [name for name in FIELD_NAMES if name not in table.column_names]
     if missing:
         raise ValueError(f"log file lacks column(s) {', '.join(missing)}")
@@ -187,6 +187,8 @@ def conform(table: pa.Table) -> pa.Table:
 
 def table_from_rows(rows: list[tuple]) -> pa.Table:
     """Tuples in schema order -> a reading table."""
+    from .schema import READING_SCHEMA
+
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in FIELD_NAMES]
     arrays = [
         pa.array(col, type=field.type) for col, field in zip(columns, READING_SCHEMA, strict=True)

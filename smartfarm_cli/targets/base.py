@@ -69,7 +69,8 @@ class Target(Protocol):
         """One read-only SELECT (sqlguard) over readings and spikes."""
 
     def run(self, query: Query) -> QueryResult:
-        """A query built by core.queries."""
+        """A query built by core.queries (`query.dialect`: the local target runs its DuckDB
+        text as built, behind DuckDB's wall; Athena text goes through the `query` gate)."""
 
     def trend(
         self,

@@ -8,7 +8,8 @@ delivery  stream -> Parquet under `sensor-log-bucket/logs/year=/month=/day=/hour
           are durable (temp file, fsync, rename).
 anomalies the core rules on each delivered file; spikes under `spike-log-bucket/spikes/`, then the
           alert hook (Discord when configured), exactly as the anomaly Lambda does on S3.
-queries   the Athena SQL of core.queries, transpiled by sqlglot to DuckDB over the Parquet files.
+queries   DuckDB over the Parquet files: core.queries' own SQL in its DuckDB spelling, user SQL
+          through sqlguard (Athena dialect, transpiled by sqlglot); both behind DuckDB's wall.
 retention delivered readings stay whole in the stream for STREAM_KEEP_S, then as keys (`seen`)
           until the retention window (24 h) ends: the duplicate guarantee's horizon.
 compaction closed hour partitions are rewritten as one file (atomic folder swap, journalled).
@@ -35,19 +36,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from ..core import generator, lake, queries
+from ..core import generator, lake, queries, schema
+from ..core.lazy import pa, pc
 from ..core.rules import Rules, detect, load_rules
-from ..core.schema import (
-    FIELD_NAMES,
-    METRICS,
-    READING_PARTITIONS,
-    READING_SCHEMA,
-    SPIKE_PARTITIONS,
-    SPIKE_SCHEMA,
-)
+from ..core.schema import FIELD_NAMES, METRICS, READING_PARTITIONS, SPIKE_PARTITIONS
 from ..core.state import SqliteStateStore
 from ..core.validate import Batch, Rejected, resent_reason, table_from_rows, validate
 from ..errors import UserError
@@ -77,7 +69,6 @@ COMPACTED_PREFIX = "compacted-"
 AlertHook = Callable[[str, dict, int], object]
 
 _STREAM_DDL = """
-PRAGMA auto_vacuum = INCREMENTAL;  -- only takes effect on a new stream.db
 CREATE TABLE IF NOT EXISTS stream (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     received_ms INTEGER NOT NULL,
@@ -134,11 +125,13 @@ CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT NOT NULL,
     UNIQUE (greenhouse_id, device_id)
 );
+-- Keyed by time first: keys arrive in time order, so new rows fill the rightmost page to the
+-- brim and pruning empties whole pages on the left (device first left pages ~20 % empty).
 CREATE TABLE IF NOT EXISTS seen (
     device INTEGER NOT NULL,
     ts_ms INTEGER NOT NULL,
     received_min INTEGER NOT NULL,
-    PRIMARY KEY (device, ts_ms)
+    PRIMARY KEY (ts_ms, device)
 ) WITHOUT ROWID;
 -- Hour partitions written since they were last compacted (compaction's to-do list).
 CREATE TABLE IF NOT EXISTS dirty_hours (prefix TEXT PRIMARY KEY);
@@ -153,6 +146,18 @@ CREATE TABLE IF NOT EXISTS compactions (
 );
 """
 _STREAM_COLUMNS = "greenhouse_id, device_id, ts_ms, temperature, humidity, co2, error_code"
+# One reading into the stream, unless it is there already (the unique key) or was delivered
+# earlier within the retention window (`seen`). ?1 arrival ms, ?2..?8 the reading.
+_INSERT_NEW = (
+    f"INSERT OR IGNORE INTO stream (received_ms, {_STREAM_COLUMNS}) "
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE NOT EXISTS (SELECT 1 FROM devices d "
+    "JOIN seen s ON s.device = d.id AND s.ts_ms = ?4 "
+    "WHERE d.greenhouse_id = ?2 AND d.device_id = ?3)"
+)
+_STORED_VALUES = (
+    "SELECT temperature, humidity, co2, error_code FROM stream "
+    "WHERE greenhouse_id = ? AND device_id = ? AND ts_ms = ?"
+)
 
 
 def default_home() -> Path:
@@ -264,6 +269,9 @@ class LocalTarget:
         if self._db is None:
             self.make_home()
             db = sqlite3.connect(self.home / "stream.db", timeout=30, isolation_level=None)
+            # Before WAL: switching to WAL writes the header, after which a new file keeps
+            # auto_vacuum off (a stream.db made before this is converted by _prune).
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
             db.execute("PRAGMA busy_timeout=30000")
@@ -328,34 +336,19 @@ class LocalTarget:
         columns = [table[name] for name in FIELD_NAMES]
         columns[2] = pc.cast(columns[2], pa.int64())
         rows = list(zip(*(c.to_pylist() for c in columns), strict=True))
+        differing = []
+        # Three statements for a send whose readings are all new (the usual case): insert,
+        # the last seq, commit. Rows go in input order, so their seqs follow it.
         with self._transaction() as db:
-            db.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS incoming (pos INTEGER PRIMARY KEY, "
-                "greenhouse_id TEXT, device_id TEXT, ts_ms INTEGER, temperature REAL, "
-                "humidity REAL, co2 REAL, error_code INTEGER)"
-            )
-            db.execute("DELETE FROM incoming")
-            db.executemany(
-                "INSERT INTO incoming VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                ((i, *row) for i, row in enumerate(rows)),
-            )
             before = db.total_changes
-            # Not in the stream, and not delivered earlier within the retention window (`seen`).
-            db.execute(
-                f"INSERT OR IGNORE INTO stream (received_ms, {_STREAM_COLUMNS}) "
-                f"SELECT {now}, {_STREAM_COLUMNS} FROM incoming i WHERE NOT EXISTS (SELECT 1 "
-                "FROM devices d JOIN seen s ON s.device = d.id AND s.ts_ms = i.ts_ms "
-                "WHERE d.greenhouse_id = i.greenhouse_id AND d.device_id = i.device_id) "
-                "ORDER BY pos"
-            )
+            db.executemany(_INSERT_NEW, ((now, *row) for row in rows))
             added = db.total_changes - before
             (last,) = db.execute("SELECT max(seq) FROM stream").fetchone() if added else (0,)
-            differing = db.execute(
-                "SELECT i.pos, s.temperature, s.humidity, s.co2, s.error_code "
-                "FROM incoming i JOIN stream s USING (greenhouse_id, device_id, ts_ms) "
-                "WHERE NOT (i.temperature IS s.temperature AND i.humidity IS s.humidity "
-                "AND i.co2 IS s.co2 AND i.error_code IS s.error_code) ORDER BY i.pos"
-            ).fetchall()
+            if added < len(rows):  # some were copies: compare them with what is stored
+                for pos, row in enumerate(rows):
+                    stored = db.execute(_STORED_VALUES, row[:3]).fetchone()
+                    if stored is not None and stored != row[3:]:
+                        differing.append((pos, *stored))
         differed = [
             Rejected(pos, resent_reason(stored, rows[pos][3:]), json.dumps(_reading(rows[pos])))
             for pos, *stored in differing
@@ -404,10 +397,21 @@ class LocalTarget:
         For readings that are typed already (generated ones, a decoded binary batch): the
         same rules as `ingest` (core.validate.check_table) without the JSON round trip.
         """
+        table, rejected, _ = self._value_rules(table, source)
+        added, differed = self.append(table)
+        self.record_rejected(differed, source)
+        if deliver:
+            self.deliver(force=True)
+        return IngestResult(added, rejected, table.num_rows - added, len(differed))
+
+    def _value_rules(
+        self, table: pa.Table, source: str
+    ) -> tuple[pa.Table, list[Rejected], pa.Array]:
+        """(good rows, rejections, reason per row or null): core.validate's value rules over a
+        typed table; the rejections are kept in the rejected store."""
         from ..core.validate import _reasons
 
-        now_ms = int(time.time() * 1000)
-        reasons = _reasons(table, now_ms)
+        reasons = _reasons(table, int(time.time() * 1000))
         rejected: list[Rejected] = []
         if reasons.null_count < table.num_rows:
             bad = pc.indices_nonzero(pc.is_valid(reasons)).to_pylist()
@@ -418,11 +422,7 @@ class LocalTarget:
             ]
             table = table.filter(pc.is_null(reasons))
             self.record_rejected(rejected, source)
-        added, differed = self.append(table)
-        self.record_rejected(differed, source)
-        if deliver:
-            self.deliver(force=True)
-        return IngestResult(added, rejected, table.num_rows - added, len(differed))
+        return table, rejected, reasons
 
     def ingest_stream(self, stream: BinaryIO, source: str = "ingest") -> IngestResult:
         """Validate NDJSON / a JSON array of any size from a byte stream and store it.
@@ -526,7 +526,7 @@ class LocalTarget:
             for hour in pc.unique(pc.divide(pc.cast(table["timestamp"], pa.int64()), 3_600_000))
             for key in self.logs.keys(lake.log_prefix(hour.as_py() * lake.HOUR_MS))
         ]
-        key_schema = pa.schema([READING_SCHEMA.field(k) for k in keys])
+        key_schema = pa.schema([schema.READING_SCHEMA.field(k) for k in keys])
         stored_keys = [pq.read_table(f, columns=keys).cast(key_schema) for f in files]
         if (
             stored_keys
@@ -564,28 +564,43 @@ class LocalTarget:
     ) -> SimulateReport:
         """`count` sends, `interval_s` apart, each one reading per greenhouse x device.
 
-        Each send is one table through `ingest_table` (the value rules, then one stream
-        transaction), stamped with the time it is sent; delivery runs by size/age as they
-        flow, then once at the end.
+        Every reading is stamped with the time its send goes out. The value rules (those of
+        `ingest_table`) run once over all generated readings, vectorised, before the first
+        send: only the stamp changes per send, and a stamp from the clock passes the timestamp
+        rules. Each send is then one stream transaction (`append`); delivery runs by size/age
+        as they flow, then once at the end.
         """
+        import bisect
+
         del direct  # one path only: the local stream is always written directly
         seed = int.from_bytes(os.urandom(4), "big") if seed is None else seed
+        now_ms = int(time.time() * 1000)
         generated = generator.generate(
-            int(time.time() * 1000), count, interval_s, greenhouses, devices, anomaly_rate, seed
+            now_ms, count, interval_s, greenhouses, devices, anomaly_rate, seed
         )
         per_send = greenhouses * devices
-        accepted = rejected = 0
+        stamped = generated.table.set_column(
+            2, "timestamp", pa.repeat(pa.scalar(now_ms, pa.timestamp("ms")), count * per_send)
+        )
+        table, refused, reasons = self._value_rules(stamped, "simulate")
+        # Where each send's rows start in `table` (rows the rules refused are not in it).
+        kept = pc.indices_nonzero(pc.is_null(reasons)).to_pylist() if refused else None
+        starts = [
+            step * per_send if kept is None else bisect.bisect_left(kept, step * per_send)
+            for step in range(count + 1)
+        ]
+        accepted, rejected = 0, len(refused)
         delivery = DeliveryReport()
         started, stamp_ms = time.monotonic(), 0
         for step in range(count):
-            rows = generated.table.slice(step * per_send, per_send)
+            rows = table.slice(starts[step], starts[step + 1] - starts[step])
             # Strictly increasing stamps: two sends in one millisecond are still two readings.
             stamp_ms = max(int(time.time() * 1000), stamp_ms + 1)
             stamp = pa.scalar(stamp_ms, pa.timestamp("ms"))
-            rows = rows.set_column(2, "timestamp", pa.repeat(stamp, per_send))
-            result = self.ingest_table(rows, source="simulate", deliver=False)
-            accepted += result.accepted
-            rejected += len(result.rejected)
+            rows = rows.set_column(2, "timestamp", pa.repeat(stamp, rows.num_rows))
+            added, differed = self.append(rows)
+            self.record_rejected(differed, "simulate")
+            accepted += added
             delivery.add(self.deliver())
             if progress:
                 progress(step + 1, count)
@@ -602,7 +617,7 @@ class LocalTarget:
             (after_seq, limit),
         ).fetchall()
         if not rows:
-            return READING_SCHEMA.empty_table(), after_seq
+            return schema.READING_SCHEMA.empty_table(), after_seq
         return table_from_rows([r[1:] for r in rows]), rows[-1][0]
 
     def follow(self, poll_s: float = 0.2, backlog: int = 500) -> Iterator[pa.Table]:
@@ -760,15 +775,35 @@ class LocalTarget:
             db.execute(
                 "INSERT OR IGNORE INTO seen (device, ts_ms, received_min) "
                 "SELECT d.id, s.ts_ms, s.received_ms / 60000 FROM stream s JOIN devices d "
-                f"USING (greenhouse_id, device_id) WHERE s.{old} AND s.received_ms / 60000 >= ?",
+                f"USING (greenhouse_id, device_id) WHERE s.{old} AND s.received_ms / 60000 >= ? "
+                "ORDER BY s.ts_ms, d.id",  # in key order: appended keys fill whole pages
                 (keep_ms, cutoff_min),
             )
             before = db.total_changes
             db.execute(f"DELETE FROM stream WHERE {old}", (keep_ms,))
             removed = db.total_changes - before
             db.execute("DELETE FROM seen WHERE received_min < ?", (cutoff_min,))
-        self.db.execute("PRAGMA incremental_vacuum")
+        self._reclaim()
         return removed
+
+    def _reclaim(self) -> None:
+        """Give the pages pruning emptied back to the file system.
+
+        A stream.db made before auto_vacuum was on (it kept every reading) is rewritten once
+        with VACUUM, which also turns auto_vacuum on; from then on incremental_vacuum returns
+        free pages after each prune.
+        """
+        db = self.db
+        (mode,) = db.execute("PRAGMA auto_vacuum").fetchone()
+        if mode != 2:  # INCREMENTAL
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            try:
+                db.execute("VACUUM")
+            except sqlite3.OperationalError:  # busy beyond the timeout: the next prune retries
+                return
+        # Each step of the pragma frees one page, and execute() takes one step: executescript
+        # runs it to the end.
+        db.executescript("PRAGMA incremental_vacuum;")
 
     def write_logs(
         self, table: pa.Table, name: str | None, alerts: bool = True, durable: bool = True
@@ -794,7 +829,7 @@ class LocalTarget:
             self.logs.put(key, data, durable)
             report.files.append(key)
             report.readings += part.num_rows
-            hour_spikes = spikes_by_hour.get(hour_ms, SPIKE_SCHEMA.empty_table())
+            hour_spikes = spikes_by_hour.get(hour_ms, schema.SPIKE_SCHEMA.empty_table())
             report.add(
                 self.store_spikes(
                     key, lake.with_source(hour_spikes, key), alerts, durable, readings=part
@@ -830,7 +865,7 @@ class LocalTarget:
         """
         objects = lake.spike_keys(spikes, key)
         for spike_key, rows in objects.items():
-            self.spike_store.put(spike_key, lake.parquet_bytes(rows), durable)
+            self.spike_store.put(spike_key, lake.spike_parquet_bytes(rows), durable)
         if alerts:
             self.record_incidents(key, readings, spikes)
             self.send_alerts()
@@ -847,7 +882,7 @@ class LocalTarget:
         from ..core import incidents
 
         now_ms = int(self.clock() * 1000) if now_ms is None else now_ms
-        readings = READING_SCHEMA.empty_table() if readings is None else readings
+        readings = schema.READING_SCHEMA.empty_table() if readings is None else readings
         centre = incidents.centre_of(self.rules)
         with self._transaction():
             events = incidents.observe(
@@ -1134,11 +1169,23 @@ class LocalTarget:
         `partitions_from` (see core.queries.Query) limits the files to the partition folders
         at or after it, as Athena's partition projection would.
         """
-        import duckdb
-
         from ..sqlguard import to_dialect
 
-        statement = to_dialect(sql, "duckdb")
+        return self._execute(to_dialect(sql, "duckdb"), params, partitions_from)
+
+    def run(self, query: queries.Query) -> QueryResult:
+        """A query built by core.queries: its DuckDB text runs as it is (no sqlglot: it is made
+        from checked parameters, see core.queries), behind the same DuckDB wall as `query`."""
+        if query.dialect != "duckdb":
+            return self.query(query.sql, query.params, query.partitions_from)
+        return self._execute(query.sql, query.params, query.partitions_from)
+
+    def _execute(
+        self, statement: str, params: list | None, partitions_from: str | None
+    ) -> QueryResult:
+        """One DuckDB statement over the lake views, with the files it may read fixed first."""
+        import duckdb
+
         con = duckdb.connect()
         try:
             con.execute("SET TimeZone = 'UTC'")
@@ -1154,27 +1201,30 @@ class LocalTarget:
         finally:
             con.close()
 
-    def run(self, query: queries.Query) -> QueryResult:
-        return self.query(query.sql, query.params, query.partitions_from)
-
     def _create_views(self, con, partitions_from: str | None) -> list[str]:
         """Create the `readings` and `spikes` views; returns the files they read."""
         views = (
-            (queries.READINGS_TABLE, self.logs, lake.LOG_ROOT, READING_SCHEMA, READING_PARTITIONS),
+            (
+                queries.READINGS_TABLE,
+                self.logs,
+                lake.LOG_ROOT,
+                schema.READING_COLUMNS,
+                READING_PARTITIONS,
+            ),
             (
                 queries.SPIKES_TABLE,
                 self.spike_store,
                 lake.SPIKE_ROOT,
-                SPIKE_SCHEMA,
+                schema.SPIKE_COLUMNS,
                 SPIKE_PARTITIONS,
             ),
         )
         every_file: list[str] = []
-        for view, bucket, root, schema, partitions in views:
+        for view, bucket, root, columns, partitions in views:
             files = _partition_files(bucket.path(root), partitions, partitions_from or "")
             every_file += files
             typed = ", ".join(
-                f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema
+                f'CAST(NULL AS {_DUCK_TYPES[c.glue]}) AS "{c.name}"' for c in columns
             ) + "".join(f", CAST(NULL AS VARCHAR) AS {p}" for p in partitions)
             if files:
                 source = "[" + ", ".join(f"'{_sql_str(f)}'" for f in files) + "]"
@@ -1203,7 +1253,9 @@ class LocalTarget:
         zone: str | None = None,
     ) -> QueryResult:
         valid = self.rules.impossible.get(metric)
-        query = queries.trend(metric, days, every, greenhouse, valid_range=valid, zone=zone)
+        query = queries.trend(
+            metric, days, every, greenhouse, valid_range=valid, zone=zone, dialect="duckdb"
+        )
         result = self.run(query)
         return QueryResult(*queries.finish_trend(result.columns, result.rows, query), result.note)
 
@@ -1215,10 +1267,12 @@ class LocalTarget:
         limit: int = 200,
         detected: bool = False,
     ) -> QueryResult:
-        return self.run(queries.spikes(since, severity, greenhouse, limit, detected=detected))
+        return self.run(
+            queries.spikes(since, severity, greenhouse, limit, detected=detected, dialect="duckdb")
+        )
 
     def latest(self) -> QueryResult:
-        return self.run(queries.latest_per_device(timedelta(days=1)))
+        return self.run(queries.latest_per_device(timedelta(days=1), dialect="duckdb"))
 
     # -- status -----------------------------------------------------------------------------
 
@@ -1232,10 +1286,10 @@ class LocalTarget:
         ).fetchone()
         (rejected,) = self.db.execute("SELECT count(*) FROM rejected").fetchone()
         today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        lake_rows = self.query(
-            f'SELECT count(*), max("timestamp") FROM {queries.READINGS_TABLE}'
+        lake_rows = self._execute(  # our own fixed SQL: no parse needed (see run)
+            f'SELECT count(*), max("timestamp") FROM {queries.READINGS_TABLE}', [], None
         ).rows[0]
-        (spikes_today,) = self.run(queries.spike_count(today)).rows[0]
+        (spikes_today,) = self.run(queries.spike_count(today, dialect="duckdb")).rows[0]
         lag = 0.0 if oldest_pending_ms is None else time.time() - oldest_pending_ms / 1000
         return {
             "target": "local",
@@ -1392,10 +1446,14 @@ def _partition_files(base: Path, keys: tuple[str, ...], floor: str) -> list[str]
     return sorted(files)
 
 
-def _duck_type(arrow_type: pa.DataType) -> str:
-    if pa.types.is_timestamp(arrow_type):
-        return "TIMESTAMP"
-    return {"string": "VARCHAR", "double": "DOUBLE", "int32": "INTEGER"}[str(arrow_type)]
+# DuckDB's name for each Glue (core.schema) column type, for the typed empty views.
+_DUCK_TYPES = {
+    "string": "VARCHAR",
+    "timestamp": "TIMESTAMP",
+    "double": "DOUBLE",
+    "int": "INTEGER",
+    "boolean": "BOOLEAN",
+}
 
 
 def _sql_str(text: str) -> str:
