@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-# typer >= 0.22 vendors click as typer._click; its exceptions are what commands raise.
+# typer >= 0.26 vendors click as typer._click; its exceptions are what commands raise.
 from typer._click import exceptions as click
 from typer.core import TyperGroup
 
