@@ -33,8 +33,8 @@ from typer.testing import CliRunner
 
 from smartfarm_cli.cli import app
 from smartfarm_cli.core import alerts, generator, lake, queries, schema
-from smartfarm_cli.core.rules import load_rules
-from smartfarm_cli.core.state import SqliteStateStore
+from smartfarm_cli.core.rules import detect, load_rules
+from smartfarm_cli.core.state import SQLITE_DDL, SqliteStateStore
 from smartfarm_cli.core.validate import conform, table_from_rows, validate
 from smartfarm_cli.serve import contract
 from smartfarm_cli.targets.aws_kinesis import entry
@@ -94,7 +94,11 @@ def test_synthetic_is_optional_boolean_default_false_and_round_trips_through_par
     ]
     assert batch.accepted.schema == schema.READING_SCHEMA
     got = dict(
-        zip(batch.accepted["device_id"].to_pylist(), batch.accepted["synthetic"].to_pylist())
+        zip(
+            batch.accepted["device_id"].to_pylist(),
+            batch.accepted["synthetic"].to_pylist(),
+            strict=True,
+        )
     )
     assert got == {"absent": False, "real": False, "fake": True, "null": False}
 
@@ -267,15 +271,13 @@ def test_pseudo_sensor_log_posts_bodies_the_ingest_model_accepts():
 def test_synthetic_readings_do_not_pollute_a_real_devices_jump_window(tmp_path):
     import sqlite3
 
-    from smartfarm_cli.core.rules import detect
-
     db = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
-    db.executescript(__import__("smartfarm_cli.core.state", fromlist=["x"]).SQLITE_DDL)
+    db.executescript(SQLITE_DDL)
     state = SqliteStateStore(db)
     rules = load_rules()
     # A real gh-1/dev-1 at 20 °C, a simulated gh-1/dev-1 at 35 °C, interleaved across files.
     for minute in range(4):
-        real = (f"gh-1", "dev-1", T0 + minute * MIN, 20.0 + minute * 0.1, 60.0, 800.0, 0, False)
+        real = ("gh-1", "dev-1", T0 + minute * MIN, 20.0 + minute * 0.1, 60.0, 800.0, 0, False)
         fake = ("gh-1", "dev-1", T0 + minute * MIN + 30_000, 35.0, 60.0, 800.0, 0, True)
         spikes = detect(table_from_rows([real, fake]), rules, f"f{minute}", state=state)
         assert spikes.num_rows == 0, spikes.to_pylist()
@@ -503,11 +505,7 @@ def test_spikes_mark_synthetic_and_read_old_spike_files(tmp_path):
     target.ingest_table(table_from_rows([("gh-1", "fake", ms, 400.0, 60.0, 800.0, 0, True)]))
     # a spike file written before the column existed
     old = conform(table_from_rows([("gh-2", "older", ms, 400.0, 60.0, 800.0, 0)]))
-    spikes = (
-        __import__("smartfarm_cli.core.rules", fromlist=["detect"])
-        .detect(old, target.rules, "logs/old.parquet")
-        .drop_columns(["synthetic"])
-    )
+    spikes = detect(old, target.rules, "logs/old.parquet").drop_columns(["synthetic"])
     for key, rows in lake.spike_keys(spikes, "logs/old.parquet").items():
         target.spike_store.put(key, lake.parquet_bytes(rows))
     result = target.spikes("1h")
