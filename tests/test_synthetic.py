@@ -563,3 +563,24 @@ def test_demo_and_backfill_data_is_synthetic(tmp_path):
         home, "trend", "temperature", "--days", "1", "--synthetic", "include", "-o", "json"
     )
     assert json.loads(shown.stdout)
+
+
+def test_athena_sql_treats_a_missing_column_as_real():
+    """Athena gives NULL for files older than the column: every query coalesces it."""
+    now = datetime(2026, 11, 29, tzinfo=UTC)
+    assert "NOT coalesce(synthetic, false)" in queries.trend("co2", 1, now=now).sql
+    assert "synthetic" not in queries.trend("co2", 1, now=now, synthetic="include").sql
+    assert "coalesce(synthetic, false) AS synthetic" in queries.latest_per_device(now=now).sql
+    spikes = queries.spikes("1d", now=now, synthetic="only").sql
+    assert "coalesce(synthetic, false) AS synthetic" in spikes and "AND synthetic" in spikes
+
+
+def test_grafana_averages_leave_synthetic_readings_out_and_spikes_mark_them():
+    dashboard = json.loads(
+        (ROOT / "terraform" / "grafana" / "dashboards" / "smartfarm.json").read_text()
+    )
+    sql = {p["title"]: t["rawSQL"] for p in dashboard["panels"] for t in p.get("targets", [])}
+    averages = [s for title, s in sql.items() if "by greenhouse" in title]
+    assert len(averages) == 3
+    assert all("AND NOT coalesce(synthetic, false)" in s for s in averages)
+    assert "coalesce(synthetic, false) AS synthetic" in sql["Spikes (latest 500)"]

@@ -601,7 +601,9 @@ def test_farmctl_simulate_direct_lands_valid_records_in_kinesis(emulated):
     batch = validate(readings)
     assert batch.rejected == [] and batch.accepted.num_rows == 6
     keys = {r["PartitionKey"] for r in records}
-    assert keys == {f"{r['greenhouse_id']}:{r['device_id']}" for r in readings}
+    # simulated readings: marked synthetic, in the body and in the partition key (issue 16.3)
+    assert keys == {f"synthetic/{r['greenhouse_id']}:{r['device_id']}" for r in readings}
+    assert {r["synthetic"] for r in readings} == {True}
 
 
 def test_farmctl_discord_test_reads_the_webhook_from_ssm(emulated, httpserver):

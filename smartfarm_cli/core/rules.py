@@ -165,10 +165,12 @@ def _jumps(healthy: pa.Table, rules: Rules, state, source: str, now_ms: int):
     from . import jumps  # here, not at the top: loading rules for a query needs no pyarrow
 
     synthetic = pc.fill_null(healthy[SYNTHETIC], False)
-    for flag, rows in (
-        (False, healthy.filter(pc.invert(synthetic))),
-        (True, healthy.filter(synthetic)),
-    ):
+    fake = pc.sum(synthetic).as_py() or 0
+    if fake in (0, healthy.num_rows):  # the usual case: one kind only, no copy
+        groups = [(fake > 0, healthy)]
+    else:
+        groups = [(False, healthy.filter(pc.invert(synthetic))), (True, healthy.filter(synthetic))]
+    for flag, rows in groups:
         if rows.num_rows == 0:
             continue
         if state is None:
