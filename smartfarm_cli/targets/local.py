@@ -1224,7 +1224,7 @@ class LocalTarget:
         Files written before a column existed (`detected_at` in spikes, `synthetic` in both)
         lack it; Athena reads Parquet by name and gives NULL, and so do these views. Spikes
         are always read by name (`union_by_name`). Reading every file's footer up front costs
-        about a fifth more on a week of hourly log files (bench/synthetic_views.py), so the
+        1.13-1.38x on a week of hourly log files (bench/synthetic_views.py), so the
         readings view reads by name only when the first file lacks a column, or with
         `by_name` (the caller's retry after DuckDB found a later file that lacks one, which it
         reports as a schema mismatch instead of reading wrong values).
