@@ -340,8 +340,10 @@ def p9_query_commands(runs: int) -> dict:
     def run(command):
         return lambda: subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
-    trend = [str(FARMCTL), "--home", str(big), "trend", "temperature", "--days", "7", "-o", "json"]
-    trend_q = queries.trend("temperature", 7, "1h", valid_range=valid)
+    # The lakes are backfilled, so synthetic: trend must ask for them (issue 16.3).
+    trend = [str(FARMCTL), "--home", str(big), "trend", "temperature", "--days", "7"]
+    trend += ["--synthetic", "include", "-o", "json"]
+    trend_q = queries.trend("temperature", 7, "1h", valid_range=valid, synthetic="include")
     trend_s, trend_base, trend_ratio = paired(
         run(trend), run(bare(big, trend_q)), max(3, runs // 2)
     )

@@ -52,6 +52,14 @@ GreenhouseFilter = typer.Option(
 )
 
 
+def SyntheticOption(default: str):
+    return typer.Option(
+        default,
+        "--synthetic",
+        help="Synthetic readings (simulate, demo, backfill): exclude, include or only.",
+    )
+
+
 class State:
     options = TargetOptions()
     _target = None
@@ -104,6 +112,14 @@ def main(
     stack_dir: Path = typer.Option(
         None, "--stack-dir", help="Terraform folder of the aws stack. Default ./terraform"
     ),
+    alert_synthetic: bool = typer.Option(
+        False,
+        "--alert-synthetic",
+        envvar="SMARTFARM_ALERT_SYNTHETIC",
+        help="local: synthetic readings (simulate, demo) open incidents and alert like real "
+        "ones. Default: their spikes are stored, nothing is sent. (aws: the stack's "
+        "alert_on_synthetic variable.)",
+    ),
     version: bool = typer.Option(
         False,
         "--version",
@@ -113,7 +129,9 @@ def main(
         help="Show farmctl's version and exit.",
     ),
 ) -> None:
-    State.options = TargetOptions(target, home, rules, profile, region, stack_dir)
+    State.options = TargetOptions(
+        target, home, rules, profile, region, stack_dir, alert_synthetic=alert_synthetic
+    )
     State._target = None
     if home is None and Path(LEGACY_HOME).is_dir():
         from .targets.local import default_home
@@ -374,6 +392,7 @@ def trend(
         help="Zone for buckets and their times, e.g. Asia/Seoul "
         "(default $SMARTFARM_TZ, else this machine's zone).",
     ),
+    synthetic: str = SyntheticOption("exclude"),
     output: OutputFormat = OutputOption,
 ) -> None:
     """Average / min / max of a metric per time bucket and greenhouse.
@@ -387,13 +406,19 @@ def trend(
     from .render import trend_chart, trend_summary
 
     target = State.target(reads_only=True)
-    result = target.trend(metric, days, every, greenhouse, tz)
+    result = target.trend(metric, days, every, greenhouse, tz, synthetic=synthetic)
     window = f"last {days:g} days"
     if output is not OutputFormat.table:
         print_result(console, result.columns, result.rows, output)
     elif not result.rows:
         _check_greenhouse(target, greenhouse)
-        err_console.print(f"no {metric} readings in the {window}")
+        hint = ""
+        if (
+            synthetic == "exclude"
+            and target.trend(metric, days, every, greenhouse, tz, synthetic="only").rows
+        ):
+            hint = " (synthetic readings only: add --synthetic include)"
+        err_console.print(f"no {metric} readings in the {window}{hint}")
     else:
         unit = METRIC_UNITS[metric]
         drawn = trend_chart(result.rows, metric, unit, width=console.width - 2) if chart else None
@@ -456,6 +481,7 @@ def spikes(
         "--detected",
         help="--since counts from when the rules found the spike, not from the reading's time.",
     ),
+    synthetic: str = SyntheticOption("include"),
     output: OutputFormat = OutputOption,
 ) -> None:
     """Stored anomalies, most severe and newest first.
@@ -466,7 +492,7 @@ def spikes(
     Example: farmctl spikes --since 7d --severity critical
     """
     target = State.target(reads_only=True)
-    result = target.spikes(since, severity, greenhouse, limit, detected)
+    result = target.spikes(since, severity, greenhouse, limit, detected, synthetic=synthetic)
     if not result.rows and output is OutputFormat.table:
         _check_greenhouse(target, greenhouse)
     columns, rows = result.columns, result.rows
@@ -486,12 +512,14 @@ def spikes(
 
 
 @command("latest")
-def latest(output: OutputFormat = OutputOption) -> None:
-    """The newest reading of every device in the lake (last 24 h).
+def latest(
+    synthetic: str = SyntheticOption("include"), output: OutputFormat = OutputOption
+) -> None:
+    """The newest reading of every device in the lake (last 24 h), synthetic ones marked.
 
     Example: farmctl latest -o json
     """
-    result = State.target(reads_only=True).latest()
+    result = State.target(reads_only=True).latest(synthetic=synthetic)
     print_result(
         console,
         result.columns,

@@ -45,7 +45,7 @@ def run_demo(
     console.print(burst.summary())
 
     console.rule("3/4  temperature, last 7 days")
-    hourly = target.trend("temperature", 7, "1h")
+    hourly = target.trend("temperature", 7, "1h", synthetic="include")  # all generated
     chart = trend_chart(
         hourly.rows, "temperature", METRIC_UNITS["temperature"], width=console.width - 2
     )

@@ -124,7 +124,11 @@ def print_result(
     if not rows:
         Console(stderr=True).print(empty or "no rows", highlight=False)
         return
-    shown = [c for c in (view or [Col(c) for c in columns]) if wide or not c.wide]
+    shown = [
+        c
+        for c in (view or [Col(c) for c in columns])
+        if (wide or not c.wide) and (view is None or c.name in columns)
+    ]
     table, needed = build_table(columns, rows, shown, title)
     # Wider than the terminal even at its narrowest: draw it at that width and let the
     # terminal wrap the lines, rather than cut cells.
@@ -193,6 +197,7 @@ SPIKES_VIEW = [
     Col("detail", wide=True, wrap=True),
     *(Col(c, wide=True) for c in ("temperature", "humidity", "co2", "error_code")),
     Col("source_key", "source", wide=True, wrap=True),
+    Col("synthetic", wide=True),
 ]
 LATEST_VIEW = [
     Col("greenhouse_id", "greenhouse"),
@@ -202,6 +207,7 @@ LATEST_VIEW = [
     Col("humidity", "%RH"),
     Col("co2", "CO2 ppm"),
     Col("error_code", "error"),
+    Col("synthetic", "synth"),
 ]
 REJECTED_VIEW = [
     Col("id"),

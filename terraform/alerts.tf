@@ -118,6 +118,8 @@ resource "aws_lambda_function" "anomaly_detector" {
       DISCORD_WEBHOOK_SSM_PARAMETER = local.discord_enabled ? aws_ssm_parameter.discord_webhook[0].name : ""
       LOG_LEVEL                     = var.log_level
       STATE_TABLE                   = aws_dynamodb_table.device_state.name # state.tf
+      # Synthetic readings (simulator, farmctl simulate/backfill) page no one unless asked.
+      ALERT_ON_SYNTHETIC = tostring(var.alert_on_synthetic)
     }
   }
 

@@ -72,14 +72,14 @@ locals {
       resource_id       = aws_api_gateway_resource.records.id
       model             = aws_api_gateway_model.reading_batch.name
       action            = "PutRecords"
-      request_template  = templatefile("${path.module}/templates/put_records.vtl", { stream_name = aws_kinesis_stream.readings.name })
+      request_template  = templatefile("${path.module}/templates/put_records.vtl", { stream_name = aws_kinesis_stream.readings.name, simulator_api_key_id = aws_api_gateway_api_key.simulator_ingest.id })
       response_template = file("${path.module}/templates/put_records_response.vtl")
     }
     record = {
       resource_id       = aws_api_gateway_resource.record.id
       model             = aws_api_gateway_model.reading.name
       action            = "PutRecord"
-      request_template  = templatefile("${path.module}/templates/put_record.vtl", { stream_name = aws_kinesis_stream.readings.name })
+      request_template  = templatefile("${path.module}/templates/put_record.vtl", { stream_name = aws_kinesis_stream.readings.name, simulator_api_key_id = aws_api_gateway_api_key.simulator_ingest.id })
       response_template = file("${path.module}/templates/put_record_response.vtl")
     }
   }

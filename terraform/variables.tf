@@ -589,3 +589,12 @@ variable "ingest_allowed_source_cidrs" {
     error_message = "ingest_allowed_source_cidrs holds at most 50 blocks (a REST API resource policy is limited to 8 KiB)."
   }
 }
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic readings
+# ---------------------------------------------------------------------------------------------
+variable "alert_on_synthetic" {
+  description = "Let synthetic readings (sent with the simulator's ingest key, or marked by farmctl simulate/backfill) open incidents and post to Discord like real ones. Default false: their spikes are stored, marked synthetic, and nobody is paged."
+  type        = bool
+  default     = false
+}

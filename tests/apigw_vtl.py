@@ -75,10 +75,19 @@ class Util:
         return escape_javascript(value)
 
 
-def render(template: str, body: str, variables: dict | None = None) -> tuple[str, dict]:
-    """(rendered text, $context.responseOverride) for a request/response `body`."""
+def render(
+    template: str, body: str, variables: dict | None = None, api_key_id: str = "device-key-id"
+) -> tuple[str, dict]:
+    """(rendered text, $context.responseOverride) for a request/response `body`.
+
+    `api_key_id` is `$context.identity.apiKeyId`, the id of the API key the request carried.
+    """
     override: dict = {}
-    context = {"responseOverride": override, "requestId": "test-request"}
+    context = {
+        "responseOverride": override,
+        "requestId": "test-request",
+        "identity": {"apiKeyId": api_key_id},
+    }
     text = airspeed.Template(template).merge(
         {"input": Input(body), "util": Util(), "context": context, **(variables or {})}
     )

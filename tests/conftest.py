@@ -11,6 +11,8 @@ def _isolated_env(monkeypatch, tmp_path):
         "SMARTFARM_TARGET",
         "SMARTFARM_RULES",
         "SMARTFARM_DISCORD_WEBHOOK",
+        "SMARTFARM_ALERT_SYNTHETIC",
+        "ALERT_ON_SYNTHETIC",
         "AWS_PROFILE",
     ):
         monkeypatch.delenv(name, raising=False)

@@ -39,7 +39,8 @@ def test_help_loads_no_heavy_library():
     "command",
     [
         ["latest", "-o", "json"],
-        ["trend", "temperature", "--days", "1", "-o", "json"],
+        # the backfilled lake is synthetic, which trend leaves out unless asked
+        ["trend", "temperature", "--days", "1", "--synthetic", "include", "-o", "json"],
         ["spikes", "--since", "7d", "-o", "json"],
         ["status", "-o", "json"],
     ],
@@ -86,7 +87,7 @@ def test_demo_shows_real_trend_and_every_injected_kind(tmp_path):
             assert s["temperature"] == 400.0
         elif s["rule"] == "out_of_band":
             assert s["humidity"] == 99.0 or s["temperature"] > 40
-    daily = target.trend("temperature", 7, "1d").records()
+    daily = target.trend("temperature", 7, "1d", synthetic="include").records()
     assert len({r["greenhouse_id"] for r in daily}) == 4
     assert all(10 < r["avg"] < 35 for r in daily)
 
@@ -136,17 +137,14 @@ def test_simulate_and_alias_and_status(tmp_path):
 
 def test_trend_table_json_and_csv_agree(tmp_path):
     farmctl(tmp_path, "backfill", "--days", "1", "-g", "2", "-d", "1", "--every", "10m")
-    table = farmctl(tmp_path, "trend", "humidity", "--days", "1", "--every", "6h")
+    every = ("--days", "1", "--every", "6h", "--synthetic", "include")  # backfill is synthetic
+    table = farmctl(tmp_path, "trend", "humidity", *every)
     assert table.exit_code == 0 and "humidity (%RH)" in table.output
-    as_json = json.loads(
-        farmctl(tmp_path, "trend", "humidity", "--days", "1", "--every", "6h", "-o", "json").stdout
-    )
+    as_json = json.loads(farmctl(tmp_path, "trend", "humidity", *every, "-o", "json").stdout)
     as_csv = list(
         csv.DictReader(
             io.StringIO(
-                farmctl(
-                    tmp_path, "trend", "humidity", "--days", "1", "--every", "6h", "-o", "csv"
-                ).stdout
+                farmctl(tmp_path, "trend", "humidity", *every, "-o", "csv").stdout
             )
         )
     )

@@ -124,6 +124,7 @@ def test_hostile_text_is_clipped_and_cannot_break_out():
             "humidity": [None] * n,
             "co2": [-1.0] * n,
             "error_code": pa.array([2**31 - 1] * n, pa.int32()),
+            "synthetic": [False] * n,
             "rule": ["r" * 500] * n,
             "metric": ["m" * 500] * n,
             "severity": ["critical"] * n,

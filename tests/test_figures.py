@@ -169,8 +169,8 @@ def test_latest_is_a_reading_that_existed(tmp_path):
     rows = target.latest().records()
     stamp = (t0 + timedelta(minutes=1)).replace(tzinfo=None)
     assert [tuple(r.values()) for r in rows] == [
-        ("gh-1", "d1", stamp, None, None, None, 4),
-        ("gh-1", "d2", t0.replace(tzinfo=None), 19.0, 60.0, 800.0, 0),
+        ("gh-1", "d1", stamp, None, None, None, 4, False),
+        ("gh-1", "d2", t0.replace(tzinfo=None), 19.0, 60.0, 800.0, 0, False),
     ]
     # One form both engines read the same way: a window function, no per-column max_by.
     sql = queries.latest_per_device().sql

@@ -96,6 +96,7 @@ def test_normalises_timestamps_numbers_and_partition_keys(capsys):
         "humidity": 55.0,
         "co2": 812.5,
         "error_code": 1,
+        "synthetic": False,
     }
     assert base64.b64decode(outs[0]["data"]).endswith(b"\n")
     assert outs[0]["metadata"] == {

@@ -112,7 +112,7 @@ def test_trend_shows_a_summary_per_greenhouse_not_every_bucket(home, width):
 def test_trend_chart_uses_a_marker_per_greenhouse_and_readable_time_labels(tmp_path):
     home = tmp_path / "h"
     farmctl(home, "backfill", "--days", "1", "-g", "3", "-d", "1", "--every", "10m")
-    out = farmctl(home, "trend", "temperature", "--days", "1").stdout
+    out = farmctl(home, "trend", "temperature", "--days", "1", "--synthetic", "include").stdout
     assert "• gh-1" in out and "x gh-2" in out and "+ gh-3" in out
     labels = (NOW - timedelta(hours=12)).strftime("%m-%d")
     assert labels in out or NOW.strftime("%m-%d") in out

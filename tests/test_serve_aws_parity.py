@@ -28,7 +28,8 @@ REGION = "eu-west-1"
 
 def _readings() -> list[dict]:
     now_ms = int(time.time() * 1000)
-    made = generator.generate(now_ms - 3_600_000, 120, 30.0, 3, 2, 0.05, seed=7)
+    # stand-ins for devices: real readings (devices may not send synthetic: true)
+    made = generator.generate(now_ms - 3_600_000, 120, 30.0, 3, 2, 0.05, seed=7, synthetic=False)
     raw = generator.to_json_records(made.table)
     for i, reading in enumerate(raw):
         if i % 7 == 0:  # the seed's numeric strings, and epoch forms

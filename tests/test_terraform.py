@@ -530,6 +530,7 @@ def test_lambda_environment_variable_names():
         "DISCORD_WEBHOOK_SSM_PARAMETER",
         "LOG_LEVEL",
         "STATE_TABLE",
+        "ALERT_ON_SYNTHETIC",
     }
     assert env["simulator"] == {
         "INGEST_URL",

@@ -351,6 +351,12 @@ def test_ingest_api_integration_role_and_trust_policy(emulated):
     request = json.loads(render(template, body)[0])
     assert request["StreamName"] == emulated["outputs"]["stream_name"]
     assert request["Records"][0]["PartitionKey"] == "gh-1\n:d1"
+    # ... and marks readings sent with the simulator's own ingest key synthetic (issue 16.3)
+    (simulator_key,) = emulated.client("apigateway").get_api_keys(
+        nameQuery=f"{PROJECT}-ingest-simulator"
+    )["items"]
+    marked = json.loads(render(template, body, api_key_id=simulator_key["id"])[0])
+    assert marked["Records"][0]["PartitionKey"] == "synthetic/gh-1\n:d1"
     # The logging role takes the same trust policy.
     cloudwatch_trust = iam.get_role(RoleName=f"{PROJECT}-apigw-cloudwatch")["Role"]
     assert allows_assume(cloudwatch_trust["AssumeRolePolicyDocument"], "apigateway.amazonaws.com")
@@ -416,6 +422,11 @@ def test_s3_notification_invokes_the_anomaly_detector(emulated):
     condition = json.dumps(grant["Condition"])
     assert f"arn:aws:s3:::{out['log_bucket']}" in condition
     assert emu.ACCOUNT_ID in condition
+    # Synthetic readings page no one unless the stack asks (issue 16.3, alert_on_synthetic).
+    env = emulated.client("lambda").get_function_configuration(
+        FunctionName=out["anomaly_function_name"]
+    )["Environment"]["Variables"]
+    assert env["ALERT_ON_SYNTHETIC"] == "false"
 
 
 def test_silent_check_function_and_its_schedule_are_created(emulated):
@@ -590,7 +601,9 @@ def test_farmctl_simulate_direct_lands_valid_records_in_kinesis(emulated):
     batch = validate(readings)
     assert batch.rejected == [] and batch.accepted.num_rows == 6
     keys = {r["PartitionKey"] for r in records}
-    assert keys == {f"{r['greenhouse_id']}:{r['device_id']}" for r in readings}
+    # simulated readings: marked synthetic, in the body and in the partition key (issue 16.3)
+    assert keys == {f"synthetic/{r['greenhouse_id']}:{r['device_id']}" for r in readings}
+    assert {r["synthetic"] for r in readings} == {True}
 
 
 def test_farmctl_discord_test_reads_the_webhook_from_ssm(emulated, httpserver):

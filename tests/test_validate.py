@@ -119,8 +119,8 @@ def test_readme_field_table_matches_the_schema():
     import re
     from pathlib import Path
 
-    from smartfarm_cli.core.schema import FIELD_NAMES
+    from smartfarm_cli.core.schema import COLUMN_NAMES
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     table = readme.split("### The reading", 1)[1].split("\n\n", 2)[1]
-    assert tuple(re.findall(r"^\| `(\w+)` \|", table, re.M)) == FIELD_NAMES
+    assert tuple(re.findall(r"^\| `(\w+)` \|", table, re.M)) == COLUMN_NAMES

@@ -17,7 +17,11 @@ gets the same events back, rewrites the same log items and sends the message (th
 conditional write reloads and finds the incident open, so only one announces it.
 
 Objects with the metadata `smartfarm-source: backfill` (generated history) get their spikes
-stored but no alert. A duplicate event overwrites the same spike object and finds the marker
+stored but no alert. Synthetic readings (the `synthetic` column: simulator runs, demo, backfill)
+are judged and their spikes stored, marked synthetic, but move no incident, refresh no device's
+last-seen time and send nothing, unless ALERT_ON_SYNTHETIC is true (core.alerts.alertable); their
+jumps are judged against a window of their own (core.rules.SyntheticState).
+A duplicate event overwrites the same spike object and finds the marker
 `delivered`, so it creates no second file and no second message; an `undelivered` alert is
 retried by it.
 
@@ -39,6 +43,8 @@ Environment:
   SPIKE_BUCKET                    required, the spike-log-bucket name
   DISCORD_WEBHOOK_SSM_PARAMETER   optional, SecureString holding the webhook URL (no alert if unset)
   RULES_PATH                      optional rules.toml override (relative to this file's folder)
+  ALERT_ON_SYNTHETIC              optional, `true`: synthetic readings alert like real ones
+                                  (Terraform variable alert_on_synthetic, default false)
   STATE_TABLE                     DynamoDB table of per-device state (jump windows, incidents,
                                   see docs/state.md); unset: each object is judged on its own
                                   and its spikes announced per file (no incidents)
@@ -110,6 +116,7 @@ class Deps:
     state: StateStore | None = None  # per-device state (jump windows, incidents); None: alone
     history: DynamoEventLog | None = None  # incident events, for `farmctl alerts`
     now: object = time.time  # wall clock (epoch s) of the incident lifecycle
+    alert_synthetic: bool = False  # ALERT_ON_SYNTHETIC: synthetic readings alert too
 
 
 @dataclass
@@ -147,6 +154,7 @@ def process_object(bucket: str, key: str, deps: Deps) -> ObjectResult:
     except Exception as exc:  # the device state could not be read or written: retry the event
         raise StoreError(f"cannot judge {key} against device state: {type(exc).__name__}") from exc
     result.spikes = spikes.num_rows
+    alert_spikes, readings = alerts.alertable(spikes, table, deps.alert_synthetic)
     for spike_key, rows in objects.items():
         try:
             deps.spike_store.put(spike_key, lake.spike_parquet_bytes(rows))
@@ -159,12 +167,17 @@ def process_object(bucket: str, key: str, deps: Deps) -> ObjectResult:
     if metadata.get(SOURCE_METADATA) == "backfill":
         result.alert = "skipped_backfill"  # history is not news (same as the local target)
         return result
+    if readings.num_rows == 0 or (deps.state is None and alert_spikes.num_rows == 0):
+        # Only synthetic readings (or their spikes): stored, but no incident and no message.
+        result.alert = alerts.SKIPPED_SYNTHETIC if spikes.num_rows else alerts.NOTHING_TO_SEND
+        return result
+    spikes = alert_spikes
     message, count = None, spikes.num_rows
     if deps.state is not None:
         try:
             events = incidents.observe(
                 spikes,
-                table,
+                readings,
                 incidents.policy_from(deps.rules.alerts),
                 deps.state,
                 key,
@@ -356,6 +369,7 @@ def handler(event, context):
         state=state,
         history=history,
         now=NOW,
+        alert_synthetic=alerts.env_flag(os.environ.get(alerts.ALERT_ON_SYNTHETIC_ENV)),
     )
     summary = process_event(event, deps)
     if summary["store_failed"]:

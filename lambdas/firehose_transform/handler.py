@@ -13,6 +13,12 @@ Output: {"records": [{"recordId", "result", "data", "metadata"}]} with, per reco
   Dropped           a re-sent reading identical to its first copy in the batch.
 
 One record holds one reading (what the kinesis_api_gw integration puts per Kinesis record).
+`synthetic` in the output is decided by the record's Kinesis partition key, never by the body:
+the ingest API's mapping template prefixes the key with `synthetic/` only for the simulator's
+own API key (devices cannot choose the key, and the request model refuses `synthetic: true`
+from them), and farmctl does the same for the synthetic readings it puts with the caller's AWS
+credentials. A body claiming `synthetic: true` under a device's key is stored as real: a device
+can never silence its own alerts.
 The "not in the future" check is relative to the record's arrival time when Firehose gives it,
 so buffering delays never reject a good reading.
 """
@@ -26,7 +32,7 @@ import time
 from datetime import UTC, datetime
 
 from smartfarm_cli.core.jsonlog import log
-from smartfarm_cli.core.schema import FIELD_NAMES
+from smartfarm_cli.core.schema import COLUMN_NAMES, FIELD_NAMES, SYNTHETIC_PARTITION_PREFIX
 from smartfarm_cli.core.validate import (
     parse_json_lines,
     partition_values,
@@ -51,6 +57,12 @@ def _arrival_ms(record: dict) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def is_synthetic(record: dict) -> bool:
+    """True when the record's Kinesis partition key marks a synthetic reading."""
+    key = (record.get("kinesisRecordMetadata") or {}).get("partitionKey")
+    return isinstance(key, str) and key.startswith(SYNTHETIC_PARTITION_PREFIX)
+
+
 def transform_record(record: dict, now_ms: int | None = None) -> tuple[dict, str | None]:
     """One Firehose record -> (output record, rejection reason or None)."""
     record_id = record.get("recordId")
@@ -69,8 +81,9 @@ def transform_record(record: dict, now_ms: int | None = None) -> tuple[dict, str
         return _failed(record_id, original), batch.rejected[0].reason
     row = batch.accepted.to_pylist()[0]
     ts_ms = int(batch.accepted["timestamp"].cast("int64")[0].as_py())
-    reading = {name: row[name] for name in FIELD_NAMES}
+    reading = {name: row[name] for name in COLUMN_NAMES}
     reading["timestamp"] = iso_ms(ts_ms)
+    reading["synthetic"] = is_synthetic(record)
     data = json.dumps(reading, separators=(",", ":"), allow_nan=False) + "\n"
     return {
         "recordId": record_id,
@@ -89,7 +102,7 @@ def _first_copy_wins(out: dict, record: dict, seen: dict) -> tuple[dict, str | N
     """
     reading = json.loads(base64.b64decode(out["data"]))
     key = (reading["greenhouse_id"], reading["device_id"], reading["timestamp"])
-    values = tuple(reading[name] for name in FIELD_NAMES[3:])
+    values = tuple(reading[name] for name in FIELD_NAMES[3:])  # metrics and error_code
     if key not in seen:
         seen[key] = values
         return out, None

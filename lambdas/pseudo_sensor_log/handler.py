@@ -9,7 +9,11 @@
    greenhouse x device) per interval, POSTed as `{"records": [reading, ...]}` (<= 500 per
    request) to INGEST_URL (the kinesis_api_gw `POST /records` endpoint) with the `x-api-key`
    header. A PutRecords-style answer with FailedRecordCount > 0 gets its failed records re-sent,
-   a bounded number of times.
+   a bounded number of times. The readings are synthetic, but the body does not say so (the
+   ingest API refuses `synthetic: true` from anyone): the API's mapping template marks every
+   reading sent with the simulator's own key (INGEST_API_KEY_SSM_PARAMETER), and the Firehose
+   transform stores them with synthetic = true, so they page no one unless the stack's
+   alert_on_synthetic is set.
 
 A direct invocation with the body itself as the event (`{"count": 3, "interval": 1}`, e.g. the
 console's test button) is validated and run synchronously.
@@ -37,6 +41,7 @@ from dataclasses import asdict, dataclass
 
 from smartfarm_cli.core import generator, putrecords
 from smartfarm_cli.core.jsonlog import log
+from smartfarm_cli.core.schema import SYNTHETIC
 from smartfarm_cli.core.simulation import (
     FIELDS,
     BadRequest,
@@ -214,7 +219,9 @@ def run(
         delay = t0 + step * spec.interval - clock()
         if delay > 0:
             sleep(delay)
-        rows = generator.to_json_records(generated.table.slice(step * per_step, per_step))
+        rows = generator.to_json_records(
+            generated.table.slice(step * per_step, per_step).drop_columns([SYNTHETIC])
+        )
         for batch in putrecords.batches(rows):
             send_batch(batch, url, api_key, post, sleep, stats)
     summary = {

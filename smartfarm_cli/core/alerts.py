@@ -54,6 +54,39 @@ NOTHING_TO_SEND = "nothing_to_send"
 RETRY_AFTER_MS_THRESHOLD = 1000.0
 
 
+ALERT_ON_SYNTHETIC_ENV = "ALERT_ON_SYNTHETIC"  # the anomaly Lambda's switch (Terraform variable)
+SKIPPED_SYNTHETIC = "skipped_synthetic"
+
+
+def env_flag(value: str | None) -> bool:
+    """`1`, `true`, `yes`, `on` (any case) -> True; anything else, or unset -> False."""
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def alertable(
+    spikes: pa.Table, readings: pa.Table | None, include_synthetic: bool = False
+) -> tuple[pa.Table, pa.Table | None]:
+    """The spikes and readings that may move incidents and page someone.
+
+    Synthetic readings (simulator, demo, backfill: the `synthetic` column) are judged and their
+    spikes stored like any other, but they open, remind and resolve no incident, refresh no
+    device's last-seen time and send no Discord message, unless `include_synthetic` (the CLI's
+    `--alert-synthetic`, the Lambda's ALERT_ON_SYNTHETIC). Rows without the column, or with
+    null in it (files older than the column), are real.
+    """
+    if include_synthetic:
+        return spikes, readings
+    return _real(spikes), None if readings is None else _real(readings)
+
+
+def _real(table: pa.Table) -> pa.Table:
+    if "synthetic" not in table.column_names or table.num_rows == 0:
+        return table
+    import pyarrow.compute as pc
+
+    return table.filter(pc.invert(pc.fill_null(table["synthetic"], False)))
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounds for one message. Total time spent ~ attempts * timeout + waits <= max_total_s."""

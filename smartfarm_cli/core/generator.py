@@ -51,10 +51,14 @@ def generate(
     anomaly_rate: float = 0.0,
     seed: int = 0,
     utc_offset_h: float = SEOUL_UTC_OFFSET_H,
+    synthetic: bool = True,
 ) -> Generated:
     """`steps` time steps from `start_ms`, each with one reading per greenhouse x device.
 
     Rows are in time order (then greenhouse, then device), as a stream would carry them.
+    Every generated reading is marked `synthetic` (simulate, demo, backfill and the
+    pseudo_sensor_log Lambda all generate here); `synthetic=False` is for tests and benches
+    that stand in for real devices.
     """
     from .schema import READING_SCHEMA  # built on first use (core.lazy)
 
@@ -111,6 +115,7 @@ def generate(
             pc.round(humidity, 2),
             pc.round(co2, 1),
             error_code,
+            pa.repeat(pa.scalar(synthetic), n),
         ],
         schema=READING_SCHEMA,
     )
@@ -125,6 +130,7 @@ def history(
     devices: int,
     anomaly_rate: float,
     seed: int,
+    synthetic: bool = True,
 ) -> Iterator[tuple[pa.Table, int, int, int]]:
     """`days` of validated history ending at `end_ms`, one UTC day at a time.
 
@@ -146,6 +152,7 @@ def history(
             devices,
             anomaly_rate,
             seed + done,
+            synthetic=synthetic,
         ).table
         good, rejected, _ = check_table(table, now_ms=end_ms + HOUR_MS)
         done = upto

@@ -28,7 +28,7 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import FIELD_NAMES, READING_SCHEMA
+from .schema import FIELD_NAMES, READING_SCHEMA, SYNTHETIC
 from .validate import (
     EPOCH_MS_THRESHOLD,
     Batch,
@@ -182,6 +182,7 @@ def _schemas() -> tuple[pa.Schema, pa.Schema]:
         pa.field(name, pa.string() if name in ("greenhouse_id", "device_id") else pa.float64())
         for name in FIELD_NAMES
     ]
+    fields.append(pa.field(SYNTHETIC, pa.bool_()))  # optional; anything but a boolean: per item
     iso = pa.schema([f.with_type(pa.string()) if f.name == "timestamp" else f for f in fields])
     return iso, pa.schema(fields)
 
@@ -259,6 +260,10 @@ def _typed(raw: pa.Table) -> tuple[pa.Table | None, pa.Array | None]:
             else:
                 converted = as_float
         columns.append(converted)
+    if SYNTHETIC in raw.column_names:  # absent or null: a real reading, as in validate.coerce
+        columns.append(pc.fill_null(raw[SYNTHETIC], False))
+    else:
+        columns.append(pa.repeat(False, n))
     certain = pc.fill_null(certain, False)
     table = pa.Table.from_arrays(
         [pc.cast(c, f.type, safe=False) for c, f in zip(columns, READING_SCHEMA, strict=True)],

@@ -183,6 +183,7 @@ def _window_table(bodies: dict[str, dict]) -> tuple[pa.Table, pa.Array]:
             for metric, value in zip(METRICS, values, strict=True):
                 columns[metric].append(value)
             columns["error_code"].append(0)
+            columns["synthetic"].append(False)  # the caller marks what it reports
             origin.append(0 if position == 0 and body["anchor"] else 1)
     arrays = [pa.array(columns[f.name], f.type) for f in READING_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=READING_SCHEMA), pa.array(origin, pa.int8())

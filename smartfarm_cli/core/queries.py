@@ -43,6 +43,21 @@ class QueryError(ValueError):
     """A user-supplied query argument that cannot be turned into SQL."""
 
 
+# Synthetic readings (simulator, demo, backfill; the `synthetic` column, NULL in files older
+# than it, which hold real readings): `trend` leaves them out by default (an average of real
+# and fake readings means nothing), `latest` and `spikes` list them with a `synthetic` column.
+SYNTHETIC_MODES = ("exclude", "include", "only")
+IS_SYNTHETIC = "coalesce(synthetic, false)"
+
+
+def _synthetic_filter(mode: str) -> str | None:
+    if mode not in SYNTHETIC_MODES:
+        raise QueryError(
+            f"unknown --synthetic {mode!r}; choose one of {', '.join(SYNTHETIC_MODES)}"
+        )
+    return {"exclude": f"NOT {IS_SYNTHETIC}", "only": IS_SYNTHETIC}.get(mode)
+
+
 def parse_duration(text: str) -> timedelta:
     """'15m', '1h', '7d', '2w' -> timedelta."""
     match = _DURATION.match(str(text))
@@ -185,6 +200,7 @@ def trend(
     zone: str | None = None,
     copies_by: str | None = None,
     dialect: str = "athena",
+    synthetic: str = "exclude",
 ) -> Query:
     """Average, min, max and count of one metric per time bucket and greenhouse.
 
@@ -194,7 +210,8 @@ def trend(
     marks buckets the window only partly covers.
     Readings with a sensor error, and values outside `valid_range` (the rules' physically
     possible range), are left out: a 400 °C glitch belongs in `spikes`, not in an average.
-    With `copies_by`, a reading stored more than once counts once (see _one_copy).
+    With `copies_by`, a reading stored more than once counts once (see _one_copy). Synthetic
+    readings are left out unless `synthetic` is `include` (or `only`).
     """
     if metric not in METRICS:
         raise QueryError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
@@ -207,6 +224,8 @@ def trend(
     bucket = _bucket(size, zone, dialect)
     since = now - timedelta(days=days)
     where = [_window(since, dialect=dialect) + _until(now, dialect), "error_code = 0"]
+    if (clause := _synthetic_filter(synthetic)) is not None:
+        where.append(clause)
     if valid_range:
         where.append(f"{metric} BETWEEN {float(valid_range[0])!r} AND {float(valid_range[1])!r}")
     params: list = []
@@ -272,8 +291,9 @@ def latest_per_device(
     now: datetime | None = None,
     copies_by: str | None = None,
     dialect: str = "athena",
+    synthetic: str = "include",
 ) -> Query:
-    """The newest whole reading of every device seen in the window.
+    """The newest whole reading of every device seen in the window, marked `synthetic`.
 
     row_number() picks one row, so every value comes from the same reading (max_by per column
     skips NULLs in DuckDB and would mix a sensor fault's NULLs with older values). Copies of
@@ -283,6 +303,9 @@ def latest_per_device(
     _check_dialect(dialect)
     now = now or datetime.now(UTC)
     columns = ", ".join((*METRICS, "error_code"))
+    window = " AND ".join(
+        filter(None, [_window(now - since, dialect=dialect), _synthetic_filter(synthetic)])
+    )
     order = ", ".join(
         [
             *([copies_by] if copies_by else []),
@@ -290,11 +313,12 @@ def latest_per_device(
         ]
     )
     sql = (
-        f'SELECT greenhouse_id, device_id, "timestamp", {columns}\n'
+        f'SELECT greenhouse_id, device_id, "timestamp", {columns}, synthetic\n'
         f'FROM (SELECT greenhouse_id, device_id, "timestamp", {columns}, '
+        f"{IS_SYNTHETIC} AS synthetic, "
         'row_number() OVER (PARTITION BY greenhouse_id, device_id ORDER BY "timestamp" DESC, '
         f"{order}) AS newest\n"
-        f"  FROM {READINGS_TABLE}\n  WHERE {_window(now - since, dialect=dialect)})\n"
+        f"  FROM {READINGS_TABLE}\n  WHERE {window})\n"
         f"WHERE newest = 1\nORDER BY 1, 2"
     )
     return Query(sql, [], _partition_floor(now - since), dialect=dialect)
@@ -308,6 +332,7 @@ def spikes(
     now: datetime | None = None,
     detected: bool = False,
     dialect: str = "athena",
+    synthetic: str = "include",
 ) -> Query:
     """Stored spikes in the window, most severe and newest first.
 
@@ -326,6 +351,8 @@ def spikes(
         window = _window(start, with_hour=False, dialect=dialect)
     where: list[str] = []
     params: list = []
+    if (clause := _synthetic_filter(synthetic)) is not None:
+        where.append(clause.replace(IS_SYNTHETIC, "synthetic"))  # already coalesced below
     if severity:
         if severity not in SEVERITIES:
             raise QueryError(
@@ -343,8 +370,9 @@ def spikes(
         "temperature, humidity, co2, error_code, source_key, detected_at"
     )
     sql = (
-        f"SELECT {columns}\n"
-        f"FROM (SELECT {columns}, row_number() OVER (PARTITION BY greenhouse_id, device_id, "
+        f"SELECT {columns}, synthetic\n"
+        f"FROM (SELECT {columns}, {IS_SYNTHETIC} AS synthetic, "
+        "row_number() OVER (PARTITION BY greenhouse_id, device_id, "
         '"timestamp", rule, metric ORDER BY detected_at ASC NULLS LAST, source_key) AS copy\n'
         f"  FROM {SPIKES_TABLE}\n  WHERE {window})\n"
         f"WHERE {' AND '.join(['copy = 1', *where])}\n"

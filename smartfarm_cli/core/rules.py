@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .lazy import pa, pc
-from .schema import METRIC_UNITS, METRICS
+from .schema import METRIC_UNITS, METRICS, SYNTHETIC
 from .state import StateStore
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("rules.toml")
@@ -129,6 +129,61 @@ def _text(*parts) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "")
 
 
+class SyntheticState:
+    """A state store seen through the `<kind>#synthetic` items of each device.
+
+    Synthetic readings (simulator, demo, backfill) are judged for jumps against their own
+    window, never against a real device's: a simulated `gh-1/dev-1` beside a real one of the
+    same name neither makes false jumps for it nor hides real ones.
+    """
+
+    SUFFIX = "#synthetic"
+
+    def __init__(self, store: StateStore):
+        self._store = store
+
+    def _key(self, key):
+        return (key[0], key[1], key[2] + self.SUFFIX)
+
+    def _back(self, key):
+        return (key[0], key[1], key[2][: -len(self.SUFFIX)])
+
+    def load(self, keys):
+        loaded = self._store.load([self._key(k) for k in keys])
+        return {k: loaded[self._key(k)] for k in keys}
+
+    def save(self, writes):
+        conflicts = self._store.save([(self._key(k), *rest) for k, *rest in writes])
+        return [self._back(k) for k in conflicts]
+
+    def scan(self, kind: str):
+        return [(self._back(k), *rest) for k, *rest in self._store.scan(kind + self.SUFFIX)]
+
+
+def _jumps(healthy: pa.Table, rules: Rules, state, source: str, now_ms: int):
+    """(metric, rows) of jumps: real and synthetic readings each judged in their own sequence."""
+    from . import jumps  # here, not at the top: loading rules for a query needs no pyarrow
+
+    synthetic = pc.fill_null(healthy[SYNTHETIC], False)
+    fake = pc.sum(synthetic).as_py() or 0
+    if fake in (0, healthy.num_rows):  # the usual case: one kind only, no copy
+        groups = [(fake > 0, healthy)]
+    else:
+        groups = [(False, healthy.filter(pc.invert(synthetic))), (True, healthy.filter(synthetic))]
+    for flag, rows in groups:
+        if rows.num_rows == 0:
+            continue
+        if state is None:
+            found = jumps.stateless(rows, rules.jump_per_minute)
+        else:
+            store = SyntheticState(state) if flag else state
+            found = jumps.judge(rows, rules.jump_per_minute, store, source, now_ms)
+        index = rows.schema.get_field_index(SYNTHETIC)
+        for metric, part in found.items():
+            # Rows may come back from the stored window (a re-judged source): mark them again.
+            yield metric, part.set_column(index, SYNTHETIC, pa.repeat(flag, part.num_rows))
+
+
 def detect(
     table: pa.Table,
     rules: Rules,
@@ -144,7 +199,6 @@ def detect(
     (default `source_key`): judging the same source again reports the same jumps. Without one,
     jumps are judged within `table` alone. Every spike carries `detected_at` = `now_ms`.
     """
-    from . import jumps  # here, not at the top: loading rules for a query needs no pyarrow
     from .schema import SPIKE_SCHEMA
     from .validate import conform
 
@@ -192,13 +246,7 @@ def detect(
 
     healthy_rows = table.filter(pc.invert(critical))
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    if state is None:
-        jump_rows = jumps.stateless(healthy_rows, rules.jump_per_minute)
-    else:
-        jump_rows = jumps.judge(
-            healthy_rows, rules.jump_per_minute, state, source or source_key, now_ms
-        )
-    for metric, rows in jump_rows.items():
+    for metric, rows in _jumps(healthy_rows, rules, state, source or source_key, now_ms):
         limit = rules.jump_per_minute[metric]
         detail = _text(
             f"{metric} changed faster than {limit:g} {METRIC_UNITS[metric]}/min, to ", rows[metric]

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
 from .lazy import pa, pc
-from .schema import FIELD_NAMES, METRICS
+from .schema import COLUMN_NAMES, FIELD_NAMES, METRICS, SYNTHETIC
 
 # Readings older than this are refused as a clock error rather than stored in 1970.
 EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -140,10 +140,20 @@ def _iso_ms(value: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
+def _synthetic(value) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise CoercionError(f"synthetic must be true or false, got {_show(value)}")
+    return value
+
+
 def coerce(item) -> tuple:
     """One raw reading -> a tuple in schema order (timestamp as epoch ms).
 
-    Unknown extra fields are ignored, as the Glue/OpenX path on AWS ignores them.
+    Unknown extra fields are ignored, as the Glue/OpenX path on AWS ignores them. `synthetic`
+    is optional (absent or null: false); whether a sender may set it is the caller's policy
+    (the ingest APIs refuse `true` from devices, see core.schema).
     """
     if isinstance(item, Unparsable):
         raise CoercionError(item.reason)
@@ -165,12 +175,28 @@ def coerce(item) -> tuple:
         parse_timestamp_ms(item["timestamp"]),
         *(_number(metric, item[metric]) for metric in METRICS),
         _error_code(item["error_code"]),
+        _synthetic(item.get(SYNTHETIC)),
     )
+
+
+def with_synthetic(table: pa.Table, value: bool = False) -> pa.Table:
+    """`table` with a `synthetic` column: added as `value` when absent, nulls read as false.
+
+    Log files written before the column existed lack it; their readings are real.
+    """
+    if SYNTHETIC not in table.column_names:
+        return table.append_column(SYNTHETIC, pa.repeat(pa.scalar(value), table.num_rows))
+    column = table[SYNTHETIC]
+    if column.null_count == 0:
+        return table
+    index = table.schema.get_field_index(SYNTHETIC)
+    return table.set_column(index, SYNTHETIC, pc.fill_null(column, False))
 
 
 def conform(table: pa.Table) -> pa.Table:
     """A table read from a log file -> exactly READING_SCHEMA (extra columns dropped).
 
+    A file without the `synthetic` column (older than it) holds real readings: false.
     Raises ValueError naming the missing or mistyped column, so one odd file is reported
     instead of crashing whoever reads it.
     """
@@ -180,16 +206,20 @@ def conform(table: pa.Table) -> pa.Table:
     if missing:
         raise ValueError(f"log file lacks column(s) {', '.join(missing)}")
     try:
-        return table.select(list(FIELD_NAMES)).cast(READING_SCHEMA, safe=False)
+        table = table.select([n for n in COLUMN_NAMES if n in table.column_names])
+        return with_synthetic(table).cast(READING_SCHEMA, safe=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise ValueError(f"log file columns do not match the reading schema: {exc}") from None
 
 
 def table_from_rows(rows: list[tuple]) -> pa.Table:
-    """Tuples in schema order -> a reading table."""
+    """Tuples in schema order -> a reading table (tuples without `synthetic`: false)."""
     from .schema import READING_SCHEMA
 
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in FIELD_NAMES]
+    if rows and len(rows[0]) == len(FIELD_NAMES):
+        rows = [(*row, False) for row in rows]
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in COLUMN_NAMES]
+    columns[-1] = [bool(v) for v in columns[-1]]  # SQLite gives 0 / 1
     arrays = [
         pa.array(col, type=field.type) for col, field in zip(columns, READING_SCHEMA, strict=True)
     ]

@@ -42,7 +42,7 @@ def trend_rows(target, metric: str, days: str, every: str | None, greenhouse: st
     if not 0 < window <= MAX_DAYS:
         raise QueryError(f"days must be from 0 to {MAX_DAYS}")
     every = every or _every_for(window)
-    result = target.trend(metric, window, every, greenhouse or None)
+    result = target.trend(metric, window, every, greenhouse or None, synthetic="include")
     return {"metric": metric, "days": window, "every": every, "rows": result.records()}
 
 

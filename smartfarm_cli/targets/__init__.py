@@ -28,6 +28,7 @@ class TargetOptions:
     profile: str | None = None
     region: str | None = None
     stack_dir: Path | None = None
+    alert_synthetic: bool = False  # local: synthetic readings alert too (--alert-synthetic)
 
 
 def resolve_name(options: TargetOptions) -> str:
@@ -65,7 +66,7 @@ def open_target(options: TargetOptions, alert_hook_factory=None) -> Target:
         return AwsTarget(options, rules)
     from .local import LocalTarget
 
-    target = LocalTarget(options.home, rules)
+    target = LocalTarget(options.home, rules, alert_synthetic=options.alert_synthetic)
     if alert_hook_factory is not None:
         target.alert_hook = alert_hook_factory(target)
     return target

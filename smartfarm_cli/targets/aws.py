@@ -575,6 +575,7 @@ class AwsTarget:
         every: str = "1h",
         greenhouse: str | None = None,
         zone: str | None = None,
+        synthetic: str = "exclude",
     ) -> QueryResult:
         valid = self.rules.impossible.get(metric)
         query = queries.trend(
@@ -585,6 +586,7 @@ class AwsTarget:
             valid_range=valid,
             zone=zone,
             copies_by=queries.ATHENA_COPY_ORDER,  # Firehose delivers at least once
+            synthetic=synthetic,
         )
         result = self.run(query)
         return QueryResult(*queries.finish_trend(result.columns, result.rows, query), result.note)
@@ -596,12 +598,17 @@ class AwsTarget:
         greenhouse: str | None = None,
         limit: int = 200,
         detected: bool = False,
+        synthetic: str = "include",
     ) -> QueryResult:
-        query = queries.spikes(since, severity, greenhouse, limit, detected=detected)
+        query = queries.spikes(
+            since, severity, greenhouse, limit, detected=detected, synthetic=synthetic
+        )
         return self.run(query)
 
-    def latest(self) -> QueryResult:
-        query = queries.latest_per_device(timedelta(days=1), copies_by=queries.ATHENA_COPY_ORDER)
+    def latest(self, synthetic: str = "include") -> QueryResult:
+        query = queries.latest_per_device(
+            timedelta(days=1), copies_by=queries.ATHENA_COPY_ORDER, synthetic=synthetic
+        )
         return self.run(query)
 
     @mapped

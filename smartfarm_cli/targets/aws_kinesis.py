@@ -31,9 +31,14 @@ __all__ = ["MAX_RECORDS", "MAX_TRIES", "KinesisSender", "Unsent", "decode", "ent
 
 
 def entry(reading: dict) -> dict:
-    """A normalised reading -> a PutRecords entry."""
+    """A normalised reading -> a PutRecords entry (a synthetic one under the marked key)."""
+    from ..core.schema import SYNTHETIC_PARTITION_PREFIX
+
     data = json.dumps(reading, separators=(",", ":"), ensure_ascii=False).encode()
-    return {"Data": data, "PartitionKey": f"{reading['greenhouse_id']}:{reading['device_id']}"}
+    key = f"{reading['greenhouse_id']}:{reading['device_id']}"
+    if reading.get("synthetic") is True:
+        key = SYNTHETIC_PARTITION_PREFIX + key
+    return {"Data": data, "PartitionKey": key}
 
 
 def entry_size(item: dict) -> int:

@@ -79,8 +79,11 @@ class Target(Protocol):
         every: str = "1h",
         greenhouse: str | None = None,
         zone: str | None = None,
+        synthetic: str = "exclude",
     ) -> QueryResult:
-        """Buckets aligned on `zone`'s wall clock (core.queries.resolve_zone), `partial` marked."""
+        """Buckets aligned on `zone`'s wall clock (core.queries.resolve_zone), `partial` marked.
+
+        `synthetic`: exclude (default), include or only synthetic readings (core.queries)."""
 
     def spikes(
         self,
@@ -89,10 +92,11 @@ class Target(Protocol):
         greenhouse: str | None = None,
         limit: int = 200,
         detected: bool = False,
+        synthetic: str = "include",
     ) -> QueryResult:
         """`since` on the reading's time, or on detection time with `detected`."""
 
-    def latest(self) -> QueryResult: ...
+    def latest(self, synthetic: str = "include") -> QueryResult: ...
 
     def follow(self, poll_s: float = 0.2, backlog: int = 500) -> Iterator[pa.Table]:
         """Batches of readings as they arrive, forever (for `watch`)."""

@@ -39,7 +39,7 @@ from typing import BinaryIO
 from ..core import generator, lake, queries, schema
 from ..core.lazy import pa, pc
 from ..core.rules import Rules, detect, load_rules
-from ..core.schema import FIELD_NAMES, METRICS, READING_PARTITIONS, SPIKE_PARTITIONS
+from ..core.schema import COLUMN_NAMES, METRICS, READING_PARTITIONS, SPIKE_PARTITIONS
 from ..core.state import SqliteStateStore
 from ..core.validate import Batch, Rejected, resent_reason, table_from_rows, validate
 from ..errors import UserError
@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS stream (
     temperature REAL,
     humidity REAL,
     co2 REAL,
-    error_code INTEGER NOT NULL
+    error_code INTEGER NOT NULL,
+    synthetic INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS stream_reading ON stream (greenhouse_id, device_id, ts_ms);
 CREATE TABLE IF NOT EXISTS rejected (
@@ -145,12 +146,14 @@ CREATE TABLE IF NOT EXISTS compactions (
     inputs TEXT NOT NULL
 );
 """
-_STREAM_COLUMNS = "greenhouse_id, device_id, ts_ms, temperature, humidity, co2, error_code"
+_STREAM_COLUMNS = (
+    "greenhouse_id, device_id, ts_ms, temperature, humidity, co2, error_code, synthetic"
+)
 # One reading into the stream, unless it is there already (the unique key) or was delivered
-# earlier within the retention window (`seen`). ?1 arrival ms, ?2..?8 the reading.
+# earlier within the retention window (`seen`). ?1 arrival ms, ?2..?9 the reading.
 _INSERT_NEW = (
     f"INSERT OR IGNORE INTO stream (received_ms, {_STREAM_COLUMNS}) "
-    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE NOT EXISTS (SELECT 1 FROM devices d "
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE NOT EXISTS (SELECT 1 FROM devices d "
     "JOIN seen s ON s.device = d.id AND s.ts_ms = ?4 "
     "WHERE d.greenhouse_id = ?2 AND d.device_id = ?3)"
 )
@@ -242,8 +245,12 @@ class LocalTarget:
         flush_age_s: float = DEFAULT_FLUSH_AGE_S,
         retention_s: float | None = None,
         clock: Callable[[], float] = time.time,
+        alert_synthetic: bool = False,
     ):
         self.home = Path(home) if home else default_home()
+        # Synthetic readings (simulate, demo, backfill) move no incident and page no one
+        # unless asked (`farmctl --alert-synthetic`); their spikes are stored either way.
+        self.alert_synthetic = alert_synthetic
         self.rules = rules or load_rules()
         self.alert_hook = alert_hook
         self.flush_rows = flush_rows
@@ -276,6 +283,9 @@ class LocalTarget:
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
             db.execute("PRAGMA busy_timeout=30000")
             db.executescript(_STREAM_DDL)
+            if "synthetic" not in {row[1] for row in db.execute("PRAGMA table_info(stream)")}:
+                # A stream.db from before the column: its rows are real readings.
+                db.execute("ALTER TABLE stream ADD COLUMN synthetic INTEGER NOT NULL DEFAULT 0")
             self._db = db
         return self._db
 
@@ -333,7 +343,7 @@ class LocalTarget:
         if table.num_rows == 0:
             return 0, []
         now = int(self.clock() * 1000)
-        columns = [table[name] for name in FIELD_NAMES]
+        columns = [table[name] for name in COLUMN_NAMES]
         columns[2] = pc.cast(columns[2], pa.int64())
         rows = list(zip(*(c.to_pylist() for c in columns), strict=True))
         differing = []
@@ -347,10 +357,10 @@ class LocalTarget:
             if added < len(rows):  # some were copies: compare them with what is stored
                 for pos, row in enumerate(rows):
                     stored = db.execute(_STORED_VALUES, row[:3]).fetchone()
-                    if stored is not None and stored != row[3:]:
+                    if stored is not None and stored != row[3:7]:  # values, not the mark
                         differing.append((pos, *stored))
         differed = [
-            Rejected(pos, resent_reason(stored, rows[pos][3:]), json.dumps(_reading(rows[pos])))
+            Rejected(pos, resent_reason(stored, rows[pos][3:7]), json.dumps(_reading(rows[pos])))
             for pos, *stored in differing
         ]
         self._appended = True
@@ -879,10 +889,13 @@ class LocalTarget:
         """Apply one delivered file to the incidents; events logged and, when a webhook is
         configured, their message queued, all in the same transaction as the state (a crash
         after it loses nothing: the queued message is sent by the next delivery or check)."""
-        from ..core import incidents
+        from ..core import alerts, incidents
 
         now_ms = int(self.clock() * 1000) if now_ms is None else now_ms
         readings = schema.READING_SCHEMA.empty_table() if readings is None else readings
+        spikes, readings = alerts.alertable(spikes, readings, self.alert_synthetic)
+        if spikes.num_rows == 0 and readings.num_rows == 0:
+            return []  # nothing real in this file: no incident moves
         centre = incidents.centre_of(self.rules)
         with self._transaction():
             events = incidents.observe(
@@ -1186,23 +1199,36 @@ class LocalTarget:
         """One DuckDB statement over the lake views, with the files it may read fixed first."""
         import duckdb
 
-        con = duckdb.connect()
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            files = self._create_views(con, partitions_from)
-            con.execute("SET allowed_paths = ?", [files])
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
-            result = con.execute(statement, params or [])
-            columns = [d[0] for d in result.description]
-            return QueryResult(columns, result.fetchall())
-        except duckdb.Error as exc:
-            raise queries.QueryError(str(exc).splitlines()[0]) from None
-        finally:
-            con.close()
+        for by_name in (False, True):
+            con = duckdb.connect()
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                files = self._create_views(con, partitions_from, by_name)
+                con.execute("SET allowed_paths = ?", [files])
+                con.execute("SET enable_external_access = false")
+                con.execute("SET lock_configuration = true")
+                result = con.execute(statement, params or [])
+                columns = [d[0] for d in result.description]
+                return QueryResult(columns, result.fetchall())
+            except duckdb.Error as exc:
+                if not by_name and _missing_column(str(exc)):
+                    continue  # a log file older than a column: read every file by name
+                raise queries.QueryError(str(exc).splitlines()[0]) from None
+            finally:
+                con.close()
+        raise AssertionError("unreachable: the by-name read either answers or raises")
 
-    def _create_views(self, con, partitions_from: str | None) -> list[str]:
-        """Create the `readings` and `spikes` views; returns the files they read."""
+    def _create_views(self, con, partitions_from: str | None, by_name: bool = False) -> list[str]:
+        """Create the `readings` and `spikes` views; returns the files they read.
+
+        Files written before a column existed (`detected_at` in spikes, `synthetic` in both)
+        lack it; Athena reads Parquet by name and gives NULL, and so do these views. Spikes
+        are always read by name (`union_by_name`). Reading every file's footer up front costs
+        1.13-1.38x on a week of hourly log files (bench/synthetic_views.py), so the
+        readings view reads by name only when the first file lacks a column, or with
+        `by_name` (the caller's retry after DuckDB found a later file that lacks one, which it
+        reports as a schema mismatch instead of reading wrong values).
+        """
         views = (
             (
                 queries.READINGS_TABLE,
@@ -1229,13 +1255,13 @@ class LocalTarget:
             if files:
                 source = "[" + ", ".join(f"'{_sql_str(f)}'" for f in files) + "]"
                 hive_types = ", ".join(f"'{p}': 'VARCHAR'" for p in partitions)
-                # Spike files written before a column existed lack it (Athena reads Parquet
-                # by name and gives NULL): union by name, with every column always present.
-                older = (
-                    f", union_by_name = true) UNION ALL BY NAME SELECT {typed} WHERE false"
-                    if view == queries.SPIKES_TABLE
-                    else ")"
+                union = (
+                    by_name
+                    or view == queries.SPIKES_TABLE
+                    or not _has_columns(con, files[0], [c.name for c in columns])
                 )
+                older = f", union_by_name = {str(union).lower()}) "
+                older += f"UNION ALL BY NAME SELECT {typed} WHERE false"
                 con.execute(
                     f"CREATE VIEW {view} AS SELECT * FROM read_parquet({source}, "
                     f"hive_partitioning = true, hive_types = {{{hive_types}}}{older}"
@@ -1251,10 +1277,18 @@ class LocalTarget:
         every: str = "1h",
         greenhouse: str | None = None,
         zone: str | None = None,
+        synthetic: str = "exclude",
     ) -> QueryResult:
         valid = self.rules.impossible.get(metric)
         query = queries.trend(
-            metric, days, every, greenhouse, valid_range=valid, zone=zone, dialect="duckdb"
+            metric,
+            days,
+            every,
+            greenhouse,
+            valid_range=valid,
+            zone=zone,
+            dialect="duckdb",
+            synthetic=synthetic,
         )
         result = self.run(query)
         return QueryResult(*queries.finish_trend(result.columns, result.rows, query), result.note)
@@ -1266,13 +1300,24 @@ class LocalTarget:
         greenhouse: str | None = None,
         limit: int = 200,
         detected: bool = False,
+        synthetic: str = "include",
     ) -> QueryResult:
         return self.run(
-            queries.spikes(since, severity, greenhouse, limit, detected=detected, dialect="duckdb")
+            queries.spikes(
+                since,
+                severity,
+                greenhouse,
+                limit,
+                detected=detected,
+                dialect="duckdb",
+                synthetic=synthetic,
+            )
         )
 
-    def latest(self) -> QueryResult:
-        return self.run(queries.latest_per_device(timedelta(days=1), dialect="duckdb"))
+    def latest(self, synthetic: str = "include") -> QueryResult:
+        return self.run(
+            queries.latest_per_device(timedelta(days=1), dialect="duckdb", synthetic=synthetic)
+        )
 
     # -- status -----------------------------------------------------------------------------
 
@@ -1328,7 +1373,7 @@ def _differing(resent: pa.Table, stored: pa.Table) -> list[Rejected]:
         equal = pc.or_(pc.fill_null(pc.equal(a, b), False), pc.and_(pc.is_null(a), pc.is_null(b)))
         same = equal if same is None else pc.and_(same, equal)
     changed = both.filter(pc.invert(same))
-    records = generator.to_json_records(changed.select(list(FIELD_NAMES)))
+    records = generator.to_json_records(changed.select(list(COLUMN_NAMES)))
     old = zip(*(changed[f"{name}__stored"].to_pylist() for name in values), strict=True)
     return [
         Rejected(
@@ -1342,7 +1387,8 @@ def _differing(resent: pa.Table, stored: pa.Table) -> list[Rejected]:
 
 def _reading(row: tuple) -> dict:
     """A stream row as the JSON reading it came from (timestamp as ISO, ms)."""
-    reading = dict(zip(FIELD_NAMES, row, strict=True))
+    reading = dict(zip(COLUMN_NAMES, row, strict=True))
+    reading["synthetic"] = bool(reading["synthetic"])
     reading["timestamp"] = _utc(reading["timestamp"]).isoformat(timespec="milliseconds") + "Z"
     return reading
 
@@ -1454,6 +1500,24 @@ _DUCK_TYPES = {
     "int": "INTEGER",
     "boolean": "BOOLEAN",
 }
+
+
+def _missing_column(message: str) -> bool:
+    """DuckDB's complaint that a later file lacks a column the first file has."""
+    return "schema mismatch" in message or "could not be found in file" in message
+
+
+def _has_columns(con, path: str, names: list[str]) -> bool:
+    """Whether a Parquet file holds every one of `names` (DuckDB reads its footer only)."""
+    import duckdb
+
+    try:
+        found = {
+            row[0] for row in con.execute("SELECT name FROM parquet_schema(?)", [path]).fetchall()
+        }
+    except duckdb.Error:
+        return False  # unreadable: let the by-name read report it
+    return set(names) <= found
 
 
 def _sql_str(text: str) -> str:
