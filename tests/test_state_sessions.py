@@ -325,3 +325,35 @@ def test_jump_order_is_by_greenhouse_then_device_and_rows_without_ids_have_no_ne
         ("gh-1", "d-1", 30.0), ("gh-1", "d-10", 30.0), ("gh-10", "d-1", 30.0),
         ("gh-2", "d-1", 30.0),
     ]  # fmt: skip
+
+
+def marks(spikes):
+    columns = (spikes["timestamp"].to_pylist(), spikes["synthetic"].to_pylist())
+    return sorted(zip(*columns, strict=True))
+
+
+def test_a_session_keeps_synthetic_readings_in_their_own_windows_like_judge():
+    """A simulated gh-1/d1 beside the real one: each kind is judged against its own window
+    (`jump` and `jump#synthetic` items) in a run exactly as file by file."""
+    rng = random.Random(11)
+    files = []
+    for start in range(0, 120, 10):
+        rows = [("gh-1", "d1", T0 + m * MIN, rng.choice([20.0, 20.5, 30.0]), 60.0, 800.0, 0)
+                for m in range(start, start + 10)]  # fmt: skip
+        table = table_from_rows(rows)
+        flags = pa.array([rng.random() < 0.5 for _ in rows])
+        files.append(
+            table.set_column(table.schema.get_field_index("synthetic"), "synthetic", flags)
+        )
+    per_file, session_store = store(), store()
+    session = jumps.Session(session_store, NOW_MS)
+    found = []
+    for i, table in enumerate(files):
+        expected = detect(table, RULES, f"f{i}", state=per_file, now_ms=NOW_MS)
+        got = detect(table, RULES, f"f{i}", state=session, now_ms=NOW_MS)
+        assert spike_rows(got) == spike_rows(expected) and marks(got) == marks(expected)
+        found += marks(got)
+    assert {flag for _, flag in found} == {True, False}
+    assert session.settle(RULES.jump_per_minute, "run-merged") == []
+    for kind in ("jump", "jump#synthetic"):
+        assert items(session_store, kind) == items(per_file, kind) != {}
