@@ -341,3 +341,44 @@ def test_ids_are_checked_exactly_like_the_id_pattern(value):
 
     expected = re.fullmatch(ID_PATTERN.strip("^$"), value) is not None
     assert ids_ok(pa.array([value])).to_pylist() == [expected]
+
+
+# -- read_ahead: the next chunk is parsed in a background thread ---------------------------------
+
+
+def test_read_ahead_yields_every_batch_in_order_then_raises_the_producers_error():
+    import threading
+
+    from smartfarm_cli.core.ingest import read_ahead
+
+    threads = []
+
+    def produce():
+        threads.append(threading.current_thread().name)
+        yield from (1, 2, 3)
+        raise ValueError("the input broke after 3 batches")
+
+    got = []
+    with pytest.raises(ValueError, match="broke after 3"):
+        for batch in read_ahead(produce()):
+            got.append(batch)
+    assert got == [1, 2, 3]
+    assert threads == ["ingest-read-ahead"]
+
+
+def test_read_ahead_stops_its_producer_when_the_consumer_leaves_early():
+    from smartfarm_cli.core.ingest import read_ahead
+
+    produced = []
+
+    def produce():
+        for n in range(1000):
+            produced.append(n)
+            yield n
+
+    for batch in read_ahead(produce(), depth=1):
+        if batch == 2:
+            break
+    count = len(produced)
+    assert count <= 5  # 0-2 taken, at most one waiting and one being made
+    assert len(produced) == count  # and nothing after the loop ended

@@ -139,7 +139,9 @@ def _by_device(spikes: pa.Table, readings: pa.Table, centre: dict, now_ms: int) 
                 "ts": pc.cast(readings["timestamp"], pa.int64()),
             }
         )
-        newest = stamps.group_by(["greenhouse_id", "device_id"]).aggregate([("ts", "max")])
+        newest = stamps.group_by(["greenhouse_id", "device_id"], use_threads=False).aggregate(
+            [("ts", "max")]
+        )
         for g, d, ts in zip(
             newest["greenhouse_id"].to_pylist(),
             newest["device_id"].to_pylist(),
@@ -212,6 +214,90 @@ def observe(
             return sorted(events, key=lambda e: (*e.incident, e.kind))
         pending = sorted((g, d) for g, d, _ in conflicts)
     raise StateConflict(f"alert state kept changing under us for {len(pending)} device(s)")
+
+
+class Session:
+    """Devices' incidents held in memory while one writer applies many files, saved once.
+
+    `observe` applies one file as `observe()` would (replay off), to items kept in memory: a
+    device's item is loaded the first time one of the files names it. `flush` writes every
+    changed item once, conditionally on the version read, and returns each file's events. The
+    files' per-device summaries are kept until then (a few numbers per device and file, never
+    the readings), so a device another writer changed meanwhile is reloaded and the files are
+    applied to it again, in order: the outcome is that of `observe()` called once per file.
+    """
+
+    def __init__(self, store: StateStore, policy: Policy, centre: dict[str, float] | None = None):
+        self.store = store
+        self.policy = policy
+        self.centre = centre or {}
+        self.bodies: dict[tuple[str, str], dict] = {}
+        self.versions: dict[tuple[str, str], int] = {}
+        self.expires: dict[tuple[str, str], int] = {}
+        self.changed: set[tuple[str, str]] = set()
+        # Per file: (source, digest, now_ms, anomalies, device -> summary, device -> events).
+        self.files: list[tuple[str, str, int, int, dict, dict]] = []
+
+    def observe(self, spikes: pa.Table, readings: pa.Table, source: str, now_ms: int) -> None:
+        devices = _by_device(spikes, readings, self.centre, now_ms)
+        self._load([d for d in devices if d not in self.versions])
+        digest = _digest(source)
+        events = {d: self._step(d, digest, now_ms, devices[d]) for d in sorted(devices)}
+        self.files.append((source, digest, now_ms, spikes.num_rows, devices, events))
+
+    def _load(self, devices: list[tuple[str, str]]) -> None:
+        if not devices:
+            return
+        loaded = self.store.load([(*d, KIND) for d in devices])
+        for device in devices:
+            body, version = loaded[(*device, KIND)]
+            self.bodies[device] = body or {"open": {}, "sources": []}
+            self.versions[device] = version
+
+    def _step(self, device, digest: str, now_ms: int, seen: _Device) -> list[Event]:
+        body = self.bodies[device]
+        if digest in body["sources"]:  # this file was judged for this device already
+            return []
+        events = _apply(device, seen, body, self.policy, now_ms)
+        _remember(body, digest, events)
+        self.changed.add(device)
+        self.expires[device] = now_ms + STATE_TTL_MS
+        return events
+
+    def flush(self) -> list[tuple[str, int, int, list[Event]]]:
+        """Save the changed items -> per file (source, now_ms, anomalies, its events)."""
+        for _ in range(MAX_ATTEMPTS):
+            changed = sorted(self.changed)
+            writes = [
+                ((*d, KIND), self.bodies[d], self.versions[d], self.expires[d]) for d in changed
+            ]
+            lost = {(g, d) for g, d, _ in self.store.save(writes)}
+            for device in changed:
+                if device not in lost:
+                    self.versions[device] += 1
+            self.changed = set()
+            if not lost:
+                break
+            self._load(sorted(lost))  # another writer's item: apply every file to it again
+            for _source, digest, now_ms, _count, devices, events in self.files:
+                for device in sorted(lost & set(devices)):
+                    events[device] = self._step(device, digest, now_ms, devices[device])
+        else:
+            raise StateConflict(f"alert state kept changing under us for {len(lost)} device(s)")
+        out = [
+            (
+                source,
+                now_ms,
+                count,
+                sorted(
+                    (e for found in events.values() for e in found),
+                    key=lambda e: (*e.incident, e.kind),
+                ),
+            )
+            for source, _digest, now_ms, count, _devices, events in self.files
+        ]
+        self.files = []
+        return out
 
 
 def _apply(device, seen: _Device, body: dict, policy: Policy, now_ms: int) -> list[Event]:

@@ -76,6 +76,54 @@ def read_batches(
     yield from _ndjson_batches(head, stream, now_ms, chunk_bytes)
 
 
+def read_ahead(batches: Iterator[Batch], depth: int = 1) -> Iterator[Batch]:
+    """`batches`, produced by a background thread up to `depth` batches ahead of the consumer.
+
+    Parsing and validating the next chunk (pyarrow releases the GIL while it works) overlaps
+    with whatever the consumer does with the current one; memory grows by `depth` chunks. An
+    error of the producer is raised here, after the batches before it; leaving the loop early
+    stops the producer (after the chunk it is working on).
+    """
+    import queue
+    import threading
+
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not offer((batch, None)):
+                    return
+            offer((end, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            offer((None, exc))
+
+    thread = threading.Thread(target=produce, name="ingest-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            batch, error = ready.get()
+            if error is not None:
+                raise error
+            if batch is end:
+                return
+            yield batch
+    finally:
+        stop.set()
+        thread.join(timeout=5)  # a producer blocked on a silent stdin is a daemon: left behind
+
+
 def _read_some(stream: BinaryIO, size: int) -> bytes:
     """Up to `size` bytes; fewer only at the end of the stream (pipes return short reads)."""
     parts, have = [], 0
@@ -198,8 +246,8 @@ def _parse_pieces(numbered: list[tuple[int, bytes]]) -> pa.Table | None:
 def _read_table(data: bytes, lines: int) -> pa.Table | None:
     import pyarrow.json as pj
 
-    try:
-        data.decode("utf-8")  # pyarrow does not check; the per-line path names the bad line
+    try:  # pyarrow does not check; the per-line path names the bad line
+        data.isascii() or data.decode("utf-8")  # ASCII is UTF-8, and much faster to check
     except UnicodeDecodeError:
         return None
     # One thread: the parse is not the bottleneck, and the suite once crashed (SIGSEGV) inside
@@ -387,4 +435,4 @@ def _shifted(batch: Batch, base: int) -> Batch:
     return batch
 
 
-__all__ = ["CHUNK_BYTES", "ndjson_chunk", "read_batches"]
+__all__ = ["CHUNK_BYTES", "ndjson_chunk", "read_ahead", "read_batches"]

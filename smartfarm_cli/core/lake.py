@@ -3,7 +3,9 @@
 `logs/year=YYYY/month=MM/day=DD/hour=HH/<name>.parquet` by event time, and
 `spikes/year=YYYY/month=MM/day=DD/<digest>.parquet` where the digest is derived from the source
 log key: re-processing the same log object writes the same spike key, so a repeated S3 event or
-a repeated local delivery overwrites instead of duplicating.
+a repeated local delivery overwrites instead of duplicating. A local backfill keeps a day's
+spikes in one object whose digest is derived from the batch's content-addressed hour files (the
+rows' `source_key` still names each hour file).
 """
 
 from __future__ import annotations

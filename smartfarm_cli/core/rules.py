@@ -13,10 +13,14 @@ import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .lazy import pa, pc
 from .schema import METRIC_UNITS, METRICS, SYNTHETIC
 from .state import StateStore
+
+if TYPE_CHECKING:
+    from .jumps import Session
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("rules.toml")
 RULES_ENV = "SMARTFARM_RULES"
@@ -160,35 +164,40 @@ class SyntheticState:
         return [(self._back(k), *rest) for k, *rest in self._store.scan(kind + self.SUFFIX)]
 
 
-def _jumps(healthy: pa.Table, rules: Rules, state, source: str, now_ms: int):
-    """(metric, rows) of jumps: real and synthetic readings each judged in their own sequence."""
+def _jumps(table: pa.Table, healthy, rules: Rules, state, source: str, now_ms: int):
+    """[(metric, rows)] of jumps among the `healthy` rows of `table`: real and synthetic readings
+    each judged in their own sequence (synthetic ones against the `#synthetic` items)."""
     from . import jumps  # here, not at the top: loading rules for a query needs no pyarrow
 
-    synthetic = pc.fill_null(healthy[SYNTHETIC], False)
-    fake = pc.sum(synthetic).as_py() or 0
-    if fake in (0, healthy.num_rows):  # the usual case: one kind only, no copy
-        groups = [(fake > 0, healthy)]
-    else:
-        groups = [(False, healthy.filter(pc.invert(synthetic))), (True, healthy.filter(synthetic))]
-    for flag, rows in groups:
-        if rows.num_rows == 0:
+    limits = rules.jump_per_minute
+    synthetic = pc.fill_null(table[SYNTHETIC], False)
+    found_all = []
+    for flag, mask in ((False, pc.invert(synthetic)), (True, synthetic)):
+        mask = pc.and_(healthy, mask)
+        if not pc.any(mask).as_py():
             continue
-        if state is None:
-            found = jumps.stateless(rows, rules.jump_per_minute)
+        if state is None:  # judged in place: the rows are not copied
+            found = jumps.stateless(table, limits, pc.indices_nonzero(mask))
+        elif isinstance(state, jumps.Session):
+            session = state.companion(SyntheticState) if flag else state
+            found = session.judge(table.filter(mask), limits, source)
         else:
             store = SyntheticState(state) if flag else state
-            found = jumps.judge(rows, rules.jump_per_minute, store, source, now_ms)
-        index = rows.schema.get_field_index(SYNTHETIC)
+            found = jumps.judge(table.filter(mask), limits, store, source, now_ms)
         for metric, part in found.items():
             # Rows may come back from the stored window (a re-judged source): mark them again.
-            yield metric, part.set_column(index, SYNTHETIC, pa.repeat(flag, part.num_rows))
+            index = part.schema.get_field_index(SYNTHETIC)
+            found_all.append(
+                (metric, part.set_column(index, SYNTHETIC, pa.repeat(flag, part.num_rows)))
+            )
+    return found_all
 
 
 def detect(
     table: pa.Table,
     rules: Rules,
     source_key: str = "",
-    state: StateStore | None = None,
+    state: StateStore | Session | None = None,
     source: str | None = None,
     now_ms: int | None = None,
 ) -> pa.Table:
@@ -197,7 +206,9 @@ def detect(
     With a `state` store, `jump` is judged against each device's remembered readings (so a
     jump across two files is found) and the store is updated; `source` names the delivery
     (default `source_key`): judging the same source again reports the same jumps. Without one,
-    jumps are judged within `table` alone. Every spike carries `detected_at` = `now_ms`.
+    jumps are judged within `table` alone. With a `jumps.Session` (many tables judged by one
+    writer, e.g. an ingest's chunks), the windows stay in memory and the caller saves them once
+    (`Session.flush`). Every spike carries `detected_at` = `now_ms`.
     """
     from .schema import SPIKE_SCHEMA
     from .validate import conform
@@ -244,14 +255,33 @@ def detect(
         )
         pieces.append((rows, "out_of_band", metric, detail))
 
-    healthy_rows = table.filter(pc.invert(critical))
+    healthy = pc.invert(critical)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    for metric, rows in _jumps(healthy_rows, rules, state, source or source_key, now_ms):
+    jump_rows = _jumps(table, healthy, rules, state, source or source_key, now_ms)
+    pieces += _jump_pieces(jump_rows, rules)
+    return _spike_table(pieces, rules, source_key, now_ms)
+
+
+def jump_spikes(
+    jump_rows: list[tuple[str, pa.Table]], rules: Rules, source_key: str, now_ms: int
+) -> pa.Table:
+    """Spike rows (SPIKE_SCHEMA) for jumps found outside `detect` ((metric, reading rows))."""
+    return _spike_table(_jump_pieces(jump_rows, rules), rules, source_key, now_ms)
+
+
+def _jump_pieces(jump_rows: list[tuple[str, pa.Table]], rules: Rules) -> list:
+    pieces = []
+    for metric, rows in jump_rows:
         limit = rules.jump_per_minute[metric]
         detail = _text(
             f"{metric} changed faster than {limit:g} {METRIC_UNITS[metric]}/min, to ", rows[metric]
         )
         pieces.append((rows, "jump", metric, detail))
+    return pieces
+
+
+def _spike_table(pieces: list, rules: Rules, source_key: str, now_ms: int) -> pa.Table:
+    from .schema import SPIKE_SCHEMA
 
     spikes = []
     for rows, rule, metric, detail in pieces:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -57,6 +59,8 @@ DEFAULT_RETENTION_S = 24 * 3600.0
 RETENTION_ENV = "SMARTFARM_RETENTION_H"
 # Delivered rows stay whole in the stream this long (for watchers), then only their key does.
 STREAM_KEEP_S = 600.0
+# An ingest holds back at most this many rows of a chunk's newest hour for the next chunk.
+MAX_HELD_ROWS = 200_000
 # How many rejected items an IngestResult lists (all of them are kept in the rejected store).
 MAX_LISTED_REJECTIONS = 1_000
 # An hour partition is compacted once it ended this long ago (late readings may still come;
@@ -201,8 +205,11 @@ class LocalBucket:
         that are simply re-run after a crash (backfill).
         """
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        except FileNotFoundError:  # a new partition (checked this way: one call less per put)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -268,6 +275,7 @@ class LocalTarget:
         self._appended = False  # this process appends (so its own counters are the news)
         self._fresh: tuple[int, int, pa.Table] | None = None  # (first seq, last seq, rows)
         self._last_prune = float("-inf")
+        self._run: _StateRun | None = None  # device state of the files being written
 
     # -- stream ---------------------------------------------------------------------------
 
@@ -448,44 +456,59 @@ class LocalTarget:
         hours are compacted at the end. The result lists the first MAX_LISTED_REJECTIONS
         rejections (all go to the rejected store).
         """
-        from ..core.ingest import read_batches
+        from ..core.ingest import read_ahead, read_batches
 
         self.deliver(force=True)  # the lake holds every earlier reading: dedupe is against it
-        return self.ingest_batches(read_batches(stream), source)
+        # The next chunk is parsed and validated while the current one is written.
+        return self.ingest_batches(read_ahead(read_batches(stream)), source)
 
     def ingest_batches(self, batches: Iterable[Batch], source: str = "ingest") -> IngestResult:
         """Write already-validated batches straight into the lake, minus what it already holds."""
         result = IngestResult(0, [])
         with self._delivery_lock(wait=True):
             self._recover_ingests()
-            for batch in batches:
-                self.record_rejected(batch.rejected, source)
-                room = max(MAX_LISTED_REJECTIONS - len(result.rejected), 0)
-                result.rejected += batch.rejected[:room]
-                result.unlisted_rejected += max(len(batch.rejected) - room, 0)
-                new, differed = self._not_in_lake(batch.accepted)
-                self.record_rejected(differed, source)
-                result.differed += len(differed)
-                result.accepted += new.num_rows
-                result.duplicates += batch.accepted.num_rows - new.num_rows
-                if new.num_rows:
-                    name = f"ingest-{int(self.clock() * 1000)}-{os.urandom(4).hex()}"
-                    hours = pc.unique(pc.divide(pc.cast(new["timestamp"], pa.int64()), 3_600_000))
-                    keys = [
-                        f"{lake.log_prefix(h * lake.HOUR_MS)}{name}.parquet"
-                        for h in hours.to_pylist()
-                    ]
-                    with self._transaction() as db:
-                        db.executemany(
-                            "INSERT INTO ingest_journal (key) VALUES (?)", [(k,) for k in keys]
-                        )
-                    report = self.write_logs(new, name, durable=False)
-                    self._mark_dirty(report.files)
-            os.sync()  # one flush for the whole input instead of two fsyncs per file
-            with self._transaction() as db:
-                db.execute("DELETE FROM ingest_journal")
+            with self._state_run(source) as run:
+                self._ingest_into_lake(batches, source, result)
+                os.sync()  # one flush for the whole input instead of two fsyncs per file
+                # The journal goes in the transaction that saves the devices' state: a crash
+                # before it leaves the files to _recover_ingests, after it nothing to redo.
+                run.statements.append("DELETE FROM ingest_journal")
             self._compact(self._closed_dirty())
         return result
+
+    def _ingest_into_lake(self, batches: Iterable[Batch], source: str, result: IngestResult):
+        """Each batch minus what the lake holds, into hour files of the lake.
+
+        The rows of a batch's newest hour wait for the next batch (up to MAX_HELD_ROWS), so
+        an input in time order gives one file per hour: nothing left to compact.
+        """
+        batches = iter(batches)
+        batch, held = next(batches, None), None
+        while batch is not None:
+            following = next(batches, None)
+            self.record_rejected(batch.rejected, source)
+            room = max(MAX_LISTED_REJECTIONS - len(result.rejected), 0)
+            result.rejected += batch.rejected[:room]
+            result.unlisted_rejected += max(len(batch.rejected) - room, 0)
+            table = batch.accepted if held is None else pa.concat_tables([held, batch.accepted])
+            table, held = _newest_hour_apart(table) if following is not None else (table, None)
+            self._ingest_table_into_lake(table, source, result)
+            batch = following
+
+    def _ingest_table_into_lake(self, table: pa.Table, source: str, result: IngestResult):
+        new, differed = self._not_in_lake(table)
+        self.record_rejected(differed, source)
+        result.differed += len(differed)
+        result.accepted += new.num_rows
+        result.duplicates += table.num_rows - new.num_rows
+        if new.num_rows:
+            name = f"ingest-{int(self.clock() * 1000)}-{os.urandom(4).hex()}"
+            hours = pc.unique(pc.divide(pc.cast(new["timestamp"], pa.int64()), 3_600_000))
+            keys = [f"{lake.log_prefix(h * lake.HOUR_MS)}{name}.parquet" for h in hours.to_pylist()]
+            with self._transaction() as db:
+                db.executemany("INSERT INTO ingest_journal (key) VALUES (?)", [(k,) for k in keys])
+            report = self.write_logs(new, name, durable=False)
+            self._mark_dirty(report.files)
 
     def _recover_ingests(self) -> None:
         """Files of an ingest a crash interrupted: keep whole ones (with spikes), drop torn ones.
@@ -827,8 +850,14 @@ class LocalTarget:
         """
         report = DeliveryReport()
         source = name or _batch_name(table)
-        spikes = detect(table, self.rules, state=self.state, source=source)
+        with self._state_run(source) as run:
+            spikes = detect(table, self.rules, state=run.jumps, source=source)
+            self._write_hours(table, name, spikes, alerts, durable, report)
+        return report
+
+    def _write_hours(self, table, name, spikes, alerts, durable, report) -> None:
         spikes_by_hour = dict(lake.split_by_time(spikes, lake.HOUR_MS))
+        backfilled: list[pa.Table] | None = [] if name is None and not alerts else None
         for hour_ms, part in lake.split_by_time(table, lake.HOUR_MS):
             data = lake.parquet_bytes(part)
             key = (
@@ -840,12 +869,18 @@ class LocalTarget:
             report.files.append(key)
             report.readings += part.num_rows
             hour_spikes = spikes_by_hour.get(hour_ms, schema.SPIKE_SCHEMA.empty_table())
-            report.add(
-                self.store_spikes(
-                    key, lake.with_source(hour_spikes, key), alerts, durable, readings=part
-                )
-            )
-        return report
+            hour_spikes = lake.with_source(hour_spikes, key)
+            if backfilled is not None:
+                backfilled.append(hour_spikes)
+                continue
+            report.add(self.store_spikes(key, hour_spikes, alerts, durable, readings=part))
+        if backfilled:
+            # Backfilled hours (no alerts: history is not news) keep their spikes in one object
+            # per day, named after the batch's content-addressed files (so a re-run rewrites
+            # the same object); each spike row still names its hour file in source_key.
+            digest = hashlib.sha256("\n".join(report.files).encode()).hexdigest()[:16]
+            spikes = pa.concat_tables(backfilled)
+            report.add(self.store_spikes(f"backfill-{digest}", spikes, False, durable))
 
     def _unstored(self, readings: pa.Table) -> pa.Table:
         """`readings` minus those the lake already holds (same greenhouse, device, timestamp)."""
@@ -878,8 +913,53 @@ class LocalTarget:
             self.spike_store.put(spike_key, lake.spike_parquet_bytes(rows), durable)
         if alerts:
             self.record_incidents(key, readings, spikes)
-            self.send_alerts()
+            if self._run is None:
+                self.send_alerts()
         return DeliveryReport(spikes=spikes.num_rows, spike_files=list(objects))
+
+    # -- per-device state of a run of files (docs/state.md) ---------------------------------
+
+    @contextlib.contextmanager
+    def _state_run(self, source: str):
+        """Hold the devices' jump windows and incidents in memory while files are written.
+
+        Every file is judged as if it were delivered alone (the same jumps, incidents and
+        events); the state is loaded once per device and saved once, with the files' alert
+        events and the run's `statements`, in one transaction at the end; the messages are sent
+        after it. A run inside a run joins it. On an error nothing is saved: the files already
+        written are the caller's to recover (the ingest journal), or are written again.
+        """
+        if self._run is not None:
+            yield self._run
+            return
+        from ..core import incidents, jumps
+
+        run = _StateRun(
+            source,
+            jumps.Session(self.state, int(time.time() * 1000)),
+            incidents.Session(self.state, self.policy, incidents.centre_of(self.rules)),
+        )
+        self._run = run
+        try:
+            yield run
+        finally:
+            self._run = None
+        with self._transaction() as db:
+            merged = run.jumps.settle(self.rules.jump_per_minute, f"{source}-merged")
+            for file, now_ms, anomalies, events in run.incidents.flush():
+                self._queue(file, events, anomalies, now_ms)
+            for statement in run.statements:
+                db.execute(statement)
+        if merged:  # another writer saved some of these devices meanwhile (never under the lock)
+            self._store_merged(merged, f"{source}-merged")
+        self.send_alerts()
+
+    def _store_merged(self, rows: list[tuple[str, pa.Table]], source: str) -> None:
+        """The jumps a state merge found, as spikes of their own source (no file of readings)."""
+        from ..core.rules import jump_spikes
+
+        spikes = jump_spikes(rows, self.rules, source, int(time.time() * 1000))
+        self.store_spikes(source, spikes, alerts=False)
 
     # -- incidents (core.incidents; state beside the jump windows, docs/state.md) -----------
 
@@ -896,6 +976,9 @@ class LocalTarget:
         spikes, readings = alerts.alertable(spikes, readings, self.alert_synthetic)
         if spikes.num_rows == 0 and readings.num_rows == 0:
             return []  # nothing real in this file: no incident moves
+        if self._run is not None:  # the run saves the state and queues the events at its end
+            self._run.incidents.observe(spikes, readings, source, now_ms)
+            return []
         centre = incidents.centre_of(self.rules)
         with self._transaction():
             events = incidents.observe(
@@ -1078,8 +1161,6 @@ class LocalTarget:
         return done
 
     def _compact_one(self, prefix: str) -> bool:
-        import hashlib
-
         import pyarrow.parquet as pq
 
         from ..core.validate import conform
@@ -1158,15 +1239,23 @@ class LocalTarget:
         """
         end = (end or datetime.now(UTC)).replace(second=0, microsecond=0)
         report, bad = DeliveryReport(), 0
-        for good, rejected, done, total in generator.history(
-            int(end.timestamp() * 1000), days, interval_s, greenhouses, devices, anomaly_rate, seed
-        ):
-            bad += rejected
-            fresh = self._unstored(good)
-            report.add(self.write_logs(fresh, None, alerts=False, durable=False))
-            report.already_stored += good.num_rows - fresh.num_rows
-            if progress:
-                progress(done, total)
+        # The lock keeps deliveries out of the devices' state while the run holds it in memory.
+        with self._delivery_lock(wait=True), self._state_run("backfill"):
+            for good, rejected, done, total in generator.history(
+                int(end.timestamp() * 1000),
+                days,
+                interval_s,
+                greenhouses,
+                devices,
+                anomaly_rate,
+                seed,
+            ):
+                bad += rejected
+                fresh = self._unstored(good)
+                report.add(self.write_logs(fresh, None, alerts=False, durable=False))
+                report.already_stored += good.num_rows - fresh.num_rows
+                if progress:
+                    progress(done, total)
         return report, bad
 
     # -- queries ----------------------------------------------------------------------------
@@ -1356,6 +1445,30 @@ class LocalTarget:
         from ..core import incidents
 
         return incidents.open_incidents(self.state)
+
+
+@dataclass
+class _StateRun:
+    """What LocalTarget._state_run holds in memory for one run of files."""
+
+    source: str
+    jumps: object  # core.jumps.Session
+    incidents: object  # core.incidents.Session
+    statements: list[str] = field(default_factory=list)  # run in the saving transaction
+
+
+def _newest_hour_apart(table: pa.Table) -> tuple[pa.Table, pa.Table | None]:
+    """(rows before the table's newest hour, rows of that hour), in input order.
+
+    Everything stays together when the newest hour holds more than MAX_HELD_ROWS (memory).
+    """
+    if table.num_rows == 0:
+        return table, None
+    hours = pc.divide(pc.cast(table["timestamp"], pa.int64()), lake.HOUR_MS)
+    newest = pc.equal(hours, pc.max(hours))
+    if pc.sum(newest).as_py() > MAX_HELD_ROWS:
+        return table, None
+    return table.filter(pc.invert(newest)), table.filter(newest)
 
 
 def _differing(resent: pa.Table, stored: pa.Table) -> list[Rejected]:
