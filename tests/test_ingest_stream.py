@@ -382,3 +382,43 @@ def test_read_ahead_stops_its_producer_when_the_consumer_leaves_early():
     count = len(produced)
     assert count <= 5  # 0-2 taken, at most one waiting and one being made
     assert len(produced) == count  # and nothing after the loop ended
+
+
+def test_top_level_null_lines_never_reach_pyarrow_and_are_rejected_alone():
+    """pyarrow 25 segfaults when a JSON block starts with a top-level `null` (apache/arrow#47409).
+
+    Run in a child process: a crash would otherwise take the test runner with it.
+    """
+    script = textwrap.dedent(
+        """
+        import json, sys
+        from datetime import UTC, datetime
+        from smartfarm_cli.core import ingest
+        good = [json.dumps(r) for r in json.loads(sys.stdin.read())]
+        # `null` first (the reported crash), then at many offsets so some start a parse block
+        lines = ["null"] + good[:3]
+        for i, line in enumerate(good[3:]):
+            lines.append(line)
+            if i % 97 == 0:
+                lines.append("  null" if i % 2 else "null")
+        chunk = ("\\n".join(lines) + "\\n").encode()
+        now_ms = int(datetime(2026, 11, 28, 12, tzinfo=UTC).timestamp() * 1000)
+        batch = ingest.ndjson_chunk(chunk, now_ms=now_ms)
+        print(json.dumps({"accepted": batch.accepted.num_rows,
+                          "rejected": sorted(r.index for r in batch.rejected),
+                          "lines": [i for i, l in enumerate(lines) if l.strip() == "null"]}))
+        """
+    )
+    readings = [reading(i) for i in range(20_000)]
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(readings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["accepted"] == 20_000
+    assert result["rejected"] == result["lines"]
+    assert len(result["lines"]) > 200
