@@ -30,7 +30,7 @@ PARAM = "/smartfarm/discord_webhook"
 T0 = int(datetime(2026, 11, 28, 10, 0, tzinfo=UTC).timestamp() * 1000)
 MIN = 60_000
 FAST = alerts.RetryPolicy(
-    max_attempts=3, timeout_s=0.25, backoff_base_s=0.02, backoff_max_s=0.05, max_total_s=3.0
+    max_attempts=3, timeout_s=1.0, backoff_base_s=0.02, backoff_max_s=0.05, max_total_s=5.0
 )
 
 
