@@ -49,10 +49,6 @@ _ISO_FAST = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?(Z|[+-]\d{2}:\d{2}
 _LINE = "__line"
 _SPACE = (b" ", b"\t", b"\r", b"\n")
 _BLANK_AFTER_NEWLINE = re.compile(rb"\n[\n\r\t ]")
-# pyarrow 25's JSON reader dereferences a null pointer (SIGSEGV, the whole process gone) when a
-# block starts with a top-level `null` (apache/arrow#47409); only lines that open an object
-# reach it, the rest take the per-item path, which rejects them by line number.
-_LINE_NOT_AN_OBJECT = re.compile(rb"(?:\A|\n)[ \t\r]*[^{ \t\r\n]")
 
 
 def read_batches(
@@ -250,7 +246,11 @@ def _parse_pieces(numbered: list[tuple[int, bytes]]) -> pa.Table | None:
 def _read_table(data: bytes, lines: int) -> pa.Table | None:
     import pyarrow.json as pj
 
-    if _LINE_NOT_AN_OBJECT.search(data):
+    # pyarrow 25's JSON reader dereferences a null pointer (SIGSEGV, the whole process gone)
+    # when a block starts with a top-level `null` (apache/arrow#47409). Only lines whose first
+    # byte opens an object reach it (a raw newline cannot occur inside JSON, so each b"\n{"
+    # starts a line); the rest take the per-item path, which rejects them by line number.
+    if data.count(b"\n{") + data.startswith(b"{") != lines:
         return None
     try:  # pyarrow does not check; the per-line path names the bad line
         data.isascii() or data.decode("utf-8")  # ASCII is UTF-8, and much faster to check
