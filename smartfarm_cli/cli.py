@@ -228,7 +228,8 @@ def simulate(
     if target.name == "local":
         err_console.print(
             f"next: `{_farmctl()} latest`, `{_farmctl()} spikes`, "
-            f"`{_farmctl()} trend temperature --days 1`",
+            f"`{_farmctl()} trend temperature --days 1 --synthetic include` "
+            "(simulated readings are marked synthetic)",
             style="dim",
         )
 
