@@ -769,7 +769,7 @@ LocalStateOption = typer.Option(
     False,
     "--local-state",
     help="Keep the state in <stack-dir>/terraform.tfstate (0600) instead of S3; it holds "
-    "the webhook URL and API keys in plain text.",
+    "API key values in plain text.",
 )
 
 
@@ -794,7 +794,7 @@ def deploy(
     """Set up the Terraform state, build the Lambda zips, run terraform init / plan / apply,
     and remember the outputs.
 
-    The state (it holds the webhook URL and API keys) goes to S3: the first deploy names the
+    The state (it holds API key values) goes to S3: the first deploy names the
     bucket with --state-bucket, later ones reuse it. --local-state keeps it in a local file.
 
     Example: farmctl deploy --state-bucket smartfarm-tfstate-123456789012 --var-file prod.tfvars

@@ -74,7 +74,7 @@ OUTPUT_KEYS = (
 )
 
 INSTALL_HINT = (
-    "terraform is not installed or not on PATH: install Terraform >= 1.10 "
+    "terraform is not installed or not on PATH: install Terraform >= 1.11 "
     "(https://developer.hashicorp.com/terraform/install, e.g. `brew install terraform` or the "
     "HashiCorp apt/yum repository), then run the command again"
 )
@@ -306,7 +306,9 @@ def terraform_env(profile: str | None = None, region: str | None = None) -> dict
     return env
 
 
-MIN_TERRAFORM = (1, 10)  # S3-native state locking (use_lockfile)
+# 1.10: S3-native state locking (use_lockfile), ephemeral variables; 1.11: write-only arguments
+# (the Discord webhook reaches SSM through value_wo and stays out of the state).
+MIN_TERRAFORM = (1, 11)
 
 
 def terraform_version(env: Mapping[str, str] | None = None) -> str:
@@ -324,7 +326,7 @@ def terraform_version(env: Mapping[str, str] | None = None) -> str:
     except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
         raise FarmctlError(
             "cannot read the terraform version (`terraform version -json`): reinstall "
-            "Terraform >= 1.10"
+            "Terraform >= 1.11"
         ) from None
     return str(version)
 
@@ -352,6 +354,28 @@ def required_variables(stack_dir: Path) -> list[str]:
             if not re.search(r"^\s*default\s*=", body, re.M):
                 names.append(name)
     return names
+
+
+def ephemeral_variables(stack_dir: Path) -> list[str]:
+    """Variables declared `ephemeral = true`: kept in neither the state nor a saved plan, so
+    they must be given again when the plan is applied."""
+    names = []
+    for path in sorted(Path(stack_dir).glob("*.tf")):
+        for name, body in _VARIABLE.findall(path.read_text(encoding="utf-8")):
+            if re.search(r"^\s*ephemeral\s*=\s*true\s*$", body, re.M):
+                names.append(name)
+    return names
+
+
+def apply_var_args(stack_dir: Path, var_file: Path | None, var_args: list[str]) -> list[str]:
+    """The -var-file arguments `terraform apply PLAN` needs again: those of the plan when the
+    file sets an ephemeral variable (a saved plan does not hold it; values from
+    TF_VAR_<name> and terraform.tfvars are read again by Terraform itself), else none (Terraform
+    1.11 warns about every other variable of a var-file given with a saved plan)."""
+    if var_file is None or not Path(var_file).is_file():
+        return []
+    assigned = set(_ASSIGNED.findall(Path(var_file).read_text(encoding="utf-8", errors="replace")))
+    return list(var_args) if assigned & set(ephemeral_variables(stack_dir)) else []
 
 
 def missing_variables(stack_dir: Path, var_file: Path | None, env: Mapping[str, str]) -> list[str]:
@@ -383,7 +407,8 @@ def check_stack_dir(stack_dir: Path) -> Path:
 
 
 # Local files in which Terraform keeps variable values and resource attributes, secrets included
-# (the webhook URL, API key values): readable by their owner only. farmctl keeps the state in S3
+# (API key values; the webhook URL is ephemeral and write-only, so in neither): readable by their
+# owner only. farmctl keeps the state in S3
 # unless --local-state asks for a local file (state_backend); plan files are always local.
 PRIVATE_STATE_GLOBS = ("terraform.tfstate", "terraform.tfstate.backup", "*.tfplan", "*.tfstate")
 

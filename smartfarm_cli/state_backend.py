@@ -1,10 +1,11 @@
 """Where the Terraform state of the aws stack lives, and the S3 bucket that holds it (issue 16).
 
-The state holds what Terraform manages in plain text: the Discord webhook URL and the API key
-values among them. So `farmctl deploy` keeps it in S3 (terraform/versions.tf declares a partial
-`backend "s3"` with `encrypt` and `use_lockfile`), in a bucket it creates when missing:
-versioned, SSE-KMS under a key of its own (or one you name), public access blocked, owner
-enforced, TLS-only. The bucket, key, region and KMS key reach `terraform init` as
+The state holds what Terraform manages in plain text: the simulator's API key values and the
+optional shared device key among them (not the Discord webhook URL: it is ephemeral and
+write-only, terraform/alerts.tf). So `farmctl deploy` keeps it in S3 (terraform/versions.tf
+declares a partial `backend "s3"` with `encrypt` and `use_lockfile`), in a bucket it creates
+when missing: versioned, SSE-KMS under a key of its own (or one you name), public access
+blocked, owner enforced, TLS-only. The bucket, key, region and KMS key reach `terraform init` as
 `-backend-config` values and are saved in the stack folder as `farmctl.s3.tfbackend`, so later
 deploys and destroys (and `terraform init -backend-config=farmctl.s3.tfbackend` by hand) find
 the same state.
@@ -35,7 +36,7 @@ STATE_NAME = "terraform.tfstate"
 DEFAULT_REGION = "ap-northeast-2"  # the stack's own default (variables.tf `region`)
 MANAGED_TAG = ("smartfarm:managed-by", "farmctl-state-bucket")
 _LOCAL_MARK = "# Written by farmctl for --local-state"
-WHY = "it holds the Discord webhook URL and the API key values in plain text"
+WHY = "it holds API key values in plain text"
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")

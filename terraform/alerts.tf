@@ -1,6 +1,11 @@
 # Anomaly step: every Parquet object Firehose writes under logs/ triggers anomaly_detector, which
 # writes spikes to spike-log-bucket/spikes/ (deterministic keys, so a repeated event overwrites)
 # and posts to Discord (webhook URL read from SSM at run time).
+#
+# The URL is written through the write-only value_wo from an ephemeral variable: it reaches SSM
+# but neither the Terraform state nor a saved plan (Terraform >= 1.11). Terraform cannot diff a
+# write-only value, so the URL is (re)written on create and whenever discord_webhook_version
+# changes; `farmctl discord test` checks what SSM holds.
 
 resource "aws_ssm_parameter" "discord_webhook" {
   count = local.discord_enabled ? 1 : 0
@@ -9,7 +14,9 @@ resource "aws_ssm_parameter" "discord_webhook" {
   description = "Discord webhook URL for ${var.project} anomaly alerts"
   type        = "SecureString"
   key_id      = aws_kms_key.main.arn
-  value       = var.discord_webhook_url
+
+  value_wo         = var.discord_webhook_url
+  value_wo_version = var.discord_webhook_version
 }
 
 resource "aws_sqs_queue" "alerts_dlq" {

@@ -57,8 +57,8 @@ locals {
   # Not a password: the value the Grafana instance replaces with one it generates at first boot.
   grafana_password_placeholder = "unset: the Grafana instance writes the admin password here at first boot"
 
-  # nonsensitive() on a boolean only: whether a webhook was given, never the URL itself.
-  discord_enabled = nonsensitive(var.discord_webhook_url != "")
+  # A plain switch, not derived from the URL: the URL is ephemeral and may not decide a count.
+  discord_enabled = var.discord_alerts_enabled
 
   glue_catalog_arn   = "arn:${local.partition}:glue:${local.region}:${local.account_id}:catalog"
   glue_database_arn  = "arn:${local.partition}:glue:${local.region}:${local.account_id}:database/${local.glue_database}"

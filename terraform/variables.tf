@@ -370,13 +370,38 @@ variable "simulator_throttle_burst_limit" {
 # Alerts
 # ---------------------------------------------------------------------------------------------
 variable "discord_webhook_url" {
-  description = "Discord webhook URL for anomaly alerts, stored as an SSM SecureString (never in outputs). Pass \"\" to only store spikes without notifying."
+  description = "Discord webhook URL for anomaly alerts. Ephemeral: Terraform writes it to an SSM SecureString through the write-only value_wo and keeps it in neither the state nor the plan file, so it must be given again when a saved plan is applied (TF_VAR_discord_webhook_url). \"\" only with discord_alerts_enabled = false."
   type        = string
   sensitive   = true
+  ephemeral   = true
 
   validation {
     condition     = var.discord_webhook_url == "" || can(regex("^https://((ptb|canary)\\.)?discord(app)?\\.com/api/webhooks/[0-9]+/[A-Za-z0-9_-]+$", var.discord_webhook_url))
     error_message = "discord_webhook_url must be \"\" or https://discord.com/api/webhooks/<id>/<token>."
+  }
+
+  validation {
+    condition     = !var.discord_alerts_enabled || var.discord_webhook_url != ""
+    error_message = "discord_webhook_url is empty but discord_alerts_enabled is true: set TF_VAR_discord_webhook_url=https://discord.com/api/webhooks/<id>/<token>, or discord_alerts_enabled = false to store spikes without notifying."
+  }
+}
+
+# Non-secret switches: an ephemeral value may not decide a count, and a hash of the URL would put
+# a fingerprint of the secret into the state, so these two are plain inputs.
+variable "discord_alerts_enabled" {
+  description = "Post anomaly alerts (and, with alarms_to_discord, alarm changes) to Discord. false: spikes are only stored; no webhook parameter is created."
+  type        = bool
+  default     = true
+}
+
+variable "discord_webhook_version" {
+  description = "Version of the webhook URL written to SSM (value_wo_version). Terraform cannot see a write-only value change: raise this number whenever discord_webhook_url changes, or the old URL stays in SSM."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.discord_webhook_version >= 1 && floor(var.discord_webhook_version) == var.discord_webhook_version
+    error_message = "discord_webhook_version must be a whole number >= 1 (raise it by one when the webhook URL changes)."
   }
 }
 
@@ -534,7 +559,7 @@ variable "alarm_emails" {
 }
 
 variable "alarms_to_discord" {
-  description = "Also post every alarm state change to the Discord channel (through anomaly_detector; needs discord_webhook_url)."
+  description = "Also post every alarm state change to the Discord channel (through anomaly_detector; needs discord_alerts_enabled)."
   type        = bool
   default     = true
 }

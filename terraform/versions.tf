@@ -1,6 +1,7 @@
 terraform {
-  # 1.10 brought S3-native state locking (use_lockfile); 1.11 made it generally available.
-  required_version = ">= 1.10"
+  # 1.10 brought S3-native state locking (use_lockfile) and ephemeral variables; 1.11 made the
+  # lock generally available and added write-only arguments (the webhook's value_wo, alerts.tf).
+  required_version = ">= 1.11"
 
   # The committed .terraform.lock.hcl pins the exact version (5.100.0, the version the emulated
   # apply runs); argument names are also checked against the 6.25 schema. `terraform init

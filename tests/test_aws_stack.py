@@ -93,6 +93,7 @@ def fake_tf(tmp_path, monkeypatch):
     fake.repo, fake.stack_dir, fake.home = repo, repo / "terraform", tmp_path / "home"
     fake.built = built
     fake.argv = lambda: log.read_text().splitlines() if log.exists() else []
+    fake.argv_log_clear = lambda: log.unlink(missing_ok=True)
     return fake
 
 
@@ -164,6 +165,59 @@ def test_deploy_runs_build_init_plan_apply_and_saves_outputs(fake_tf, monkeypatc
     assert "Plan: 3 to add" in result.output and "Apply complete!" in result.output  # streamed
     assert json.loads((fake_tf.home / "aws-outputs.json").read_text()) == OUTPUTS
     assert "hunter2" not in result.output
+
+
+EPHEMERAL_VARIABLES = """
+variable "discord_webhook_url" {
+  type      = string
+  sensitive = true
+  ephemeral = true
+}
+
+variable "discord_webhook_version" {
+  type    = number
+  default = 1
+}
+"""
+
+
+def test_a_var_file_setting_an_ephemeral_variable_is_given_to_apply_again(fake_tf, monkeypatch):
+    """A saved plan holds no ephemeral value (the webhook URL, issue 16 item 1): Terraform
+    needs it again when the plan is applied. TF_VAR_* and terraform.tfvars it reads itself;
+    a --var-file farmctl passes again, only when it sets an ephemeral variable."""
+    (fake_tf.stack_dir / "variables.tf").write_text(EPHEMERAL_VARIABLES)
+    secrets = fake_tf.repo / "alerts.tfvars"
+    secrets.write_text(
+        'discord_webhook_url = "https://discord.com/api/webhooks/1/t"\n'
+        "discord_webhook_version = 2\n"
+    )
+    plain = fake_tf.repo / "plain.tfvars"
+    plain.write_text("discord_webhook_version = 2\n")
+    monkeypatch.chdir(fake_tf.repo)
+    for var_file, again in ((secrets, f"-var-file={secrets.resolve()} "), (plain, "")):
+        if var_file is plain:  # the URL from the environment, as terraform/README.md advises
+            monkeypatch.setenv("TF_VAR_discord_webhook_url", "https://discord.com/api/webhooks/1/t")
+        fake_tf.argv_log_clear()
+        result = CliRunner().invoke(
+            app,
+            ["deploy", "--auto-approve", "--local-state", "--var-file", var_file.name],
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.output
+        assert fake_tf.argv()[1:3] == [
+            "terraform|plan -input=false -no-color -detailed-exitcode -out=farmctl.tfplan "
+            f"-var-file={var_file.resolve()}",
+            f"terraform|apply -input=false -no-color {again}farmctl.tfplan",
+        ]
+        assert "api/webhooks" not in result.output
+
+
+def test_terraform_older_than_1_11_is_refused():
+    """Write-only arguments (the webhook's value_wo) need Terraform 1.11."""
+    from smartfarm_cli.stack import version_problem
+
+    assert "too old" in version_problem("1.10.5") and ">= 1.11" in version_problem("1.10.5")
+    assert version_problem("1.11.0") is None and version_problem("1.14.2") is None
 
 
 def test_deploy_asks_before_applying(fake_tf, monkeypatch):

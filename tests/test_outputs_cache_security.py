@@ -287,7 +287,7 @@ def test_a_planted_working_folder_cache_no_longer_picks_the_target(tmp_path, mon
 
 
 def test_terraform_runs_leave_state_and_plan_files_private(tmp_path, monkeypatch):
-    """Local state holds the webhook URL and API key values: 0600, whatever the umask."""
+    """Local state holds API key values: 0600, whatever the umask."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "terraform"

@@ -69,7 +69,7 @@ def test_deploy_without_a_state_choice_is_refused_before_anything_runs(fake_tf):
     )
     assert_one_error(result, "refusing to keep the Terraform state in a local file", code=2)
     flat = " ".join(result.output.split())
-    assert "Discord webhook URL and the API key values in plain text" in flat
+    assert "it holds API key values in plain text" in flat
     assert "--state-bucket NAME" in flat and "--local-state" in flat
     assert fake_tf.built == [] and fake_tf.argv() == []  # nothing built, terraform never ran
     assert not (fake_tf.stack_dir / state_backend.LOCAL_OVERRIDE).exists()

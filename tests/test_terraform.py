@@ -251,7 +251,8 @@ def test_versions_pin_terraform_and_aws_provider():
     blocks = tf()["terraform"]
     assert len(blocks) == 1
     block = blocks[0]
-    assert block["required_version"] == ">= 1.10"  # S3-native state locking
+    # 1.10: S3-native state locking, ephemeral variables; 1.11: write-only arguments (value_wo)
+    assert block["required_version"] == ">= 1.11"
     providers = (
         one(block, "required_providers")
         if isinstance(block["required_providers"], list)
@@ -276,6 +277,7 @@ def test_every_variable_has_description_and_type_and_secrets_have_no_default():
         if body.get("sensitive"):
             assert "default" not in body, f"sensitive variable {name} has a default"
     assert variables["discord_webhook_url"].get("sensitive") is True
+    assert variables["discord_webhook_url"].get("ephemeral") is True
     assert "default" not in variables["pandas_layer_arn"]
     assert "validation" in variables["pandas_layer_arn"]
     assert variables["lambda_build_dir"]["default"] is None
@@ -576,10 +578,31 @@ def test_anomaly_failures_go_to_an_encrypted_queue_after_two_retries():
 
 
 def test_discord_webhook_lives_only_in_an_ssm_securestring():
+    """Issue 16 item 1: the URL is ephemeral and reaches SSM only through the write-only
+    value_wo, so neither the state nor a saved plan holds it; non-secret inputs decide the
+    counts and when the value is written again."""
+    variables = tf()["variable"]
+    url = variables["discord_webhook_url"]
+    assert url["ephemeral"] is True and url["sensitive"] is True and "default" not in url
+    enabled = variables["discord_alerts_enabled"]
+    assert enabled["type"] == "bool" and enabled["default"] is True
+    version = variables["discord_webhook_version"]
+    assert version["type"] == "number" and version["default"] == 1
+    assert not version.get("sensitive") and not version.get("ephemeral")
     param = res("aws_ssm_parameter", "discord_webhook")
     assert param["type"] == "SecureString"
-    assert param["value"] == ref("var.discord_webhook_url")
+    assert param["key_id"] == ref("aws_kms_key.main.arn")
+    assert param["value_wo"] == ref("var.discord_webhook_url")
+    assert param["value_wo_version"] == ref("var.discord_webhook_version")
+    assert "value" not in param and "insecure_value" not in param  # those are kept in the state
     assert same(param["count"], ref("local.discord_enabled ? 1 : 0"))
+    # the switch is the plain bool, never derived from the URL (an ephemeral value may not
+    # decide a count, and a hash of it would be a fingerprint of the secret in the state)
+    assert tf()["locals"]["discord_enabled"] == ref("var.discord_alerts_enabled")
+    for name, value in tf()["locals"].items():
+        assert "discord_webhook_url" not in json.dumps(value), name
+    for name, body in tf()["output"].items():
+        assert "discord_webhook_url" not in json.dumps(body), name
     for rtype, named in tf()["resource"].items():
         for name, body in named.items():
             if (rtype, name) != ("aws_ssm_parameter", "discord_webhook"):

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import boto3
@@ -33,7 +34,16 @@ from smartfarm_cli.core.validate import validate
 pytestmark = pytest.mark.skipif(emu.skip_reason() is not None, reason=str(emu.skip_reason()))
 
 PROJECT = "smartfarm"
+# The first deploy writes FIRST_WEBHOOK; a second deploy rotates to WEBHOOK (issue 16 item 1:
+# the URL is ephemeral and write-only, so a new one is written when discord_webhook_version moves).
+FIRST_WEBHOOK = "https://discord.com/api/webhooks/987654321/first-token_not-a-secret"
 WEBHOOK = "https://discord.com/api/webhooks/123456789/emulated-token_not-a-secret"
+WEBHOOK_SECRETS = (
+    FIRST_WEBHOOK,
+    WEBHOOK,
+    "first-token_not-a-secret",
+    "emulated-token_not-a-secret",
+)
 STATE_BUCKET = "farm-tfstate-123456789012"
 STATE_PREFIX = "smartfarm/emulated"
 STATE_KEY = f"{STATE_PREFIX}/terraform.tfstate"
@@ -103,7 +113,7 @@ def emulated(tmp_path_factory):
             "PYTHONPATH": str(emu.REPO),
             # the secret comes from the environment, as terraform/README.md advises: no file
             # in the stack folder may hold it (the state test checks)
-            "TF_VAR_discord_webhook_url": WEBHOOK,
+            "TF_VAR_discord_webhook_url": FIRST_WEBHOOK,
         }
         info = Emulated(
             root=root, stack_dir=stack_dir, env=env, url=server.url, steps={}, lock=lock
@@ -134,6 +144,18 @@ def emulated(tmp_path_factory):
         info["deploy_s"] = time.monotonic() - started
         assert deployed.returncode == 0, deployed.stdout[-5000:] + deployed.stderr[-3000:]
         info["outputs"] = json.loads((root / "home" / stack.CACHE_NAME).read_text())
+        parameter = info["outputs"]["discord_webhook_ssm_parameter"]
+        ssm = info.client("ssm")
+        info["first_value"] = ssm.get_parameter(Name=parameter, WithDecryption=True)
+        # Rotation: the new URL in a var-file outside the stack folder, with the version raised;
+        # farmctl gives that file to `terraform apply` of the saved plan again (the plan holds
+        # no ephemeral value).
+        rotate = root / "rotate.tfvars"
+        rotate.write_text(f'discord_webhook_url = "{WEBHOOK}"\ndiscord_webhook_version = 2\n')
+        rotated = farmctl(info, "deploy", "--auto-approve", "--var-file", str(rotate), timeout=400)
+        info["rotate"] = rotated
+        assert rotated.returncode == 0, rotated.stdout[-5000:] + rotated.stderr[-3000:]
+        rotate.unlink()
         yield info
 
         started = time.monotonic()
@@ -213,13 +235,31 @@ def test_the_state_lands_in_the_encrypted_bucket_and_never_on_disk(emulated):
     for path in [*stack_dir.iterdir(), *(stack_dir / ".terraform").iterdir()]:
         if path.is_file():
             assert WEBHOOK not in path.read_text(errors="replace"), path
-    # What the state still holds in plain text (README "Security"): the webhook URL (the SSM
-    # parameter's value) and the API key values; not the Grafana password (a placeholder).
+    # What the state still holds in plain text (README "Security"): the API key values; not the
+    # Grafana password (a placeholder) and not the webhook URL, in no version of the state object
+    # (both deploys, the rotation included): it is ephemeral and written through value_wo.
     state = s3.get_object(Bucket=STATE_BUCKET, Key=STATE_KEY)["Body"].read().decode()
     ingest = emulated.client("apigateway").get_api_key(
         apiKey=emulated["outputs"]["ingest_api_key_id"], includeValue=True
     )
-    assert WEBHOOK in state and ingest["value"] in state
+    assert ingest["value"] in state
+    versions = s3.list_object_versions(Bucket=STATE_BUCKET, Prefix=STATE_KEY)["Versions"]
+    # the first deploy and the rotation (and the lock objects' versions, checked too)
+    assert len([v for v in versions if v["Key"] == STATE_KEY]) >= 2
+    for version in versions:
+        text = s3.get_object(
+            Bucket=STATE_BUCKET, Key=version["Key"], VersionId=version["VersionId"]
+        )["Body"].read()
+        for secret in WEBHOOK_SECRETS:
+            assert secret.encode() not in text, (version["VersionId"], secret)
+    (webhook,) = [
+        r
+        for r in json.loads(state)["resources"]
+        if r["type"] == "aws_ssm_parameter" and r["name"] == "discord_webhook"
+    ]
+    attributes = webhook["instances"][0]["attributes"]
+    assert attributes["has_value_wo"] is True and attributes["value_wo_version"] == 2
+    assert not attributes["value"] and attributes.get("value_wo") is None
     grafana = emulated.client("ssm").get_parameter(
         Name=emulated["outputs"]["grafana_admin_password_ssm_parameter"], WithDecryption=True
     )
@@ -242,6 +282,51 @@ def test_plan_without_built_zips_says_what_to_run(emulated, tmp_path):
     assert done.returncode == 1
     assert "The Lambda zips are not built" in text and "farmctl deploy" in text
     assert "filebase64sha256" not in text and "no file exists" not in text
+
+
+def test_a_saved_plan_holds_no_webhook_and_needs_it_again_to_apply(emulated, tmp_path):
+    """Issue 16 item 1: a plan that rewrites the webhook (version raised) keeps the URL in
+    neither the plan file nor its JSON; applying it without the URL stops before any change."""
+    url = "https://discord.com/api/webhooks/555/saved-plan-token_not-a-secret"
+    planfile = tmp_path / "rotate.tfplan"
+    env = {**emulated["env"], "TF_VAR_discord_webhook_url": url}
+    with stack.endpoint_override_file(emulated["stack_dir"], env):
+        done = run(
+            [
+                "terraform",
+                "plan",
+                "-input=false",
+                "-no-color",
+                "-lock=false",
+                "-var=discord_webhook_version=3",
+                f"-out={planfile}",
+            ],
+            emulated["stack_dir"],
+            env,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        shown = run(["terraform", "show", "-json", str(planfile)], emulated["stack_dir"], env)
+        without = {k: v for k, v in env.items() if k != "TF_VAR_discord_webhook_url"}
+        missing = run(
+            ["terraform", "apply", "-input=false", "-no-color", "-lock=false", str(planfile)],
+            emulated["stack_dir"],
+            without,
+        )
+    assert "aws_ssm_parameter.discord_webhook[0] will be updated in-place" in done.stdout
+    with zipfile.ZipFile(planfile) as archive:
+        members = b"".join(archive.read(name) for name in archive.namelist())
+    for text in (members, planfile.read_bytes(), shown.stdout.encode(), done.stdout.encode()):
+        assert b"saved-plan-token" not in text and url.encode() not in text
+    (change,) = [
+        c["change"]
+        for c in json.loads(shown.stdout)["resource_changes"]
+        if c["address"] == "aws_ssm_parameter.discord_webhook[0]"
+    ]
+    assert change["actions"] == ["update"] and change["after"]["value_wo_version"] == 3
+    # the apply of a saved plan needs the ephemeral value again (farmctl keeps TF_VAR_* and
+    # gives a var-file setting it to apply again); without it Terraform stops before any change
+    assert missing.returncode == 1
+    assert "must also be set during the apply phase" in " ".join(missing.stderr.split())
 
 
 def test_ipv6_cidrs_are_refused_when_variables_are_checked(emulated):
@@ -462,7 +547,15 @@ def test_ssm_parameters_hold_the_secrets_and_no_output_does(emulated):
         param = ssm.get_parameter(Name=out[key], WithDecryption=True)["Parameter"]
         assert param["Type"] == "SecureString"
         secrets[key] = param["Value"]
+    # Written by the first deploy, rewritten by the rotation (discord_webhook_version 1 -> 2).
+    assert emulated["first_value"]["Parameter"]["Value"] == FIRST_WEBHOOK
+    assert emulated["first_value"]["Parameter"]["Type"] == "SecureString"
     assert secrets["discord_webhook_ssm_parameter"] == WEBHOOK
+    rotation = " ".join(emulated["rotate"].stdout.split())
+    assert "aws_ssm_parameter.discord_webhook[0] will be updated in-place" in rotation
+    for secret in WEBHOOK_SECRETS:
+        assert secret not in emulated["rotate"].stdout + emulated["rotate"].stderr
+        assert secret not in emulated["deploy"].stdout + emulated["deploy"].stderr
     key = emulated.client("apigateway").get_api_key(
         apiKey=out["ingest_api_key_id"], includeValue=True
     )
@@ -470,7 +563,7 @@ def test_ssm_parameters_hold_the_secrets_and_no_output_does(emulated):
     # Terraform stores only a placeholder; the instance writes the password at first boot.
     assert secrets["grafana_admin_password_ssm_parameter"].startswith("unset:")
     dumped = json.dumps(out)
-    for value in (WEBHOOK, key["value"], "emulated-token"):
+    for value in (*WEBHOOK_SECRETS, key["value"], "emulated-token"):
         assert value not in dumped
     state = run(["terraform", "show", "-json"], emulated["stack_dir"], emulated["env"]).stdout
     outputs = json.loads(state)["values"]["outputs"]

@@ -59,6 +59,7 @@ REQUIRED_VARS = {
     ),
     "allowed_cidrs": ["203.0.113.7/32"],
     "discord_webhook_url": "",
+    "discord_alerts_enabled": False,
 }
 
 
@@ -102,6 +103,43 @@ def terraform_plan(tmp_path, files: dict[str, str], variables: dict):
 def variables_only(tmp_path, variables: dict):
     text = (TF / "variables.tf").read_text()
     return terraform_plan(tmp_path, {"variables.tf": text}, REQUIRED_VARS | variables)
+
+
+# -- item 1 (last part): the webhook URL stays out of the state ----------------------------------
+# The URL is ephemeral (terraform/variables.tf) and written through value_wo (test_terraform.py);
+# the emulated apply checks the S3 state object. Here: the non-secret switches around it.
+WEBHOOK = "https://discord.com/api/webhooks/123/plan-time-token"
+
+
+def test_alerts_on_without_a_webhook_stop_at_the_variables(tmp_path):
+    done = variables_only(tmp_path, {"discord_alerts_enabled": True, "discord_webhook_url": ""})
+    assert done.returncode == 1
+    assert "Invalid value for variable" in done.text
+    assert "discord_alerts_enabled is true" in done.text
+    assert "TF_VAR_discord_webhook_url" in done.text
+    assert "discord_alerts_enabled = false" in done.text
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"discord_alerts_enabled": True, "discord_webhook_url": WEBHOOK},
+        {"discord_alerts_enabled": False, "discord_webhook_url": ""},
+        {"discord_webhook_url": WEBHOOK, "discord_webhook_version": 7},
+    ],
+)
+def test_a_webhook_or_alerts_off_are_accepted(tmp_path, variables):
+    variables = {"discord_alerts_enabled": True} | variables
+    done = variables_only(tmp_path, variables)
+    assert done.returncode == 0, done.text
+    assert "plan-time-token" not in done.text  # sensitive and ephemeral: never printed
+
+
+@pytest.mark.parametrize("version", [0, 1.5, -2])
+def test_the_webhook_version_is_a_whole_number(tmp_path, version):
+    done = variables_only(tmp_path, {"discord_webhook_version": version})
+    assert done.returncode == 1
+    assert "discord_webhook_version must be a whole number >= 1" in done.text
 
 
 # -- item 12: alarms ----------------------------------------------------------------------------

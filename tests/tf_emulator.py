@@ -56,7 +56,7 @@ def find_mirror() -> tuple[Path, str, tuple[str, ...]] | None:
 def skip_reason() -> str | None:
     """Why the emulated apply cannot run on this machine (None: it can)."""
     if shutil.which("terraform") is None:
-        return "no terraform binary on PATH (install Terraform >= 1.10 to run the emulated apply)"
+        return "no terraform binary on PATH (install Terraform >= 1.11 to run the emulated apply)"
     found = find_mirror()
     if found is None:
         return (

@@ -969,8 +969,10 @@ class AwsTarget:
                     if not auto_approve and not (confirm and confirm("Apply this plan?")):
                         raise UserError("deploy cancelled: nothing was changed")
                     echo("[5/5] terraform apply")
+                    # ephemeral variables (the webhook URL) are not in the plan: given again
+                    again = stack.apply_var_args(stack_dir, var_file, var_args)
                     stack.run_terraform(
-                        ["apply", "-input=false", "-no-color", stack.PLAN_FILE],
+                        ["apply", "-input=false", "-no-color", *again, stack.PLAN_FILE],
                         stack_dir,
                         echo,
                         env,
