@@ -37,10 +37,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import pyarrow as pa
-
 from . import discord
 from .lake import ObjectStore, alert_key
+from .lazy import pa, pc
 from .webhook import WebhookURLError, check_webhook_url
 
 Post = Callable[[str, dict, float], tuple[int, Mapping[str, str], bytes]]
@@ -82,8 +81,6 @@ def alertable(
 def _real(table: pa.Table) -> pa.Table:
     if "synthetic" not in table.column_names or table.num_rows == 0:
         return table
-    import pyarrow.compute as pc
-
     return table.filter(pc.invert(pc.fill_null(table["synthetic"], False)))
 
 

@@ -25,9 +25,7 @@ import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
+from .lazy import pa, pc
 from .schema import FIELD_NAMES, READING_SCHEMA, SYNTHETIC
 from .validate import (
     EPOCH_MS_THRESHOLD,
