@@ -422,3 +422,28 @@ def test_top_level_null_lines_never_reach_pyarrow_and_are_rejected_alone():
     assert result["accepted"] == 20_000
     assert result["rejected"] == result["lines"]
     assert len(result["lines"]) > 200
+
+
+def test_repeated_keys_are_found_whatever_the_time_span():
+    """The distinct-count check on integer keys (id codes x time span) and its fallback."""
+    import pyarrow as pa
+
+    from smartfarm_cli.targets.local import _keys_repeat
+
+    def table(ids, stamps):
+        return pa.table(
+            {
+                "greenhouse_id": [g for g, _ in ids],
+                "device_id": [d for _, d in ids],
+                "timestamp": pa.array(stamps, pa.timestamp("ms")),
+            }
+        )
+
+    ids = [("gh-1", "dev-1"), ("gh-1", "dev-2"), ("gh-2", "dev-1")]
+    assert not _keys_repeat(table(ids, [5, 5, 5]))  # same time, other devices
+    assert _keys_repeat(table([*ids, ids[1]], [5, 5, 5, 5]))
+    assert not _keys_repeat(table(ids[:1], [5]))
+    # A span too wide for an int64 key (ms over 2^61 x 4 devices) goes to the grouping: True,
+    # which the caller then checks with the exact grouping.
+    wide = [0, 1 << 61, 7]
+    assert _keys_repeat(table([*ids[:2], ("gh-2", "dev-2")], wide))
