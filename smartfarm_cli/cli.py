@@ -203,7 +203,7 @@ def simulate(
         raise UserError(str(exc)) from None
     target = State.target()
     try:
-        with Progress(console=err_console, transient=True) as progress:
+        with Progress(console=err_console.real, transient=True) as progress:
             task = progress.add_task("sending", total=count)
             report = target.simulate(
                 count=count,
@@ -318,7 +318,7 @@ def backfill(
     interval = parse_duration(every).total_seconds()
     target = State.target()
     started = time.perf_counter()
-    with Progress(console=err_console, transient=True) as progress:
+    with Progress(console=err_console.real, transient=True) as progress:
         task = progress.add_task("backfilling", total=None)
         report, bad = target.backfill(
             days=days,
@@ -634,7 +634,7 @@ def watch(
     target = State.target()  # a new home is fine: watch waits for the first readings
     board = LatestBoard(target.rules)
     deadline = time.monotonic() + duration if duration else None
-    with Live(board.render(), console=console, refresh_per_second=8, transient=False) as live:
+    with Live(board.render(), console=console.real, refresh_per_second=8, transient=False) as live:
         for batch in target.follow(poll_s=refresh):
             if batch.num_rows:
                 board.update(batch)

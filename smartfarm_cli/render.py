@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow"}
 # C0 and C1 control characters and DEL: a cell must not move the cursor or start an escape.
@@ -76,27 +78,65 @@ def cell(value) -> str:
     return clean(str(value))
 
 
-def write_json(columns: Sequence[str], rows: Iterable[Sequence]) -> None:
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+def plain_rows(rows: Sequence[Sequence]) -> Iterable[Sequence]:
+    """`rows` with every value made plain, converted a column at a time.
+
+    A column of numbers and text passes as it is; one holding datetimes converts each distinct
+    value once (a trend repeats each bucket for every greenhouse). Same values as `plain`
+    per cell, several times faster on a large result.
+    """
+    if not rows:
+        return rows
+    columns = [
+        values if _PLAIN_TYPES.issuperset(map(type, values)) else _plain_column(values)
+        for values in zip(*rows, strict=True)
+    ]
+    return list(zip(*columns, strict=True))
+
+
+def _plain_column(values: Sequence) -> list:
+    done: dict = {}
+    out = []
+    for value in values:
+        if type(value) in _PLAIN_TYPES:
+            out.append(value)
+            continue
+        try:
+            key = (type(value), value)
+            if key not in done:
+                done[key] = plain(value)
+            out.append(done[key])
+        except TypeError:  # unhashable (a list or map from a user's query)
+            out.append(plain(value))
+    return out
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
+def write_json(columns: Sequence[str], rows: Sequence[Sequence]) -> None:
     """A JSON array of objects, one per line, streamed."""
     out = sys.stdout
     separator = "[\n"
-    for row in rows:
+    for row in plain_rows(rows):
         out.write(separator)
-        record = {c: plain(v) for c, v in zip(columns, row, strict=True)}
-        out.write(json.dumps(record, ensure_ascii=False, default=str))
+        out.write(_encode(dict(zip(columns, row, strict=True))))
         separator = ",\n"
     out.write("[]\n" if separator == "[\n" else "\n]\n")
 
 
 def write_json_object(record: dict) -> None:
-    sys.stdout.write(json.dumps({k: plain(v) for k, v in record.items()}, ensure_ascii=False))
+    sys.stdout.write(_encode({k: plain(v) for k, v in record.items()}))
     sys.stdout.write("\n")
 
 
-def write_csv(columns: Sequence[str], rows: Iterable[Sequence]) -> None:
+def write_csv(columns: Sequence[str], rows: Sequence[Sequence]) -> None:
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(columns)
-    writer.writerows([plain(v) for v in row] for row in rows)
+    writer.writerows(plain_rows(rows))
 
 
 def print_result(
@@ -122,6 +162,8 @@ def print_result(
         write_csv(columns, rows)
         return
     if not rows:
+        from rich.console import Console
+
         Console(stderr=True).print(empty or "no rows", highlight=False)
         return
     shown = [

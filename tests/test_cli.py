@@ -46,15 +46,16 @@ def test_help_loads_no_heavy_library():
     ],
 )
 def test_query_commands_import_only_what_they_use(tmp_path, command):
-    """A query command needs DuckDB: not pyarrow (nor numpy), and not sqlglot, which only
-    checks user SQL (`farmctl query`); both cost a noticeable share of its start-up."""
+    """A query command needs DuckDB: not pyarrow (nor numpy), not sqlglot, which only
+    checks user SQL (`farmctl query`), and not rich when it prints JSON; each costs a
+    noticeable share of its start-up."""
     LocalTarget(tmp_path / "h").backfill(1, greenhouses=2, devices=1, anomaly_rate=0.01)
     code = (
         "import json, sys\n"
         "from smartfarm_cli.cli import app\n"
         "try:\n    app(sys.argv[1:])\n"
         "except SystemExit as exit:\n    code = exit.code\n"
-        "heavy = {'pyarrow', 'numpy', 'sqlglot', 'pandas', 'boto3', 'awswrangler'}\n"
+        "heavy = {'pyarrow', 'numpy', 'sqlglot', 'pandas', 'boto3', 'awswrangler', 'rich'}\n"
         "print(json.dumps([code, sorted(m for m in sys.modules if m.split('.')[0] in heavy)]))\n"
     )
     out = subprocess.run(

@@ -38,7 +38,7 @@ def farmctl(home, *args, target="aws", input=None):
 
 @pytest.fixture(params=[80, 200])
 def width(request, monkeypatch):
-    monkeypatch.setattr(terminal.console, "width", request.param)
+    monkeypatch.setattr(terminal.console.real, "width", request.param)
     return request.param
 
 

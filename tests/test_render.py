@@ -47,7 +47,7 @@ def home(tmp_path):
 
 @pytest.fixture(params=[80, 200])
 def width(request, monkeypatch):
-    monkeypatch.setattr(terminal.console, "width", request.param)
+    monkeypatch.setattr(terminal.console.real, "width", request.param)
     return request.param
 
 

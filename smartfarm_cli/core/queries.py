@@ -274,14 +274,21 @@ def finish_trend(columns: list[str], rows: list[tuple], query: Query) -> tuple[l
     a `1d` bucket on a DST change day is 23 or 25 hours long.
     """
     zone = ZoneInfo(query.zone)
-    out = []
-    for bucket, *rest in rows:
+    buckets: dict = {}  # each bucket once, not once per greenhouse
+
+    def finish(bucket) -> tuple[datetime, bool]:
         if isinstance(bucket, str):  # an engine that answers in text
             bucket = datetime.fromisoformat(bucket)
         wall = bucket.astimezone(UTC).replace(tzinfo=None) if bucket.tzinfo else bucket
         start = wall.replace(tzinfo=zone)
         end = (wall + query.every).replace(tzinfo=zone)
-        partial = start < query.since or end > query.until
+        return start, start < query.since or end > query.until
+
+    out = []
+    for bucket, *rest in rows:
+        if bucket not in buckets:
+            buckets[bucket] = finish(bucket)
+        start, partial = buckets[bucket]
         out.append((start, *rest, partial))
     return [*columns, "partial"], out
 
