@@ -7,6 +7,7 @@ boto3, awswrangler) are imported inside the commands, so `farmctl --help` stays 
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 import time
@@ -63,6 +64,7 @@ def SyntheticOption(default: str):
 class State:
     options = TargetOptions()
     _target = None
+    reads_only = False  # the command asked only to read (see main)
 
     @classmethod
     def target(cls, reads_only: bool = False):
@@ -72,7 +74,28 @@ class State:
 
             cls._target = open_target(cls.options, alert_hook_factory=local_alert_hook)
         cls._target.prepare(writes=not reads_only)
+        cls.reads_only = reads_only
         return cls._target
+
+
+def run() -> None:
+    """The `farmctl` console script: `app`, and a quick exit after a command that only read.
+
+    Once a read's output is flushed, tearing the interpreter down (module by module, then
+    DuckDB's engine) takes ~20 ms of a ~0.2 s query command and does nothing the finished read
+    needs, so it ends with `os._exit`. Every other command exits as usual.
+    """
+    try:
+        app()
+    except SystemExit as done:
+        if State.reads_only and (done.code is None or isinstance(done.code, int)):
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except OSError:  # e.g. a closed pipe: the usual exit reports it
+                raise done from None
+            os._exit(done.code or 0)
+        raise
 
 
 def command(*names: str):
@@ -869,4 +892,4 @@ def _note(result) -> None:
 
 
 if __name__ == "__main__":
-    app()
+    run()

@@ -8,6 +8,8 @@ something that cannot work as given, 1 when the system (disk, AWS, network) fail
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
@@ -94,6 +96,9 @@ def guarded(fn):
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as cat does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None  # 128 + SIGPIPE, what a shell shows for cat
         except Exception as exc:
             code = exit_code(exc)
             if code is None:

@@ -144,9 +144,7 @@ def test_trend_table_json_and_csv_agree(tmp_path):
     as_json = json.loads(farmctl(tmp_path, "trend", "humidity", *every, "-o", "json").stdout)
     as_csv = list(
         csv.DictReader(
-            io.StringIO(
-                farmctl(tmp_path, "trend", "humidity", *every, "-o", "csv").stdout
-            )
+            io.StringIO(farmctl(tmp_path, "trend", "humidity", *every, "-o", "csv").stdout)
         )
     )
     assert len(as_json) == len(as_csv) >= 8
@@ -190,3 +188,25 @@ def test_bad_rules_file_is_a_user_error(tmp_path):
     result = runner.invoke(app, ["--home", str(tmp_path), "--rules", str(bad), "status"])
     assert result.exit_code == 2
     assert "rules file: [jump] temperature = 'fast'" in result.output
+
+
+def test_console_script_quick_exit_keeps_output_and_exit_codes(tmp_path):
+    """`run` ends a read with os._exit: every row still reaches a file, errors keep their
+    code, and a reader that goes away (`| head -1`) ends the command quietly (141)."""
+    home = tmp_path / "h"
+    LocalTarget(home).backfill(2, greenhouses=30, devices=1)
+    script = [sys.executable, "-m", "smartfarm_cli.cli", "--home", str(home)]
+    trend = [*script, "trend", "temperature", "--days", "3", "--synthetic", "include"]
+    with open(tmp_path / "out.csv", "w") as out:
+        done = subprocess.run([*trend, "-o", "csv"], stdout=out, stderr=subprocess.PIPE)
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "out.csv").read_text().splitlines()
+    expected = LocalTarget(home).trend("temperature", 3, synthetic="include").rows
+    assert len(lines) == 1 + len(expected) > 1_000
+    missing = subprocess.run([*script[:-1], str(tmp_path / "none"), "latest"], capture_output=True)
+    assert missing.returncode == 2 and b"no farm data" in missing.stderr
+    head = subprocess.Popen([*trend, "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head.stdout.readline()
+    head.stdout.close()
+    assert head.wait(timeout=60) == 141
+    assert head.stderr.read() == b""
