@@ -278,15 +278,15 @@ def parse_terraform_outputs(text: str) -> dict:
         raise FarmctlError(f"`terraform output -json` did not print JSON ({exc.msg})") from None
     if not isinstance(raw, dict):
         raise FarmctlError("`terraform output -json` did not print a JSON object")
-    values = {}
-    for name, entry in raw.items():
-        if isinstance(entry, dict) and "value" in entry:
-            if entry.get("sensitive"):
-                continue
-            values[name] = entry["value"]
-        else:  # already flat (our own cache format)
-            values[name] = entry
-    return values
+    # Terraform wraps every output as {"value", "type", "sensitive"}; our own cache is flat.
+    # Told apart for the whole document, so a flat map output holding a key named `value`
+    # (a site called "value") is not mistaken for a wrapper.
+    wrapped = raw and all(
+        isinstance(entry, dict) and {"value", "type"} <= entry.keys() for entry in raw.values()
+    )
+    if not wrapped:
+        return dict(raw)
+    return {name: entry["value"] for name, entry in raw.items() if not entry.get("sensitive")}
 
 
 def find_terraform() -> str:

@@ -430,3 +430,15 @@ def test_destroy_checks_before_asking_and_a_closed_stdin_is_a_no(fake_tf, monkey
     result = CliRunner().invoke(app, ["destroy", "--local-state"], input="y\n")
     assert result.exit_code == 1 and "terraform is not installed" in result.stderr
     assert "Destroy every resource" not in result.output  # nothing was asked
+
+
+def test_a_site_named_value_is_not_taken_for_terraforms_wrapper():
+    plans = {"value": "plan-1", "main": "plan-2"}
+    wrapped = {
+        "region": {"value": "eu-west-1", "type": "string", "sensitive": False},
+        "ingest_usage_plans": {"value": plans, "type": ["map", "string"], "sensitive": False},
+    }
+    flat = {"region": "eu-west-1", "ingest_usage_plans": plans}
+    expected = {"region": "eu-west-1", "ingest_usage_plans": plans}
+    assert parse_terraform_outputs(json.dumps(wrapped)) == expected
+    assert parse_terraform_outputs(json.dumps(flat)) == expected
