@@ -637,7 +637,8 @@ def test_watch_shows_records_put_while_watching(stack):
 
 
 def test_crawl_wait_goes_running_to_ready(stack):
-    state_manager.set_transition("glue::crawl", {"progression": "time", "seconds": 0.3})
+    # 1 s of RUNNING at 0.05 s polls: a loaded machine still sees it twice (0.3 s did not).
+    state_manager.set_transition("glue::crawl", {"progression": "time", "seconds": 1.0})
     target = make_target(stack)
     target.sleep = time.sleep
     states: list[str] = []
