@@ -178,9 +178,11 @@ def _jumps(table: pa.Table, healthy, rules: Rules, state, source: str, now_ms: i
             continue
         if state is None:  # judged in place: the rows are not copied
             found = jumps.stateless(table, limits, pc.indices_nonzero(mask))
-        elif isinstance(state, jumps.Session):
+        elif isinstance(state, jumps.Session):  # judged in place too
             session = state.companion(SyntheticState) if flag else state
-            found = session.judge(table.filter(mask), limits, source)
+            rows = pc.indices_nonzero(mask)
+            rows = None if len(rows) == table.num_rows else rows
+            found = session.judge(table, limits, source, rows)
         else:
             store = SyntheticState(state) if flag else state
             found = jumps.judge(table.filter(mask), limits, store, source, now_ms)
