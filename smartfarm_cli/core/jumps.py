@@ -29,7 +29,7 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 
-from .arrays import arange, shift
+from .arrays import any_true, arange, empty, shift
 from .lazy import pa, pc
 from .schema import METRICS, READING_SCHEMA, SYNTHETIC
 from .state import StateConflict, StateKey, StateStore
@@ -176,10 +176,6 @@ def _window_schema() -> pa.Schema:
     )
 
 
-def _empty(schema: pa.Schema) -> pa.Table:
-    return pa.Table.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
-
-
 @dataclass
 class Windows:
     """Stored windows of some devices, in memory: what the `jump` items hold, as columns.
@@ -190,7 +186,7 @@ class Windows:
     the item body.
     """
 
-    rows: pa.Table = field(default_factory=lambda: _empty(_window_schema()))
+    rows: pa.Table = field(default_factory=lambda: empty(_window_schema()))
     base: dict[int, dict[str, float | None]] = field(default_factory=dict)
     emitted: dict[int, dict[str, dict[str, str]]] = field(default_factory=dict)
 
@@ -501,7 +497,7 @@ def _judge_once(
                 pc.less_equal(new["timestamp"], pc.take(pa.array(bound, pa.int64()), local)),
                 False,
             )
-            if pc.any(late).as_py():
+            if any_true(late):
                 too_late = pc.filter(new["_ref"], late)
                 new = {name: pc.filter(column, pc.invert(late)) for name, column in new.items()}
     count = len(new["_ref"])
@@ -529,7 +525,7 @@ def _judge_once(
     repeat = pc.fill_null(
         pc.and_(pc.equal(device, shift(device, 1)), pc.equal(stamps, shift(stamps, 1))), False
     )
-    if pc.any(repeat).as_py():
+    if any_true(repeat):
         merged = merged.filter(pc.invert(repeat))
         device, stamps = _column(merged, "_code"), _column(merged, "timestamp")
     origin = _column(merged, "_origin")
@@ -654,7 +650,7 @@ def _new_windows(merged: pa.Table, codes: list[int], changes_by_metric, emitted)
     # Rows at most WINDOW from their device's last row; the one exactly WINDOW back: the anchor.
     back = pc.subtract(pc.take(pa.array(ends, pa.int64()), device), arange(len(device)))
     keep = pc.less_equal(back, WINDOW)
-    if pc.all(keep).as_py():
+    if keep.true_count == len(keep):
         rows = merged
     else:
         rows, back, device = merged.filter(keep), back.filter(keep), device.filter(keep)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .arrays import any_true, empty
 from .lazy import pa, pc
 from .schema import METRIC_UNITS, METRICS, SYNTHETIC
 from .state import StateStore
@@ -174,7 +175,7 @@ def _jumps(table: pa.Table, healthy, rules: Rules, state, source: str, now_ms: i
     found_all = []
     for flag, mask in ((False, pc.invert(synthetic)), (True, synthetic)):
         mask = pc.and_(healthy, mask)
-        if not pc.any(mask).as_py():
+        if not any_true(mask):
             continue
         if state is None:  # judged in place: the rows are not copied
             found = jumps.stateless(table, limits, pc.indices_nonzero(mask))
@@ -218,22 +219,21 @@ def detect(
     table = conform(table)
     # A row without a timestamp cannot come from our writers and cannot be placed in a spike
     # partition; judging the rest beats failing the whole file.
-    table = table.filter(pc.is_valid(table["timestamp"]))
+    if table["timestamp"].null_count:
+        table = table.filter(pc.is_valid(table["timestamp"]))
     if table.num_rows == 0:
-        return SPIKE_SCHEMA.empty_table()
+        return empty(SPIKE_SCHEMA)
     pieces: list[tuple[pa.Table, str, str, pa.Array]] = []
 
-    faulty = pc.fill_null(pc.not_equal(table["error_code"], 0), False)
-    rows = table.filter(faulty)
-    pieces.append(
-        (
-            rows,
-            "sensor_error",
-            "error_code",
-            _text("sensor reported error_code ", rows["error_code"]),
-        )
-    )
+    def add(mask, rule: str, metric: str, *text) -> None:
+        """The rows of `mask` as spikes of `rule` (most masks hold none: nothing is copied)."""
+        if any_true(mask):
+            rows = table.filter(mask)
+            parts = [p if isinstance(p, str) else rows[metric] for p in text]
+            pieces.append((rows, rule, metric, _text(*parts)))
 
+    faulty = pc.fill_null(pc.not_equal(table["error_code"], 0), False)
+    add(faulty, "sensor_error", "error_code", "sensor reported error_code ", None)
     healthy = pc.invert(faulty)
     critical = faulty
     for metric in METRICS:
@@ -241,21 +241,15 @@ def detect(
         low, high = rules.impossible[metric]
         impossible = pc.and_(healthy, _outside(table[metric], (low, high)))
         critical = pc.or_(critical, impossible)
-        rows = table.filter(impossible)
-        detail = _text(
-            f"{metric} ", rows[metric], f" {unit} is outside the sensor range {low:g}..{high:g}"
-        )
-        pieces.append((rows, "impossible", metric, detail))
+        where = f" {unit} is outside the sensor range {low:g}..{high:g}"
+        add(impossible, "impossible", metric, f"{metric} ", None, where)
 
         low, high = rules.band[metric]
         band = pc.and_(
             pc.and_(healthy, pc.invert(impossible)), _outside(table[metric], (low, high))
         )
-        rows = table.filter(band)
-        detail = _text(
-            f"{metric} ", rows[metric], f" {unit} is outside the crop band {low:g}..{high:g}"
-        )
-        pieces.append((rows, "out_of_band", metric, detail))
+        where = f" {unit} is outside the crop band {low:g}..{high:g}"
+        add(band, "out_of_band", metric, f"{metric} ", None, where)
 
     healthy = pc.invert(critical)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -302,7 +296,7 @@ def _spike_table(pieces: list, rules: Rules, source_key: str, now_ms: int) -> pa
         rows = rows.append_column("detected_at", pa.repeat(pa.scalar(now_ms, pa.int64()), n))
         spikes.append(rows.cast(SPIKE_SCHEMA))
     if not spikes:
-        return SPIKE_SCHEMA.empty_table()
+        return empty(SPIKE_SCHEMA)
     result = pa.concat_tables(spikes)
     rank = pc.if_else(pc.equal(result["severity"], "critical"), 0, 1)
     result = result.append_column("_rank", rank)
