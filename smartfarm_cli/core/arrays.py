@@ -24,8 +24,8 @@ def arange(n: int) -> pa.Array:
 
 
 def empty(schema: pa.Schema) -> pa.Table:
-    """An empty table of `schema` (pa.Schema.empty_table imports pandas: ~0.2 s)."""
-    return pa.Table.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
+    """An empty table of `schema` (pa.Schema.empty_table, like pa.array, imports pandas)."""
+    return pa.Table.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema)
 
 
 def any_true(mask) -> bool:

@@ -29,7 +29,7 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 
-from .arrays import any_true, arange, empty, shift
+from .arrays import any_true, arange, empty
 from .lazy import pa, pc
 from .schema import METRICS, READING_SCHEMA, SYNTHETIC
 from .state import StateConflict, StateKey, StateStore
@@ -64,7 +64,14 @@ def _encode(table: pa.Table, rows: pa.Array | None = None) -> tuple[pa.Array, li
         (greenhouses[p // width], devices[p % width], p)
         for p in pc.drop_null(pc.unique(pair)).to_pylist()
     )
-    codes = pc.index_in(pair, value_set=pa.array([p for _, _, p in named], pa.int64()))
+    size = len(greenhouses) * width
+    if size <= 8 * len(named) + 256:  # few id combinations: look the codes up by position
+        lookup: list[int | None] = [None] * size
+        for code, (_, _, p) in enumerate(named):
+            lookup[p] = code
+        codes = pc.take(pa.array(lookup, pa.int32()), pair)
+    else:
+        codes = pc.index_in(pair, value_set=pa.array([p for _, _, p in named], pa.int64()))
     return codes, [f"{g}\x00{d}" for g, d, _ in named]
 
 
@@ -76,11 +83,18 @@ def _sorted(*keys: pa.Array) -> pa.Array:
     )
 
 
+def _pairs(array: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(array[1:], array[:-1]): each row beside the one before it, without copying."""
+    n = len(array)
+    return array.slice(1), array.slice(0, max(n - 1, 0))
+
+
 def _steps(device: pa.Array, minutes: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """For rows sorted by (device, time): whether each row follows a reading of its own
-    device, and the minutes since that reading (at least 1). Shared by every metric."""
-    same = pc.fill_null(pc.equal(device, shift(device, 1)), False)
-    gap = pc.max_element_wise(pc.subtract(minutes, shift(minutes, 1)), 1.0)
+    """For rows sorted by (device, time), from the second row on: whether the row follows a
+    reading of its own device, and the minutes since that reading (at least 1). Shared by
+    every metric."""
+    same = pc.fill_null(pc.equal(*_pairs(device)), False)
+    gap = pc.max_element_wise(pc.subtract(*_pairs(minutes)), 1.0)
     return same, gap
 
 
@@ -98,11 +112,11 @@ def scan(
     """
     start_base = start_base or {}
     same, gap = steps
-    rate = pc.divide(pc.abs(pc.subtract(values, shift(values, 1))), gap)
+    rate = pc.divide(pc.abs(pc.subtract(*_pairs(values))), gap)
     fast = pc.fill_null(pc.and_(same, pc.greater(rate, limit)), False)
-    candidates = pc.indices_nonzero(fast)
-    if len(candidates) == 0:
+    if not fast.true_count:
         return [], {}
+    candidates = pc.add(pc.indices_nonzero(fast), 1)  # `fast` starts at the second row
     now = pc.take(values, candidates).to_pylist()
     before = pc.take(values, pc.subtract(candidates, 1)).to_pylist()
     owners = pc.take(device, candidates).to_pylist()
@@ -522,11 +536,9 @@ def _judge_once(
     # A reading already in the window (same device and time) is the stored one: first wins.
     merged = merged.take(_sorted(merged["_code"], merged["timestamp"], merged["_origin"]))
     device, stamps = _column(merged, "_code"), _column(merged, "timestamp")
-    repeat = pc.fill_null(
-        pc.and_(pc.equal(device, shift(device, 1)), pc.equal(stamps, shift(stamps, 1))), False
-    )
+    repeat = pc.and_(pc.equal(*_pairs(device)), pc.equal(*_pairs(stamps)))  # from row 1 on
     if any_true(repeat):
-        merged = merged.filter(pc.invert(repeat))
+        merged = merged.filter(pa.concat_arrays([pa.array([True]), pc.invert(repeat)]))
         device, stamps = _column(merged, "_code"), _column(merged, "timestamp")
     origin = _column(merged, "_origin")
     steps = _steps(device, _minutes(stamps))
@@ -619,17 +631,21 @@ def _new_windows(merged: pa.Table, codes: list[int], changes_by_metric, emitted)
     """Each device's last WINDOW readings (plus the anchor before them), bases and marks."""
     device = _column(merged, "_code")
     stamps = _column(merged, "timestamp")
-    counts = pc.value_counts(device)  # rows are sorted by device: one run per device
-    locals_, sizes = counts.field("values").to_pylist(), counts.field("counts").to_pylist()
-    ends, base_of, emitted_of = [0] * len(codes), {}, {}
-    offset = 0
-    for local, count in zip(locals_, sizes, strict=True):
-        first, last = offset, offset + count - 1
-        offset += count
-        ends[local] = last
-        anchored = count > WINDOW
+    # Rows are sorted by device, and every device of `codes` has a run: device i's run ends
+    # where the next one's starts.
+    ends = [*pc.indices_nonzero(pc.not_equal(*_pairs(device))).to_pylist(), len(device) - 1]
+    base_of, emitted_of = {}, {}
+    changed = {local for changes, _ in changes_by_metric.values() for local in changes}
+    first = 0
+    for local, last in enumerate(ends):
+        anchored = last - first + 1 > WINDOW
         begin = last - WINDOW if anchored else first
-        if anchored:
+        first = last + 1
+        if not anchored:
+            base = dict.fromkeys(changes_by_metric)
+        elif local not in changed:
+            base = {metric: start.get(local) for metric, (_, start) in changes_by_metric.items()}
+        else:
             base = {}
             for metric, (changes, start) in changes_by_metric.items():
                 value = start.get(local)
@@ -638,8 +654,6 @@ def _new_windows(merged: pa.Table, codes: list[int], changes_by_metric, emitted)
                     at = bisect.bisect_right([i for i, _ in history], begin) - 1
                     value = history[at][1] if at >= 0 else value
                 base[metric] = value
-        else:
-            base = dict.fromkeys(changes_by_metric)
         code = codes[local]
         base_of[code] = base
         flags = emitted.get(local)
