@@ -277,28 +277,43 @@ def _jump_pieces(jump_rows: list[tuple[str, pa.Table]], rules: Rules) -> list:
 
 
 def _spike_table(pieces: list, rules: Rules, source_key: str, now_ms: int) -> pa.Table:
-    from .schema import SPIKE_SCHEMA
+    """One spike table from (reading rows, rule, metric, detail) pieces, most severe first.
 
-    spikes = []
-    for rows, rule, metric, detail in pieces:
-        if rows.num_rows == 0:
-            continue
-        n = rows.num_rows
-        extra = {
-            "rule": pa.repeat(rule, n),
-            "metric": pa.repeat(metric, n),
-            "severity": pa.repeat(rules.severity[rule], n),
-            "detail": detail,
-            "source_key": pa.repeat(source_key, n),
-        }
-        for name, values in extra.items():
-            rows = rows.append_column(name, pc.cast(values, pa.string()))
-        rows = rows.append_column("detected_at", pa.repeat(pa.scalar(now_ms, pa.int64()), n))
-        spikes.append(rows.cast(SPIKE_SCHEMA))
-    if not spikes:
+    The pieces are joined once and their rule, metric and severity spread over the rows by
+    each row's piece, so the cost does not grow with the number of rules that fired.
+    """
+    from .schema import READING_SCHEMA, SPIKE_SCHEMA
+
+    pieces = [piece for piece in pieces if piece[0].num_rows]
+    if not pieces:
         return empty(SPIKE_SCHEMA)
-    result = pa.concat_tables(spikes)
-    rank = pc.if_else(pc.equal(result["severity"], "critical"), 0, 1)
-    result = result.append_column("_rank", rank)
-    result = result.sort_by([("_rank", "ascending"), ("timestamp", "ascending")])
-    return result.drop_columns(["_rank"])
+    rows = pa.concat_tables([piece[0].cast(READING_SCHEMA) for piece in pieces])
+    n = rows.num_rows
+    which = pa.concat_arrays(
+        [pa.repeat(pa.scalar(i, pa.int32()), piece[0].num_rows) for i, piece in enumerate(pieces)]
+    )
+
+    def spread(values: list) -> pa.Array:
+        return pc.take(pa.array(values, pa.string()), which)
+
+    severity = [rules.severity[rule] for _, rule, _, _ in pieces]
+    details = [pc.cast(detail, pa.string()) for *_, detail in pieces]
+    extra = {
+        "rule": spread([rule for _, rule, _, _ in pieces]),
+        "metric": spread([metric for _, _, metric, _ in pieces]),
+        "severity": spread(severity),
+        "detail": pa.chunked_array(
+            [c for d in details for c in (d.chunks if isinstance(d, pa.ChunkedArray) else [d])],
+            pa.string(),
+        ),
+        "source_key": pa.repeat(pa.scalar(source_key, pa.string()), n),
+        "detected_at": pa.repeat(pa.scalar(now_ms, pa.int64()), n),
+    }
+    for name, values in extra.items():
+        rows = rows.append_column(name, values)
+    rank = pc.take(pa.array([SEVERITY_ORDER[s] for s in severity], pa.int8()), which)
+    order = pc.sort_indices(
+        pa.table({"rank": rank, "timestamp": rows["timestamp"]}),
+        sort_keys=[("rank", "ascending"), ("timestamp", "ascending")],
+    )
+    return rows.take(order).cast(SPIKE_SCHEMA)
