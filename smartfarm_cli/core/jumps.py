@@ -29,7 +29,7 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 
-from .arrays import any_true, arange, empty
+from .arrays import any_true, arange, device_codes, empty
 from .lazy import pa, pc
 from .schema import METRICS, READING_SCHEMA, SYNTHETIC
 from .state import StateConflict, StateKey, StateStore
@@ -43,36 +43,6 @@ MAX_ATTEMPTS = 8  # conditional-write retries when another writer updated the sa
 def _column(table: pa.Table, name: str) -> pa.Array:
     column = table[name]
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-
-
-def _encode(table: pa.Table, rows: pa.Array | None = None) -> tuple[pa.Array, list[str]]:
-    """Each row's device (of `rows`, indices into `table`, when given) as an int32 code, and
-    the device keys by code; codes ascend with (greenhouse, device). A row without an id gets
-    no code (null): it is nobody's neighbour.
-
-    Each id column is dictionary-encoded once; only the distinct devices reach Python.
-    """
-    greenhouse = pc.dictionary_encode(_column(table, "greenhouse_id"))
-    device = pc.dictionary_encode(_column(table, "device_id"))
-    g, d = greenhouse.indices, device.indices
-    if rows is not None:
-        g, d = pc.take(g, rows), pc.take(d, rows)
-    width = max(len(device.dictionary), 1)
-    pair = pc.add(pc.multiply(pc.cast(g, pa.int64()), width), pc.cast(d, pa.int64()))
-    greenhouses, devices = greenhouse.dictionary.to_pylist(), device.dictionary.to_pylist()
-    named = sorted(
-        (greenhouses[p // width], devices[p % width], p)
-        for p in pc.drop_null(pc.unique(pair)).to_pylist()
-    )
-    size = len(greenhouses) * width
-    if size <= 8 * len(named) + 256:  # few id combinations: look the codes up by position
-        lookup: list[int | None] = [None] * size
-        for code, (_, _, p) in enumerate(named):
-            lookup[p] = code
-        codes = pc.take(pa.array(lookup, pa.int32()), pair)
-    else:
-        codes = pc.index_in(pair, value_set=pa.array([p for _, _, p in named], pa.int64()))
-    return codes, [f"{g}\x00{d}" for g, d, _ in named]
 
 
 def _sorted(*keys: pa.Array) -> pa.Array:
@@ -156,7 +126,7 @@ def stateless(
     remembered: metric -> reading rows. Copies only the columns it sorts and scans."""
     if table.num_rows == 0 or (rows is not None and len(rows) == 0):
         return {}
-    device, _ = _encode(table, rows)
+    device, _ = device_codes(table, rows)
     stamps = pc.cast(_column(table, "timestamp"), pa.int64())
     stamps = stamps if rows is None else pc.take(stamps, rows)
     order = _sorted(device, stamps)
@@ -344,7 +314,8 @@ class Session:
         (updated in memory) -> metric -> reading rows (READING_SCHEMA)."""
         if table.num_rows == 0 or (rows is not None and len(rows) == 0):
             return {}
-        local, keys = _encode(table, rows)
+        local, ids = device_codes(table, rows)
+        keys = [f"{g}\x00{d}" for g, d in ids]
         if local.null_count:  # a reading without an id has no window and no neighbour
             valid = pc.is_valid(local)
             rows = pc.indices_nonzero(valid) if rows is None else rows.filter(valid)
