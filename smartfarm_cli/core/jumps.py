@@ -45,11 +45,23 @@ def _column(table: pa.Table, name: str) -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
-def _sorted(*keys: pa.Array) -> pa.Array:
-    """Indices ordering the rows by `keys` (ascending, stable, nulls last)."""
+def _by_device_time(device: pa.Array, stamps: pa.Array) -> pa.Array:
+    """Indices ordering rows by (device, time), stable (rows without a device last).
+
+    A stable sort by the device alone (small integers: a counting sort) gives that order
+    whenever each device's rows already come in time order, the usual case (a table in time
+    order after its devices' windows); that is checked, and otherwise the rows are sorted by
+    both keys.
+    """
+    if not device.null_count and not stamps.null_count:
+        order = pc.sort_indices(device)
+        sorted_device, sorted_stamps = pc.take(device, order), pc.take(stamps, order)
+        backwards = pc.and_(pc.equal(*_pairs(sorted_device)), pc.less(*_pairs(sorted_stamps)))
+        if not backwards.true_count:
+            return order
     return pc.sort_indices(
-        pa.Table.from_arrays(list(keys), names=[f"k{i}" for i in range(len(keys))]),
-        sort_keys=[(f"k{i}", "ascending") for i in range(len(keys))],
+        pa.table({"device": device, "ts": stamps}),
+        sort_keys=[("device", "ascending"), ("ts", "ascending")],
     )
 
 
@@ -129,7 +141,7 @@ def stateless(
     device, _ = device_codes(table, rows)
     stamps = pc.cast(_column(table, "timestamp"), pa.int64())
     stamps = stamps if rows is None else pc.take(stamps, rows)
-    order = _sorted(device, stamps)
+    order = _by_device_time(device, stamps)
     device = pc.take(device, order)
     steps = _steps(device, _minutes(pc.take(stamps, order)))
     index = order if rows is None else pc.take(rows, order)
@@ -504,8 +516,9 @@ def _judge_once(
         ],
         names=["_code", "timestamp", *METRICS, "_origin", "_ref"],
     )
-    # A reading already in the window (same device and time) is the stored one: first wins.
-    merged = merged.take(_sorted(merged["_code"], merged["timestamp"], merged["_origin"]))
+    # A reading already in the window (same device and time) is the stored one: first wins
+    # (the stored rows come first, and the order keeps rows of equal keys in place).
+    merged = merged.take(_by_device_time(_column(merged, "_code"), _column(merged, "timestamp")))
     device, stamps = _column(merged, "_code"), _column(merged, "timestamp")
     repeat = pc.and_(pc.equal(*_pairs(device)), pc.equal(*_pairs(stamps)))  # from row 1 on
     if any_true(repeat):
