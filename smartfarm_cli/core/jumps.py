@@ -458,8 +458,9 @@ def _judge_once(
 
     `rows`: the rows of `table` to judge (None: all); `local`: each such row's device as an
     index into `codes` (the Session's device codes, in (greenhouse, device) order); `names`:
-    the Session's device keys. Only the columns the rule reads are merged and sorted, with
-    each row's origin and position (`_ref`); reading rows are taken for the jumps alone.
+    the Session's device keys. Only the columns the rule reads are merged and sorted; the
+    order (`order`: each merged row's position among the stored rows, then the new ones)
+    tells where a row came from, and reading rows are taken for the jumps alone.
     """
     table = table.select(READING_SCHEMA.names).cast(READING_SCHEMA)
     stamps = pc.cast(_column(table, "timestamp"), pa.int64())
@@ -497,7 +498,6 @@ def _judge_once(
             if any_true(late):
                 too_late = pc.filter(new["_ref"], late)
                 new = {name: pc.filter(column, pc.invert(late)) for name, column in new.items()}
-    count = len(new["_ref"])
     merged = pa.Table.from_arrays(
         [
             pa.concat_arrays([mine.cast(pa.int32()), new["_code"].cast(pa.int32())])
@@ -509,22 +509,20 @@ def _judge_once(
                 else new[name]
                 for name in ("timestamp", *METRICS)
             ),
-            pa.concat_arrays(
-                [_column(stored, "_origin"), pa.repeat(pa.scalar(2, pa.int8()), count)]
-            ),
-            pa.concat_arrays([arange(stored.num_rows), new["_ref"]]),
         ],
-        names=["_code", "timestamp", *METRICS, "_origin", "_ref"],
+        names=["_code", "timestamp", *METRICS],
     )
     # A reading already in the window (same device and time) is the stored one: first wins
     # (the stored rows come first, and the order keeps rows of equal keys in place).
-    merged = merged.take(_by_device_time(_column(merged, "_code"), _column(merged, "timestamp")))
+    order = _by_device_time(_column(merged, "_code"), _column(merged, "timestamp"))
+    merged = merged.take(order)
     device, stamps = _column(merged, "_code"), _column(merged, "timestamp")
     repeat = pc.and_(pc.equal(*_pairs(device)), pc.equal(*_pairs(stamps)))  # from row 1 on
     if any_true(repeat):
-        merged = merged.filter(pa.concat_arrays([pa.array([True]), pc.invert(repeat)]))
+        keep = pa.concat_arrays([pa.array([True]), pc.invert(repeat)])
+        merged, order = merged.filter(keep), pc.filter(order, keep)
         device, stamps = _column(merged, "_code"), _column(merged, "timestamp")
-    origin = _column(merged, "_origin")
+    from_table = Origins(order, stored, new["_ref"])
     steps = _steps(device, _minutes(stamps))
     starts = {i: windows.base[c] for i, c in enumerate(codes) if c in windows.base}
     emitted = {i: windows.emitted[c] for i, c in enumerate(codes) if windows.emitted.get(c)}
@@ -532,7 +530,7 @@ def _judge_once(
     report: dict[str, list[int]] = {}
     changes_by_metric = {}
     # Python sees only the stored rows a jump of this source was reported on, and the jump rows.
-    stored_index = _reported_by(source, emitted, device, stamps, origin)
+    stored_index = _reported_by(source, emitted, device, stamps, from_table)
     for metric in METRICS:
         values = _column(merged, metric)
         start = {code: (base or {}).get(metric) for code, base in starts.items()}
@@ -540,16 +538,16 @@ def _judge_once(
         changes_by_metric[metric] = (changes, start)
         chosen = set()
         at = pa.array(jumps, pa.int64())
-        for index, code, ts, kind in zip(
+        for index, code, ts, fresh in zip(
             jumps,
             pc.take(device, at).to_pylist(),
             pc.take(stamps, at).to_pylist(),
-            pc.take(origin, at).to_pylist(),
+            from_table.fresh(jumps),
             strict=True,
         ):
             ts = str(ts)
             owner = emitted.get(code, {}).get(ts, {}).get(metric)
-            if kind == 2 or owner is None or owner == source:
+            if fresh or owner is None or owner == source:
                 chosen.add(index)
                 owner = source if owner is None else owner
             new_emitted.setdefault(code, {}).setdefault(ts, {})[metric] = owner
@@ -562,7 +560,7 @@ def _judge_once(
                 if by_metric.get(metric) == source and (code, ts) in stored_index:
                     chosen.add(stored_index[(code, ts)])
         report[metric] = sorted(chosen)
-    found = {m: _rows_at(merged, ix, table, stored, names) for m, ix in report.items() if ix}
+    found = {m: from_table.rows(ix, table, names) for m, ix in report.items() if ix}
     if too_late is not None:
         for metric, part in stateless(table, limits, too_late).items():
             found[metric] = pa.concat_tables([found[metric], part]) if metric in found else part
@@ -570,25 +568,47 @@ def _judge_once(
     return found, windows
 
 
-def _rows_at(merged: pa.Table, positions: list[int], table: pa.Table, stored, names):
-    """The reading rows at `positions` of the sorted merge, in that order: from `table` for a
-    new reading, rebuilt from the window (`stored`) for a stored one."""
-    at = pa.array(positions, pa.int64())
-    refs = pc.take(merged["_ref"], at).to_pylist()
-    fresh = [o == 2 for o in pc.take(merged["_origin"], at).to_pylist()]
-    if all(fresh):
-        return table.take(pa.array(refs, pa.int64()))
-    new = table.take(pa.array([r for r, f in zip(refs, fresh, strict=True) if f], pa.int64()))
-    old = stored.take(pa.array([r for r, f in zip(refs, fresh, strict=True) if not f], pa.int64()))
-    both = pa.concat_tables([new, _readings(old, names, old["_code"])])
-    order, counts = [], [0, 0]
-    for f in fresh:  # back into merge order: the new ones first in `both`, then the stored
-        order.append(counts[1] if f else new.num_rows + counts[0])
-        counts[f] += 1
-    return both.take(pa.array(order, pa.int64()))
+@dataclass
+class Origins:
+    """Where the rows of a sorted merge came from: merged row i is row `order[i]` of the
+    stored rows (`stored`) followed by the new ones (`refs`: their rows in the judged table)."""
+
+    order: pa.Array
+    stored: pa.Table
+    refs: pa.Array
+
+    def _sources(self, positions: list[int]) -> list[int]:
+        return pc.take(self.order, pa.array(positions, pa.int64())).to_pylist()
+
+    def fresh(self, positions: list[int]) -> list[bool]:
+        """Whether each of these merged rows is a new reading (not a stored one)."""
+        count = self.stored.num_rows
+        return [i >= count for i in self._sources(positions)]
+
+    def stored_positions(self) -> pa.Array:
+        """The merged rows that are stored readings."""
+        return pc.indices_nonzero(pc.less(self.order, self.stored.num_rows))
+
+    def rows(self, positions: list[int], table: pa.Table, names: list[str]) -> pa.Table:
+        """The reading rows at `positions` of the merge, in that order: from `table` for a
+        new reading, rebuilt from the window for a stored one."""
+        count = self.stored.num_rows
+        sources = self._sources(positions)
+        new_at = pa.array([i - count for i in sources if i >= count], pa.int64())
+        new = table.take(pc.take(self.refs, new_at))
+        if new.num_rows == len(sources):
+            return new
+        old = self.stored.take(pa.array([i for i in sources if i < count], pa.int64()))
+        both = pa.concat_tables([new, _readings(old, names, old["_code"])])
+        order, seen = [], [0, 0]
+        for i in sources:  # back into merge order: the new ones first in `both`, then the stored
+            fresh = i >= count
+            order.append(seen[1] if fresh else new.num_rows + seen[0])
+            seen[fresh] += 1
+        return both.take(pa.array(order, pa.int64()))
 
 
-def _reported_by(source, emitted, device, stamps, origin) -> dict[tuple[int, str], int]:
+def _reported_by(source, emitted, device, stamps, origins) -> dict[tuple[int, str], int]:
     """(device code, ts) -> merged row, for the stored readings `source` reported a jump on."""
     wanted = {
         (code, ts)
@@ -598,7 +618,7 @@ def _reported_by(source, emitted, device, stamps, origin) -> dict[tuple[int, str
     }
     if not wanted:
         return {}
-    stored_at = pc.indices_nonzero(pc.not_equal(origin, 2))
+    stored_at = origins.stored_positions()
     index = {}
     for i, code, ts in zip(
         stored_at.to_pylist(),
