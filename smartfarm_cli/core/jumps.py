@@ -564,7 +564,7 @@ def _judge_once(
     if too_late is not None:
         for metric, part in stateless(table, limits, too_late).items():
             found[metric] = pa.concat_tables([found[metric], part]) if metric in found else part
-    windows = _new_windows(merged, codes, changes_by_metric, new_emitted)
+    windows = _new_windows(merged, codes, starts, changes_by_metric, new_emitted)
     return found, windows
 
 
@@ -631,8 +631,12 @@ def _reported_by(source, emitted, device, stamps, origins) -> dict[tuple[int, st
     return index
 
 
-def _new_windows(merged: pa.Table, codes: list[int], changes_by_metric, emitted) -> Windows:
-    """Each device's last WINDOW readings (plus the anchor before them), bases and marks."""
+def _new_windows(
+    merged: pa.Table, codes: list[int], starts: dict, changes_by_metric, emitted
+) -> Windows:
+    """Each device's last WINDOW readings (plus the anchor before them), bases and marks.
+
+    `starts`: each device's base before this table (by local code), as stored."""
     device = _column(merged, "_code")
     stamps = _column(merged, "timestamp")
     # Rows are sorted by device, and every device of `codes` has a run: device i's run ends
@@ -647,8 +651,10 @@ def _new_windows(merged: pa.Table, codes: list[int], changes_by_metric, emitted)
         first = last + 1
         if not anchored:
             base = dict.fromkeys(changes_by_metric)
-        elif local not in changed:
-            base = {metric: start.get(local) for metric, (_, start) in changes_by_metric.items()}
+        elif local not in changed:  # the base it started with (the stored dict when whole)
+            base = starts.get(local) or {}
+            if tuple(base) != METRICS:
+                base = {metric: base.get(metric) for metric in METRICS}
         else:
             base = {}
             for metric, (changes, start) in changes_by_metric.items():
