@@ -251,11 +251,15 @@ def _bodies(windows: Windows, names: list[str]) -> dict[str, dict]:
         c: {"rows": [], "anchor": False, "base": base, "emitted": windows.emitted.get(c, {})}
         for c, base in windows.base.items()
     }
-    for code, ts, first, *metrics in zip(codes, stamps, origin, *values, strict=True):
-        body = bodies[code]
-        body["rows"].append([ts, *metrics])
-        if first == 0:
-            body["anchor"] = True
+    readings = list(map(list, zip(stamps, *values, strict=True)))
+    # Each device's rows come together: one slice per device (per run, to be safe).
+    ends = pc.indices_nonzero(pc.not_equal(*_pairs(rows["_code"].combine_chunks())))
+    start = 0
+    for end in [*(i + 1 for i in ends.to_pylist()), len(codes)] if codes else []:
+        body = bodies[codes[start]]
+        body["rows"] += readings[start:end]
+        body["anchor"] = body["anchor"] or 0 in origin[start:end]
+        start = end
     return {names[c]: body for c, body in bodies.items()}
 
 
