@@ -75,7 +75,8 @@ def _steps(device: pa.Array, minutes: pa.Array) -> tuple[pa.Array, pa.Array]:
     """For rows sorted by (device, time), from the second row on: whether the row follows a
     reading of its own device, and the minutes since that reading (at least 1). Shared by
     every metric."""
-    same = pc.fill_null(pc.equal(*_pairs(device)), False)
+    same = pc.equal(*_pairs(device))
+    same = pc.fill_null(same, False) if same.null_count else same
     gap = pc.max_element_wise(pc.subtract(*_pairs(minutes)), 1.0)
     return same, gap
 
@@ -95,7 +96,7 @@ def scan(
     start_base = start_base or {}
     same, gap = steps
     rate = pc.divide(pc.abs(pc.subtract(*_pairs(values))), gap)
-    fast = pc.fill_null(pc.and_(same, pc.greater(rate, limit)), False)
+    fast = pc.and_(same, pc.greater(rate, limit))  # a null (no value) is no jump
     if not fast.true_count:
         return [], {}
     candidates = pc.add(pc.indices_nonzero(fast), 1)  # `fast` starts at the second row
@@ -126,7 +127,7 @@ def _device_keys(table: pa.Table) -> pa.Array:
 
 def _minutes(stamps) -> pa.Array:
     """int64 epoch ms (or timestamps) -> float minutes."""
-    stamps = pc.cast(stamps, pa.int64())
+    stamps = stamps if stamps.type == pa.int64() else pc.cast(stamps, pa.int64())
     stamps = stamps.combine_chunks() if isinstance(stamps, pa.ChunkedArray) else stamps
     return pc.divide(pc.cast(stamps, pa.float64()), 60_000.0)
 
@@ -466,7 +467,8 @@ def _judge_once(
     order (`order`: each merged row's position among the stored rows, then the new ones)
     tells where a row came from, and reading rows are taken for the jumps alone.
     """
-    table = table.select(READING_SCHEMA.names).cast(READING_SCHEMA)
+    table = table.select(READING_SCHEMA.names)
+    table = table if table.schema == READING_SCHEMA else table.cast(READING_SCHEMA)
     stamps = pc.cast(_column(table, "timestamp"), pa.int64())
     new = {
         "_code": local,

@@ -125,7 +125,8 @@ def _bounds(value) -> tuple[float, float]:
 
 
 def _outside(values, bounds: tuple[float, float]):
-    return pc.fill_null(pc.or_(pc.less(values, bounds[0]), pc.greater(values, bounds[1])), False)
+    outside = pc.or_(pc.less(values, bounds[0]), pc.greater(values, bounds[1]))
+    return pc.fill_null(outside, False) if values.null_count else outside
 
 
 def _text(*parts) -> pa.Array:
@@ -245,9 +246,7 @@ def detect(
         add(impossible, "impossible", metric, f"{metric} ", None, where)
 
         low, high = rules.band[metric]
-        band = pc.and_(
-            pc.and_(healthy, pc.invert(impossible)), _outside(table[metric], (low, high))
-        )
+        band = pc.and_not(pc.and_(healthy, _outside(table[metric], (low, high))), impossible)
         where = f" {unit} is outside the crop band {low:g}..{high:g}"
         add(band, "out_of_band", metric, f"{metric} ", None, where)
 
@@ -287,7 +286,9 @@ def _spike_table(pieces: list, rules: Rules, source_key: str, now_ms: int) -> pa
     pieces = [piece for piece in pieces if piece[0].num_rows]
     if not pieces:
         return empty(SPIKE_SCHEMA)
-    rows = pa.concat_tables([piece[0].cast(READING_SCHEMA) for piece in pieces])
+    rows = pa.concat_tables(
+        [p if p.schema == READING_SCHEMA else p.cast(READING_SCHEMA) for p, *_ in pieces]
+    )
     n = rows.num_rows
     which = pa.concat_arrays(
         [pa.repeat(pa.scalar(i, pa.int32()), piece[0].num_rows) for i, piece in enumerate(pieces)]
@@ -307,7 +308,7 @@ def _spike_table(pieces: list, rules: Rules, source_key: str, now_ms: int) -> pa
             pa.string(),
         ),
         "source_key": pa.repeat(pa.scalar(source_key, pa.string()), n),
-        "detected_at": pa.repeat(pa.scalar(now_ms, pa.int64()), n),
+        "detected_at": pa.repeat(pa.scalar(now_ms, SPIKE_SCHEMA.field("detected_at").type), n),
     }
     for name, values in extra.items():
         rows = rows.append_column(name, values)
@@ -316,4 +317,5 @@ def _spike_table(pieces: list, rules: Rules, source_key: str, now_ms: int) -> pa
         pa.table({"rank": rank, "timestamp": rows["timestamp"]}),
         sort_keys=[("rank", "ascending"), ("timestamp", "ascending")],
     )
-    return rows.take(order).cast(SPIKE_SCHEMA)
+    rows = rows.take(order)
+    return rows if rows.schema == SPIKE_SCHEMA else rows.cast(SPIKE_SCHEMA)
