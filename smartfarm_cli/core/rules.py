@@ -172,10 +172,16 @@ def _jumps(table: pa.Table, healthy, rules: Rules, state, source: str, now_ms: i
     from . import jumps  # here, not at the top: loading rules for a query needs no pyarrow
 
     limits = rules.jump_per_minute
-    synthetic = pc.fill_null(table[SYNTHETIC], False)
+    synthetic = table[SYNTHETIC]  # conformed: no nulls
+    count = sum(chunk.true_count for chunk in synthetic.chunks)
     found_all = []
-    for flag, mask in ((False, pc.invert(synthetic)), (True, synthetic)):
-        mask = pc.and_(healthy, mask)
+    for flag, sequence in ((False, table.num_rows - count), (True, count)):
+        if not sequence:  # no reading of this kind: nothing to mask
+            continue
+        if sequence == table.num_rows:  # every reading is of this kind
+            mask = healthy
+        else:
+            mask = pc.and_(healthy, synthetic) if flag else pc.and_not(healthy, synthetic)
         if not any_true(mask):
             continue
         if state is None:  # judged in place: the rows are not copied
@@ -214,10 +220,11 @@ def detect(
     writer, e.g. an ingest's chunks), the windows stay in memory and the caller saves them once
     (`Session.flush`). Every spike carries `detected_at` = `now_ms`.
     """
-    from .schema import SPIKE_SCHEMA
+    from .schema import READING_SCHEMA, SPIKE_SCHEMA
     from .validate import conform
 
-    table = conform(table)
+    if table.schema != READING_SCHEMA or table[SYNTHETIC].null_count:
+        table = conform(table)  # (a table already conformed is taken as it is)
     # A row without a timestamp cannot come from our writers and cannot be placed in a spike
     # partition; judging the rest beats failing the whole file.
     if table["timestamp"].null_count:
