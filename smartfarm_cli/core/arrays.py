@@ -23,11 +23,6 @@ def arange(n: int) -> pa.Array:
     return _RANGE[0].slice(0, n)
 
 
-def empty(schema: pa.Schema) -> pa.Table:
-    """An empty table of `schema` (pa.Schema.empty_table, like pa.array, imports pandas)."""
-    return pa.Table.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema)
-
-
 def any_true(mask) -> bool:
     """Whether a boolean (chunked) array holds a true (pc.any has a larger fixed cost)."""
     chunks = mask.chunks if isinstance(mask, pa.ChunkedArray) else [mask]

@@ -29,7 +29,7 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 
-from .arrays import any_true, arange, device_codes, empty
+from .arrays import any_true, arange, device_codes
 from .lazy import pa, pc
 from .schema import METRICS, READING_SCHEMA, SYNTHETIC
 from .state import StateConflict, StateKey, StateStore
@@ -183,7 +183,7 @@ class Windows:
     the item body.
     """
 
-    rows: pa.Table = field(default_factory=lambda: empty(_window_schema()))
+    rows: pa.Table = field(default_factory=lambda: _window_schema().empty_table())
     base: dict[int, dict[str, float | None]] = field(default_factory=dict)
     emitted: dict[int, dict[str, dict[str, str]]] = field(default_factory=dict)
 

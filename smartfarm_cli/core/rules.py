@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .arrays import any_true, empty
+from .arrays import any_true
 from .lazy import pa, pc
 from .schema import METRIC_UNITS, METRICS, SYNTHETIC
 from .state import StateStore
@@ -230,7 +230,7 @@ def detect(
     if table["timestamp"].null_count:
         table = table.filter(pc.is_valid(table["timestamp"]))
     if table.num_rows == 0:
-        return empty(SPIKE_SCHEMA)
+        return SPIKE_SCHEMA.empty_table()
     pieces: list[tuple[pa.Table, str, str, pa.Array]] = []
 
     def add(mask, rule: str, metric: str, *text) -> None:
@@ -292,7 +292,7 @@ def _spike_table(pieces: list, rules: Rules, source_key: str, now_ms: int) -> pa
 
     pieces = [piece for piece in pieces if piece[0].num_rows]
     if not pieces:
-        return empty(SPIKE_SCHEMA)
+        return SPIKE_SCHEMA.empty_table()
     rows = pa.concat_tables(
         [p if p.schema == READING_SCHEMA else p.cast(READING_SCHEMA) for p, *_ in pieces]
     )
