@@ -137,8 +137,23 @@ def _by_device(spikes: pa.Table, readings: pa.Table, centre: dict, now_ms: int) 
     """(greenhouse, device) -> newest reading time and the file's anomalies per rule/metric."""
     devices: dict[tuple[str, str], _Device] = {}
     if readings.num_rows:
-        for device, ts in zip(*_newest(readings), strict=True):
-            devices[device] = _Device(min(ts, now_ms))
+        stamps = pa.table(
+            {
+                "greenhouse_id": readings["greenhouse_id"],
+                "device_id": readings["device_id"],
+                "ts": pc.cast(readings["timestamp"], pa.int64()),
+            }
+        )
+        newest = stamps.group_by(["greenhouse_id", "device_id"], use_threads=False).aggregate(
+            [("ts", "max")]
+        )
+        for g, d, ts in zip(
+            newest["greenhouse_id"].to_pylist(),
+            newest["device_id"].to_pylist(),
+            newest["ts_max"].to_pylist(),
+            strict=True,
+        ):
+            devices[(g, d)] = _Device(min(ts, now_ms))  # one group per device
     if spikes.num_rows:
         columns = ["greenhouse_id", "device_id", "timestamp", "rule", "metric", "severity"]
         values = {c: spikes[c].to_pylist() for c in columns}
@@ -157,22 +172,6 @@ def _by_device(spikes: pa.Table, readings: pa.Table, centre: dict, now_ms: int) 
             middle = centre.get(values["metric"][i], 0.0)
             _worse(group, value, abs(value - middle) if value is not None else -1.0)
     return devices
-
-
-def _newest(readings: pa.Table) -> tuple[list[tuple[str, str]], list[int]]:
-    """The devices of `readings` and each one's newest reading time (epoch ms)."""
-    stamps = pa.table(
-        {
-            "greenhouse_id": readings["greenhouse_id"],
-            "device_id": readings["device_id"],
-            "ts": pc.cast(readings["timestamp"], pa.int64()),
-        }
-    )
-    newest = stamps.group_by(["greenhouse_id", "device_id"], use_threads=False).aggregate(
-        [("ts", "max")]
-    )
-    ids = zip(newest["greenhouse_id"].to_pylist(), newest["device_id"].to_pylist(), strict=True)
-    return list(ids), newest["ts_max"].to_pylist()
 
 
 def observe(
