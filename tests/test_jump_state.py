@@ -350,3 +350,67 @@ def pa_int32(values):
     import pyarrow as pa
 
     return pa.array(values, pa.int32())
+
+
+# -- the cheap paths of the rule (issue 12): the same answers as the general ones ---------------
+
+
+def test_device_codes_ascend_with_the_ids_over_chunks_rows_and_missing_ids():
+    import pyarrow as pa
+
+    from smartfarm_cli.core.arrays import device_codes
+
+    table = pa.table(
+        {
+            "greenhouse_id": pa.chunked_array([["gh-2", "gh-1"], ["gh-1", "gh-2", "gh-1"]]),
+            "device_id": pa.chunked_array([["b", "a"], ["a", "a", None]]),
+        }
+    )
+    codes, ids = device_codes(table)
+    assert ids == [("gh-1", "a"), ("gh-2", "a"), ("gh-2", "b")]
+    assert codes.to_pylist() == [2, 0, 0, 1, None]
+    codes, ids = device_codes(table, pa.array([4, 0, 3]))
+    assert (codes.to_pylist(), ids) == ([None, 1, 0], [("gh-2", "a"), ("gh-2", "b")])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6)), min_size=1, max_size=60))
+def test_device_time_order_equals_a_stable_sort_by_both_keys(pairs):
+    """In time order per device (one sort by the device) or not (both keys): the same order."""
+    import pyarrow as pa
+
+    device = pa.array([d for d, _ in pairs], pa.int32())
+    stamps = pa.array([t for _, t in pairs], pa.int64())
+    stable = sorted(range(len(pairs)), key=lambda i: pairs[i])
+    assert jumps._by_device_time(device, stamps).to_pylist() == stable
+    ordered = sorted(range(len(pairs)), key=lambda i: pairs[i][1])  # time order per device
+    device, stamps = device.take(ordered), stamps.take(ordered)
+    stable = sorted(range(len(pairs)), key=lambda i: pairs[ordered[i]])
+    assert jumps._by_device_time(device, stamps).to_pylist() == stable
+
+
+def test_readings_without_an_id_are_judged_apart_and_the_rest_as_usual():
+    """A row without a device id (not from our writers) has no window: it is nobody's
+    neighbour; the device beside it is judged and saved as always (this used to crash)."""
+    import pyarrow as pa
+
+    table = rows([20, 30, 30])
+    stray = rows([20, 90])
+    stray = stray.set_column(1, "device_id", pa.array([None, None], pa.string()))
+    store = sqlite_store()
+    assert jumps_of(judge(pa.concat_tables([table, stray]), store, "f1")) == [("d1", 1, 30.0)]
+    assert [key for key, _body, _version in store.scan("jump")] == [("gh-1", "d1", "jump")]
+    assert jumps_of(judge(rows([40], start_min=3), store, "f2")) == [("d1", 3, 40.0)]
+
+
+def test_arange_slices_one_cached_range_and_builds_longer_ones(monkeypatch):
+    from smartfarm_cli.core import arrays
+
+    monkeypatch.setattr(arrays, "_RANGE", [])
+    monkeypatch.setattr(arrays, "_RANGE_CACHED", 8)
+    assert arrays.arange(0).to_pylist() == []
+    assert arrays.arange(3).to_pylist() == [0, 1, 2]
+    assert arrays.arange(5).to_pylist() == [0, 1, 2, 3, 4]
+    assert len(arrays._RANGE[0]) == 6  # doubled, not grown by one
+    assert arrays.arange(12).to_pylist() == list(range(12))  # past the cache: built alone
+    assert len(arrays._RANGE[0]) == 6

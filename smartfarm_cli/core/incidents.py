@@ -93,8 +93,13 @@ def _restored(device: tuple[str, str], stored: list) -> Event:
 
 def _remember(body: dict, digest: str, events: list[Event]) -> None:
     """Mark `digest` judged and keep the events it produced (for a replay of the same source)."""
-    body["sources"] = [*body["sources"], digest][-RECENT_SOURCES:]
-    kept = {d: e for d, e in (body.get("events") or {}).items() if d in body["sources"]}
+    body["sources"] = sources = [*body["sources"], digest][-RECENT_SOURCES:]
+    earlier = body.get("events")
+    if not earlier and not events:  # the common case: nothing kept, nothing to keep
+        body["events"] = {}
+        return
+    recent = set(sources)
+    kept = {d: e for d, e in (earlier or {}).items() if d in recent}
     if events:
         kept[digest] = [e.stored() for e in events]
     body["events"] = kept
@@ -148,7 +153,7 @@ def _by_device(spikes: pa.Table, readings: pa.Table, centre: dict, now_ms: int) 
             newest["ts_max"].to_pylist(),
             strict=True,
         ):
-            devices.setdefault((g, d), _Device()).last_reading_ms = min(ts, now_ms)
+            devices[(g, d)] = _Device(min(ts, now_ms))  # one group per device
     if spikes.num_rows:
         columns = ["greenhouse_id", "device_id", "timestamp", "rule", "metric", "severity"]
         values = {c: spikes[c].to_pylist() for c in columns}
@@ -301,9 +306,14 @@ class Session:
 
 
 def _apply(device, seen: _Device, body: dict, policy: Policy, now_ms: int) -> list[Event]:
+    open_ = body["open"]
+    if not open_ and not seen.groups:  # the common case: nothing to open, remind or resolve
+        if seen.last_reading_ms is not None:
+            body["last_ms"] = max(body.get("last_ms") or 0, seen.last_reading_ms)
+            body["heard_ms"] = now_ms
+        return []
     greenhouse, device_id = device
     events = []
-    open_ = body["open"]
     if seen.last_reading_ms is not None:
         body["last_ms"] = max(body.get("last_ms") or 0, seen.last_reading_ms)  # event time
         body["heard_ms"] = now_ms  # when its readings last arrived: what silence is about

@@ -29,7 +29,7 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 
-from .arrays import arange, shift
+from .arrays import any_true, arange, device_codes
 from .lazy import pa, pc
 from .schema import METRICS, READING_SCHEMA, SYNTHETIC
 from .state import StateConflict, StateKey, StateStore
@@ -40,26 +40,66 @@ STATE_TTL_MS = 30 * 86_400_000  # a device silent for 30 days starts afresh
 MAX_ATTEMPTS = 8  # conditional-write retries when another writer updated the same device
 
 
+def _column(table: pa.Table, name: str) -> pa.Array:
+    column = table[name]
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _by_device_time(device: pa.Array, stamps: pa.Array) -> pa.Array:
+    """Indices ordering rows by (device, time), stable (rows without a device last).
+
+    A stable sort by the device alone (small integers: a counting sort) gives that order
+    whenever each device's rows already come in time order, the usual case (a table in time
+    order after its devices' windows); that is checked, and otherwise the rows are sorted by
+    both keys.
+    """
+    if not device.null_count and not stamps.null_count:
+        order = pc.sort_indices(device)
+        sorted_device, sorted_stamps = pc.take(device, order), pc.take(stamps, order)
+        backwards = pc.and_(pc.equal(*_pairs(sorted_device)), pc.less(*_pairs(sorted_stamps)))
+        if not backwards.true_count:
+            return order
+    return pc.sort_indices(
+        pa.table({"device": device, "ts": stamps}),
+        sort_keys=[("device", "ascending"), ("ts", "ascending")],
+    )
+
+
+def _pairs(array: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(array[1:], array[:-1]): each row beside the one before it, without copying."""
+    n = len(array)
+    return array.slice(1), array.slice(0, max(n - 1, 0))
+
+
+def _steps(device: pa.Array, minutes: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """For rows sorted by (device, time), from the second row on: whether the row follows a
+    reading of its own device, and the minutes since that reading (at least 1). Shared by
+    every metric."""
+    same = pc.equal(*_pairs(device))
+    same = pc.fill_null(same, False) if same.null_count else same
+    gap = pc.max_element_wise(pc.subtract(*_pairs(minutes)), 1.0)
+    return same, gap
+
+
 def scan(
     device: pa.Array,
-    minutes: pa.Array,
+    steps: tuple[pa.Array, pa.Array],
     values: pa.Array,
     limit: float,
     start_base: dict[int, float | None] | None = None,
 ) -> tuple[list[int], dict[int, list[tuple[int, float | None]]]]:
-    """Jumps in one metric over rows sorted by (device, time).
+    """Jumps in one metric over rows sorted by (device, time) (`steps`: `_steps` of them).
 
     Returns the jump positions and, per device code, the positions where its open base changed
     with the base after that row (for saving the state at any point of the sequence).
     """
     start_base = start_base or {}
-    same = pc.fill_null(pc.equal(device, shift(device, 1)), False)
-    gap = pc.max_element_wise(pc.subtract(minutes, shift(minutes, 1)), 1.0)
-    rate = pc.divide(pc.abs(pc.subtract(values, shift(values, 1))), gap)
-    fast = pc.fill_null(pc.and_(same, pc.greater(rate, limit)), False)
-    candidates = pc.indices_nonzero(fast)
-    if len(candidates) == 0:
+    same, gap = steps
+    rate = pc.divide(pc.abs(pc.subtract(*_pairs(values))), gap)
+    fast = pc.and_(same, pc.greater(rate, limit))  # a null (no value) is no jump
+    if not fast.true_count:
         return [], {}
+    candidates = pc.add(pc.indices_nonzero(fast), 1)  # `fast` starts at the second row
     now = pc.take(values, candidates).to_pylist()
     before = pc.take(values, pc.subtract(candidates, 1)).to_pylist()
     owners = pc.take(device, candidates).to_pylist()
@@ -85,54 +125,9 @@ def _device_keys(table: pa.Table) -> pa.Array:
     return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
 
 
-def _order(
-    table: pa.Table, rows: pa.Array | None = None, *extra: str
-) -> tuple[pa.Array, pa.Array, list[str]]:
-    """Rows by (greenhouse, device, timestamp, *extra), stable -> (indices into `table`, each
-    ordered row's device code (dense, ascending with the device), device keys by code).
-
-    `rows`: only these rows of `table`. Sorts integers, not strings: each id column is ranked
-    once through its dictionary, and nothing but the sort keys is copied.
-    """
-
-    def ranked(name: str) -> tuple[pa.Array, list[str]]:
-        column = table[name]
-        column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-        encoded = pc.dictionary_encode(column)
-        by_name = pc.sort_indices(encoded.dictionary)
-        rank = pc.take(_inverse(by_name), encoded.indices)
-        return (rank if rows is None else pc.take(rank, rows)), pc.take(
-            encoded.dictionary, by_name
-        ).to_pylist()
-
-    greenhouse, greenhouses = ranked("greenhouse_id")
-    device, devices = ranked("device_id")
-    pair = pc.add(pc.multiply(greenhouse, len(devices)), device)
-    picked = [table[n] if rows is None else pc.take(table[n], rows) for n in ("timestamp", *extra)]
-    columns = [pair, pc.cast(picked[0], pa.int64()), *picked[1:]]
-    order = pc.sort_indices(
-        pa.Table.from_arrays(columns, names=[f"k{i}" for i in range(len(columns))]),
-        sort_keys=[(f"k{i}", "ascending") for i in range(len(columns))],
-    )
-    pairs = pc.take(pair, order)
-    distinct = pc.drop_null(pc.unique(pairs))  # ascending: the pairs are sorted
-    # A row without an id gets no code: it is nobody's neighbour (never part of a jump).
-    codes = pc.cast(pc.index_in(pairs, value_set=distinct), pa.int64())
-    n = len(devices)
-    names = [f"{greenhouses[p // n]}\x00{devices[p % n]}" for p in distinct.to_pylist()]
-    return (order if rows is None else pc.take(rows, order)), codes, names
-
-
-def _inverse(permutation: pa.Array) -> pa.Array:
-    """The inverse permutation: out[permutation[i]] = i."""
-    inverse = [0] * len(permutation)
-    for position, index in enumerate(permutation.to_pylist()):
-        inverse[index] = position
-    return pa.array(inverse, pa.int64())
-
-
 def _minutes(stamps) -> pa.Array:
-    stamps = pc.cast(stamps, pa.int64())
+    """int64 epoch ms (or timestamps) -> float minutes."""
+    stamps = stamps if stamps.type == pa.int64() else pc.cast(stamps, pa.int64())
     stamps = stamps.combine_chunks() if isinstance(stamps, pa.ChunkedArray) else stamps
     return pc.divide(pc.cast(stamps, pa.float64()), 60_000.0)
 
@@ -144,14 +139,19 @@ def stateless(
     remembered: metric -> reading rows. Copies only the columns it sorts and scans."""
     if table.num_rows == 0 or (rows is not None and len(rows) == 0):
         return {}
-    order, device, _ = _order(table, rows)
-    minutes = _minutes(pc.take(table["timestamp"], order))
+    device, _ = device_codes(table, rows)
+    stamps = pc.cast(_column(table, "timestamp"), pa.int64())
+    stamps = stamps if rows is None else pc.take(stamps, rows)
+    order = _by_device_time(device, stamps)
+    device = pc.take(device, order)
+    steps = _steps(device, _minutes(pc.take(stamps, order)))
+    index = order if rows is None else pc.take(rows, order)
     out = {}
     for metric in METRICS:
-        values = pc.take(table[metric], order).combine_chunks()
-        jumps, _ = scan(device, minutes, values, limits[metric])
+        values = pc.take(_column(table, metric), index)
+        jumps, _ = scan(device, steps, values, limits[metric])
         if jumps:
-            out[metric] = table.take(pc.take(order, pa.array(jumps, pa.int64())))
+            out[metric] = table.take(pc.take(index, pa.array(jumps, pa.int64())))
     return out
 
 
@@ -161,36 +161,44 @@ def source_id(source: str) -> str:
 
 @functools.cache
 def _window_schema() -> pa.Schema:
-    """READING_SCHEMA plus `_origin` (built on first use: module code touches no pyarrow)."""
-    return READING_SCHEMA.append(pa.field("_origin", pa.int8()))
+    """The columns a window row keeps (built on first use: module code touches no pyarrow)."""
+    metrics = [pa.field(m, READING_SCHEMA.field(m).type) for m in METRICS]
+    return pa.schema(
+        [
+            pa.field("_code", pa.int64()),
+            pa.field("timestamp", pa.int64()),
+            *metrics,
+            pa.field("_origin", pa.int8()),
+        ]
+    )
 
 
 @dataclass
 class Windows:
     """Stored windows of some devices, in memory: what the `jump` items hold, as columns.
 
-    `rows`: the devices' window readings (READING_SCHEMA, error_code 0) plus `_origin` (0 the
-    anchor, 1 a stored reading), each device's rows together and in time order, anchor first.
-    `base` and `emitted`: per device key, as in the item body.
+    `rows`: the devices' window readings as `_code` (the device, a Session's code), timestamp
+    (epoch ms), the metrics and `_origin` (0 the anchor, 1 a stored reading); each device's
+    rows together and in time order, anchor first. `base` and `emitted`: per device code, as in
+    the item body.
     """
 
     rows: pa.Table = field(default_factory=lambda: _window_schema().empty_table())
-    base: dict[str, dict[str, float | None]] = field(default_factory=dict)
-    emitted: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    base: dict[int, dict[str, float | None]] = field(default_factory=dict)
+    emitted: dict[int, dict[str, dict[str, str]]] = field(default_factory=dict)
 
-    def subset(self, keys: list[str]) -> Windows:
-        """The windows of `keys` (the devices among them that have one)."""
-        wanted = [k for k in keys if k in self.base]
+    def subset(self, codes: list[int]) -> Windows:
+        """The windows of the devices `codes` (those among them that have one)."""
+        wanted = [c for c in codes if c in self.base]
         if len(wanted) == len(self.base):
             return self
         rows = self.rows
         if rows.num_rows:
-            mask = pc.is_in(_device_keys(rows), value_set=pa.array(wanted, pa.string()))
-            rows = rows.filter(mask)
+            rows = rows.filter(pc.is_in(rows["_code"], value_set=pa.array(wanted, pa.int64())))
         return Windows(
             rows,
-            {k: self.base[k] for k in wanted},
-            {k: self.emitted[k] for k in wanted if k in self.emitted},
+            {c: self.base[c] for c in wanted},
+            {c: self.emitted[c] for c in wanted if c in self.emitted},
         )
 
     def replaced(self, new: Windows) -> Windows:
@@ -199,61 +207,81 @@ class Windows:
             return new
         rows = self.rows
         if new.base and rows.num_rows:
-            mask = pc.is_in(_device_keys(rows), value_set=pa.array(list(new.base), pa.string()))
+            mask = pc.is_in(rows["_code"], value_set=pa.array(list(new.base), pa.int64()))
             rows = rows.filter(pc.invert(mask))
         emitted = {k: v for k, v in self.emitted.items() if k not in new.base}
         return Windows(
-            pa.concat_tables([rows, new.rows]),
+            pa.concat_tables([rows, new.rows]).combine_chunks(),
             {**self.base, **new.base},
             {**emitted, **new.emitted},
         )
 
 
-def _windows_from_bodies(bodies: dict[str, dict]) -> Windows:
-    """Stored item bodies (device key -> body) as Windows."""
-    columns: dict[str, list] = {name: [] for name in READING_SCHEMA.names}
-    origin: list[int] = []
-    for device_key, body in bodies.items():
-        greenhouse, device = device_key.split("\x00", 1)
+def _windows_from_bodies(bodies: dict[int, dict]) -> Windows:
+    """Stored item bodies (device code -> body) as Windows."""
+    columns: dict[str, list] = {name: [] for name in _window_schema().names}
+    for code, body in bodies.items():
         count = len(body["rows"])
-        columns["greenhouse_id"] += [greenhouse] * count
-        columns["device_id"] += [device] * count
+        columns["_code"] += [code] * count
         if count:
             for name, values in zip(
                 ("timestamp", *METRICS), zip(*body["rows"], strict=True), strict=True
             ):
                 columns[name] += values
-        columns["error_code"] += [0] * count
-        columns["synthetic"] += [False] * count  # the caller marks what it reports
-        origin += [1] * count
+        origin = [1] * count
         if count and body["anchor"]:
-            origin[-count] = 0
-    arrays = [pa.array(columns[f.name], f.type) for f in READING_SCHEMA]
-    arrays.append(pa.array(origin, pa.int8()))
+            origin[0] = 0
+        columns["_origin"] += origin
+    schema = _window_schema()
     return Windows(
-        pa.Table.from_arrays(arrays, schema=_window_schema()),
-        {k: b["base"] for k, b in bodies.items()},
-        {k: b.get("emitted", {}) for k, b in bodies.items()},
+        pa.Table.from_arrays([pa.array(columns[f.name], f.type) for f in schema], schema=schema),
+        {c: b["base"] for c, b in bodies.items()},
+        {c: b.get("emitted", {}) for c, b in bodies.items()},
     )
 
 
-def _bodies(windows: Windows) -> dict[str, dict]:
-    """Windows as item bodies (device key -> body), the inverse of _windows_from_bodies."""
+def _bodies(windows: Windows, names: list[str]) -> dict[str, dict]:
+    """Windows as item bodies (device key -> body), the inverse of _windows_from_bodies;
+    `names`: the device key of each code."""
     rows = windows.rows
-    names = _device_keys(rows).to_pylist() if rows.num_rows else []
-    stamps = pc.cast(rows["timestamp"], pa.int64()).to_pylist()
+    codes = rows["_code"].to_pylist()
+    stamps = rows["timestamp"].to_pylist()
     values = [rows[m].to_pylist() for m in METRICS]
     origin = rows["_origin"].to_pylist()
-    bodies: dict[str, dict] = {
-        k: {"rows": [], "anchor": False, "base": base, "emitted": windows.emitted.get(k, {})}
-        for k, base in windows.base.items()
+    bodies: dict[int, dict] = {
+        c: {"rows": [], "anchor": False, "base": base, "emitted": windows.emitted.get(c, {})}
+        for c, base in windows.base.items()
     }
-    for name, ts, first, *metrics in zip(names, stamps, origin, *values, strict=True):
-        body = bodies[name]
-        body["rows"].append([ts, *metrics])
-        if first == 0:
-            body["anchor"] = True
-    return bodies
+    readings = list(map(list, zip(stamps, *values, strict=True)))
+    # Each device's rows come together: one slice per device (per run, to be safe).
+    ends = pc.indices_nonzero(pc.not_equal(*_pairs(rows["_code"].combine_chunks())))
+    start = 0
+    for end in [*(i + 1 for i in ends.to_pylist()), len(codes)] if codes else []:
+        body = bodies[codes[start]]
+        body["rows"] += readings[start:end]
+        body["anchor"] = body["anchor"] or 0 in origin[start:end]
+        start = end
+    return {names[c]: body for c, body in bodies.items()}
+
+
+def _readings(rows: pa.Table, names: list[str], codes: pa.Array) -> pa.Table:
+    """Window rows as readings (READING_SCHEMA): `codes` give each row's index into `names`
+    (device keys). As stored: error_code 0, not synthetic (the caller marks what it reports)."""
+    split = [name.split("\x00", 1) for name in names]
+    greenhouses = pa.array([g for g, _ in split], pa.string())
+    devices = pa.array([d for _, d in split], pa.string())
+    n = rows.num_rows
+    columns = {
+        "greenhouse_id": pc.take(greenhouses, codes),
+        "device_id": pc.take(devices, codes),
+        "timestamp": pc.cast(rows["timestamp"], READING_SCHEMA.field("timestamp").type),
+        **{m: rows[m] for m in METRICS},
+        "error_code": pa.repeat(pa.scalar(0, pa.int32()), n),
+        SYNTHETIC: pa.repeat(False, n),
+    }
+    return pa.Table.from_arrays(
+        [columns[name] for name in READING_SCHEMA.names], schema=READING_SCHEMA
+    )
 
 
 class Session:
@@ -264,6 +292,8 @@ class Session:
     on its own (the same merge, the same window); `flush` writes every changed item once,
     conditionally on the version read. Use it for one writer's run of files (an ingest, a
     backfill) that nobody else writes meanwhile; `judge` (one file) is a Session of one table.
+    Devices are numbered in the order they are first seen (`names`): the windows are columns
+    keyed by those numbers, so no per-reading string is built or compared.
     """
 
     def __init__(self, store: StateStore, now_ms: int):
@@ -272,6 +302,8 @@ class Session:
         self.windows = Windows()
         self.versions: dict[str, int] = {}  # device key -> version read
         self.changed: set[str] = set()
+        self.names: list[str] = []  # device code -> device key
+        self.codes: dict[str, int] = {}  # device key -> device code
         self._companion: Session | None = None
 
     def companion(self, wrap) -> Session:
@@ -281,16 +313,40 @@ class Session:
             self._companion = Session(wrap(self.store), self.now_ms)
         return self._companion
 
-    def judge(self, table: pa.Table, limits: dict[str, float], source: str) -> dict[str, pa.Table]:
-        """Jumps among `table`'s healthy readings against the windows (updated in memory)."""
-        if table.num_rows == 0:
+    def _code(self, key: str) -> int:
+        code = self.codes.get(key)
+        if code is None:
+            code = self.codes[key] = len(self.names)
+            self.names.append(key)
+        return code
+
+    def judge(
+        self,
+        table: pa.Table,
+        limits: dict[str, float],
+        source: str,
+        rows: pa.Array | None = None,
+    ) -> dict[str, pa.Table]:
+        """Jumps among `table`'s healthy readings (or its `rows`, indices) against the windows
+        (updated in memory) -> metric -> reading rows (READING_SCHEMA)."""
+        if table.num_rows == 0 or (rows is not None and len(rows) == 0):
             return {}
-        keys = sorted(pc.unique(_device_keys(table)).to_pylist())
+        local, ids = device_codes(table, rows)
+        keys = [f"{g}\x00{d}" for g, d in ids]
+        if local.null_count:  # a reading without an id has no window and no neighbour
+            valid = pc.is_valid(local)
+            rows = pc.indices_nonzero(valid) if rows is None else rows.filter(valid)
+            local = local.filter(valid)
+            if len(rows) == 0:
+                return {}
+        codes = [self._code(k) for k in keys]
         self._load([k for k in keys if k not in self.versions])
-        rows, new = _judge_once(table, self.windows.subset(keys), limits, source_id(source))
+        found, new = _judge_once(
+            table, rows, local, codes, self.windows, limits, source_id(source), self.names
+        )
         self.windows = self.windows.replaced(new)
-        self.changed.update(new.base)
-        return rows
+        self.changed.update(keys)
+        return found
 
     def _load(self, keys: list[str]) -> None:
         if not keys:
@@ -301,14 +357,14 @@ class Session:
             body, version = loaded[_state_key(key)]
             self.versions[key] = version
             if body is not None:
-                bodies[key] = body
+                bodies[self._code(key)] = body
         if bodies:
             self.windows = self.windows.replaced(_windows_from_bodies(bodies))
 
     def flush(self) -> list[StateKey]:
         """Save every changed device -> the keys another writer changed since they were read."""
         changed = sorted(self.changed)
-        bodies = _bodies(self.windows.subset(changed))
+        bodies = _bodies(self.windows.subset([self.codes[k] for k in changed]), self.names)
         writes = [
             (_state_key(k), bodies[k], self.versions[k], self.now_ms + STATE_TTL_MS)
             for k in changed
@@ -341,11 +397,12 @@ class Session:
         conflicts = self.flush()
         if not conflicts:
             return merged
-        names = _device_names(conflicts)
-        mine = self.windows.subset(names).rows.drop_columns(["_origin"])
-        for name in names:  # forgotten here: judge() below saves the merged window
+        lost = [self.codes[k] for k in _device_names(conflicts)]
+        mine = self.windows.subset(lost).rows
+        mine = _readings(mine, self.names, mine["_code"])
+        for name in _device_names(conflicts):  # forgotten here: judge() below saves the merged
             self.versions.pop(name, None)
-        self.windows = self.windows.subset([k for k in self.windows.base if k not in names])
+        self.windows = self.windows.subset([c for c in self.windows.base if c not in lost])
         return merged + list(judge(mine, limits, self.store, source, self.now_ms).items())
 
 
@@ -364,27 +421,22 @@ def judge(
     """
     if table.num_rows == 0:
         return {}
-    keys_all = _device_keys(table)
-    pending = sorted(pc.unique(keys_all).to_pylist())
     found: dict[str, list[pa.Table]] = {}
-    for attempt in range(MAX_ATTEMPTS):
-        subset = (
-            table if attempt == 0 else table.filter(pc.is_in(keys_all, value_set=pa.array(pending)))
-        )
+    subset, pending = table, None
+    for _attempt in range(MAX_ATTEMPTS):
         session = Session(store, now_ms)
         rows = session.judge(subset, limits, source)
         conflicts = session.flush()
+        lost = pa.array(_device_names(conflicts), pa.string())
         for metric, part in rows.items():
             if conflicts:
-                keep = pc.invert(
-                    pc.is_in(_device_keys(part), value_set=pa.array(_device_names(conflicts)))
-                )
-                part = part.filter(keep)
+                part = part.filter(pc.invert(pc.is_in(_device_keys(part), value_set=lost)))
             if part.num_rows:
                 found.setdefault(metric, []).append(part)
         if not conflicts:
             return {m: pa.concat_tables(parts) for m, parts in found.items()}
-        pending = sorted(_device_names(conflicts))
+        pending = conflicts
+        subset = table.filter(pc.is_in(_device_keys(table), value_set=lost))
     raise StateConflict(f"jump state kept changing under us for {len(pending)} device(s)")
 
 
@@ -399,66 +451,109 @@ def _device_names(keys) -> list[str]:
 
 def _judge_once(
     table: pa.Table,
+    rows: pa.Array | None,
+    local: pa.Array,
+    codes: list[int],
     windows: Windows,
     limits: dict[str, float],
     source: str,
+    names: list[str],
 ) -> tuple[dict[str, pa.Table], Windows]:
-    """One table judged against the devices' windows -> (jump rows, the devices' new windows)."""
+    """One table judged against the devices' windows -> (jump rows, the devices' new windows).
+
+    `rows`: the rows of `table` to judge (None: all); `local`: each such row's device as an
+    index into `codes` (the Session's device codes, in (greenhouse, device) order); `names`:
+    the Session's device keys. Only the columns the rule reads are merged and sorted; the
+    order (`order`: each merged row's position among the stored rows, then the new ones)
+    tells where a row came from, and reading rows are taken for the jumps alone.
+    """
+    table = table.select(READING_SCHEMA.names)
+    table = table if table.schema == READING_SCHEMA else table.cast(READING_SCHEMA)
+    stamps = pc.cast(_column(table, "timestamp"), pa.int64())
+    new = {
+        "_code": local,
+        "timestamp": stamps if rows is None else pc.take(stamps, rows),
+        **{
+            m: _column(table, m) if rows is None else pc.take(_column(table, m), rows)
+            for m in METRICS
+        },
+        "_ref": arange(table.num_rows) if rows is None else pc.cast(rows, pa.int64()),
+    }
+    code_set = pa.array(codes, pa.int64())
     stored = windows.rows
-    table = table.select(READING_SCHEMA.names).cast(READING_SCHEMA)
-    new_origin = pa.repeat(pa.scalar(2, pa.int8()), table.num_rows)
-    merged = pa.concat_tables([stored, table.append_column("_origin", new_origin)])
-    merged = merged.combine_chunks()
+    if stored.num_rows:  # the windows of this table's devices, each device by its local code
+        mine = pc.index_in(_column(stored, "_code"), value_set=code_set)
+        if mine.null_count:
+            stored, mine = stored.filter(pc.is_valid(mine)), mine.drop_null()
     # Readings at or before a device's anchor are too late for its window.
-    keys = _device_keys(merged)
-    stamps = pc.cast(merged["timestamp"], pa.int64())
-    late = pa.repeat(False, merged.num_rows)
-    anchor_rows = stored.filter(pc.equal(stored["_origin"], 0)) if stored.num_rows else stored
-    if anchor_rows.num_rows:
-        position = pc.index_in(keys, value_set=_device_keys(anchor_rows))
-        bound = pc.take(pc.cast(anchor_rows["timestamp"], pa.int64()), position)
-        late = pc.fill_null(
-            pc.and_(pc.equal(merged["_origin"], 2), pc.less_equal(stamps, bound)), False
-        )
-    too_late = merged.filter(late).drop_columns(["_origin"])
-    merged = merged.filter(pc.invert(late))
-    # A reading already in the window (same device and time) is the stored one: first wins.
-    order, device, names = _order(merged, None, "_origin")
-    merged = merged.take(order)
-    stamps = pc.cast(merged["timestamp"], pa.int64())
-    repeat = pc.fill_null(
-        pc.and_(pc.equal(device, shift(device, 1)), pc.equal(stamps, shift(stamps, 1))), False
+    too_late = None
+    if stored.num_rows:
+        anchors = pc.indices_nonzero(pc.equal(stored["_origin"], 0))
+        if len(anchors):
+            bound: list[int | None] = [None] * len(codes)
+            for code, ts in zip(
+                pc.take(mine, anchors).to_pylist(),
+                pc.take(stored["timestamp"], anchors).to_pylist(),
+                strict=True,
+            ):
+                bound[code] = ts
+            late = pc.fill_null(
+                pc.less_equal(new["timestamp"], pc.take(pa.array(bound, pa.int64()), local)),
+                False,
+            )
+            if any_true(late):
+                too_late = pc.filter(new["_ref"], late)
+                new = {name: pc.filter(column, pc.invert(late)) for name, column in new.items()}
+    merged = pa.Table.from_arrays(
+        [
+            pa.concat_arrays([mine.cast(pa.int32()), new["_code"].cast(pa.int32())])
+            if stored.num_rows
+            else new["_code"].cast(pa.int32()),
+            *(
+                pa.concat_arrays([_column(stored, name), new[name]])
+                if stored.num_rows
+                else new[name]
+                for name in ("timestamp", *METRICS)
+            ),
+        ],
+        names=["_code", "timestamp", *METRICS],
     )
-    merged = merged.filter(pc.invert(repeat))
-    device = device.filter(pc.invert(repeat))
-    minutes = _minutes(merged["timestamp"])
-    origin = merged["_origin"].combine_chunks()
-    stamps = pc.cast(merged["timestamp"], pa.int64()).combine_chunks()
-    code_of = {name: code for code, name in enumerate(names)}
-    starts = {code_of[k]: base for k, base in windows.base.items() if k in code_of}
-    emitted = {code_of[k]: e for k, e in windows.emitted.items() if k in code_of and e}
+    # A reading already in the window (same device and time) is the stored one: first wins
+    # (the stored rows come first, and the order keeps rows of equal keys in place).
+    order = _by_device_time(_column(merged, "_code"), _column(merged, "timestamp"))
+    merged = merged.take(order)
+    device, stamps = _column(merged, "_code"), _column(merged, "timestamp")
+    repeat = pc.and_(pc.equal(*_pairs(device)), pc.equal(*_pairs(stamps)))  # from row 1 on
+    if any_true(repeat):
+        keep = pa.concat_arrays([pa.array([True]), pc.invert(repeat)])
+        merged, order = merged.filter(keep), pc.filter(order, keep)
+        device, stamps = _column(merged, "_code"), _column(merged, "timestamp")
+    from_table = Origins(order, stored, new["_ref"])
+    steps = _steps(device, _minutes(stamps))
+    starts = {i: windows.base[c] for i, c in enumerate(codes) if c in windows.base}
+    emitted = {i: windows.emitted[c] for i, c in enumerate(codes) if windows.emitted.get(c)}
     new_emitted: dict[int, dict[str, dict[str, str]]] = {}
     report: dict[str, list[int]] = {}
     changes_by_metric = {}
     # Python sees only the stored rows a jump of this source was reported on, and the jump rows.
-    stored_index = _reported_by(source, emitted, device, stamps, origin)
+    stored_index = _reported_by(source, emitted, device, stamps, from_table)
     for metric in METRICS:
-        values = merged[metric].combine_chunks()
+        values = _column(merged, metric)
         start = {code: (base or {}).get(metric) for code, base in starts.items()}
-        jumps, changes = scan(device, minutes, values, limits[metric], start)
+        jumps, changes = scan(device, steps, values, limits[metric], start)
         changes_by_metric[metric] = (changes, start)
         chosen = set()
         at = pa.array(jumps, pa.int64())
-        for index, code, ts, kind in zip(
+        for index, code, ts, fresh in zip(
             jumps,
             pc.take(device, at).to_pylist(),
             pc.take(stamps, at).to_pylist(),
-            pc.take(origin, at).to_pylist(),
+            from_table.fresh(jumps),
             strict=True,
         ):
             ts = str(ts)
             owner = emitted.get(code, {}).get(ts, {}).get(metric)
-            if kind == 2 or owner is None or owner == source:
+            if fresh or owner is None or owner == source:
                 chosen.add(index)
                 owner = source if owner is None else owner
             new_emitted.setdefault(code, {}).setdefault(ts, {})[metric] = owner
@@ -471,15 +566,55 @@ def _judge_once(
                 if by_metric.get(metric) == source and (code, ts) in stored_index:
                     chosen.add(stored_index[(code, ts)])
         report[metric] = sorted(chosen)
-    merged = merged.drop_columns(["_origin"])
-    rows = {m: merged.take(pa.array(ix, pa.int64())) for m, ix in report.items() if ix}
-    late_rows = stateless(too_late, limits)
-    for metric, part in late_rows.items():
-        rows[metric] = pa.concat_tables([rows[metric], part]) if metric in rows else part
-    return rows, _new_windows(merged, device, stamps, names, changes_by_metric, new_emitted)
+    found = {m: from_table.rows(ix, table, names) for m, ix in report.items() if ix}
+    if too_late is not None:
+        for metric, part in stateless(table, limits, too_late).items():
+            found[metric] = pa.concat_tables([found[metric], part]) if metric in found else part
+    windows = _new_windows(merged, codes, starts, changes_by_metric, new_emitted)
+    return found, windows
 
 
-def _reported_by(source, emitted, device, stamps, origin) -> dict[tuple[int, str], int]:
+@dataclass
+class Origins:
+    """Where the rows of a sorted merge came from: merged row i is row `order[i]` of the
+    stored rows (`stored`) followed by the new ones (`refs`: their rows in the judged table)."""
+
+    order: pa.Array
+    stored: pa.Table
+    refs: pa.Array
+
+    def _sources(self, positions: list[int]) -> list[int]:
+        return pc.take(self.order, pa.array(positions, pa.int64())).to_pylist()
+
+    def fresh(self, positions: list[int]) -> list[bool]:
+        """Whether each of these merged rows is a new reading (not a stored one)."""
+        count = self.stored.num_rows
+        return [i >= count for i in self._sources(positions)]
+
+    def stored_positions(self) -> pa.Array:
+        """The merged rows that are stored readings."""
+        return pc.indices_nonzero(pc.less(self.order, self.stored.num_rows))
+
+    def rows(self, positions: list[int], table: pa.Table, names: list[str]) -> pa.Table:
+        """The reading rows at `positions` of the merge, in that order: from `table` for a
+        new reading, rebuilt from the window for a stored one."""
+        count = self.stored.num_rows
+        sources = self._sources(positions)
+        new_at = pa.array([i - count for i in sources if i >= count], pa.int64())
+        new = table.take(pc.take(self.refs, new_at))
+        if new.num_rows == len(sources):
+            return new
+        old = self.stored.take(pa.array([i for i in sources if i < count], pa.int64()))
+        both = pa.concat_tables([new, _readings(old, names, old["_code"])])
+        order, seen = [], [0, 0]
+        for i in sources:  # back into merge order: the new ones first in `both`, then the stored
+            fresh = i >= count
+            order.append(seen[1] if fresh else new.num_rows + seen[0])
+            seen[fresh] += 1
+        return both.take(pa.array(order, pa.int64()))
+
+
+def _reported_by(source, emitted, device, stamps, origins) -> dict[tuple[int, str], int]:
     """(device code, ts) -> merged row, for the stored readings `source` reported a jump on."""
     wanted = {
         (code, ts)
@@ -489,7 +624,7 @@ def _reported_by(source, emitted, device, stamps, origin) -> dict[tuple[int, str
     }
     if not wanted:
         return {}
-    stored_at = pc.indices_nonzero(pc.not_equal(origin, 2))
+    stored_at = origins.stored_positions()
     index = {}
     for i, code, ts in zip(
         stored_at.to_pylist(),
@@ -502,41 +637,55 @@ def _reported_by(source, emitted, device, stamps, origin) -> dict[tuple[int, str
     return index
 
 
-def _new_windows(merged, device, stamps, names, changes_by_metric, emitted) -> Windows:
-    """Each device's last WINDOW readings (plus the anchor before them), bases and marks."""
-    counts = pc.value_counts(device)  # rows are sorted by device: one run per device
-    codes, sizes = counts.field("values").to_pylist(), counts.field("counts").to_pylist()
-    ends, base_of, emitted_of = [0] * len(names), {}, {}
-    offset = 0
-    for code, count in zip(codes, sizes, strict=True):
-        first, last = offset, offset + count - 1
-        offset += count
-        ends[code] = last
-        anchored = count > WINDOW
+def _new_windows(
+    merged: pa.Table, codes: list[int], starts: dict, changes_by_metric, emitted
+) -> Windows:
+    """Each device's last WINDOW readings (plus the anchor before them), bases and marks.
+
+    `starts`: each device's base before this table (by local code), as stored."""
+    device = _column(merged, "_code")
+    stamps = _column(merged, "timestamp")
+    # Rows are sorted by device, and every device of `codes` has a run: device i's run ends
+    # where the next one's starts.
+    ends = [*pc.indices_nonzero(pc.not_equal(*_pairs(device))).to_pylist(), len(device) - 1]
+    base_of, emitted_of = {}, {}
+    changed = {local for changes, _ in changes_by_metric.values() for local in changes}
+    first = 0
+    for local, last in enumerate(ends):
+        anchored = last - first + 1 > WINDOW
         begin = last - WINDOW if anchored else first
-        base = {}
-        for metric, (changes, start) in changes_by_metric.items():
-            value = start.get(code)
-            if anchored:
-                history = changes.get(code, [])
-                at = bisect.bisect_right([i for i, _ in history], begin) - 1
-                value = history[at][1] if at >= 0 else value
-            base[metric] = value if anchored else None
-        base_of[names[code]] = base
-        flags = emitted.get(code)
+        first = last + 1
+        if not anchored:
+            base = dict.fromkeys(changes_by_metric)
+        elif local not in changed:  # the base it started with (the stored dict when whole)
+            base = starts.get(local) or {}
+            if tuple(base) != METRICS:
+                base = {metric: base.get(metric) for metric in METRICS}
+        else:
+            base = {}
+            for metric, (changes, start) in changes_by_metric.items():
+                value = start.get(local)
+                history = changes.get(local)
+                if history:
+                    at = bisect.bisect_right([i for i, _ in history], begin) - 1
+                    value = history[at][1] if at >= 0 else value
+                base[metric] = value
+        code = codes[local]
+        base_of[code] = base
+        flags = emitted.get(local)
         if flags:
             kept = {str(ts) for ts in stamps.slice(begin, last - begin + 1).to_pylist()}
             flags = {ts: f for ts, f in flags.items() if ts in kept}
-        emitted_of[names[code]] = flags or {}
+        emitted_of[code] = flags or {}
     # Rows at most WINDOW from their device's last row; the one exactly WINDOW back: the anchor.
     back = pc.subtract(pc.take(pa.array(ends, pa.int64()), device), arange(len(device)))
     keep = pc.less_equal(back, WINDOW)
-    rows = merged.filter(keep)
-    origin = pc.cast(pc.not_equal(back.filter(keep), WINDOW), pa.int8())  # 0 anchor, 1 stored
-    index = rows.schema.get_field_index("error_code")
-    zeros = pa.repeat(pa.scalar(0, pa.int32()), rows.num_rows)
-    rows = rows.set_column(index, "error_code", zeros)
-    index = rows.schema.get_field_index(SYNTHETIC)  # as stored: the caller marks what it reports
-    rows = rows.set_column(index, SYNTHETIC, pa.repeat(False, rows.num_rows))
-    rows = rows.append_column("_origin", origin)
-    return Windows(rows.cast(_window_schema()), base_of, emitted_of)
+    if keep.true_count == len(keep):
+        rows = merged
+    else:
+        rows, back, device = merged.filter(keep), back.filter(keep), device.filter(keep)
+    origin = pc.cast(pc.not_equal(back, WINDOW), pa.int8())  # 0 anchor, 1 stored
+    columns = [pc.take(pa.array(codes, pa.int64()), device), _column(rows, "timestamp")]
+    columns += [*(_column(rows, m) for m in METRICS), origin]
+    table = pa.Table.from_arrays(columns, schema=_window_schema())
+    return Windows(table, base_of, emitted_of)

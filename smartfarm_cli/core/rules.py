@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .arrays import any_true
 from .lazy import pa, pc
 from .schema import METRIC_UNITS, METRICS, SYNTHETIC
 from .state import StateStore
@@ -124,7 +125,8 @@ def _bounds(value) -> tuple[float, float]:
 
 
 def _outside(values, bounds: tuple[float, float]):
-    return pc.fill_null(pc.or_(pc.less(values, bounds[0]), pc.greater(values, bounds[1])), False)
+    outside = pc.or_(pc.less(values, bounds[0]), pc.greater(values, bounds[1]))
+    return pc.fill_null(outside, False) if values.null_count else outside
 
 
 def _text(*parts) -> pa.Array:
@@ -170,17 +172,25 @@ def _jumps(table: pa.Table, healthy, rules: Rules, state, source: str, now_ms: i
     from . import jumps  # here, not at the top: loading rules for a query needs no pyarrow
 
     limits = rules.jump_per_minute
-    synthetic = pc.fill_null(table[SYNTHETIC], False)
+    synthetic = table[SYNTHETIC]  # conformed: no nulls
+    count = sum(chunk.true_count for chunk in synthetic.chunks)
     found_all = []
-    for flag, mask in ((False, pc.invert(synthetic)), (True, synthetic)):
-        mask = pc.and_(healthy, mask)
-        if not pc.any(mask).as_py():
+    for flag, sequence in ((False, table.num_rows - count), (True, count)):
+        if not sequence:  # no reading of this kind: nothing to mask
+            continue
+        if sequence == table.num_rows:  # every reading is of this kind
+            mask = healthy
+        else:
+            mask = pc.and_(healthy, synthetic) if flag else pc.and_not(healthy, synthetic)
+        if not any_true(mask):
             continue
         if state is None:  # judged in place: the rows are not copied
             found = jumps.stateless(table, limits, pc.indices_nonzero(mask))
-        elif isinstance(state, jumps.Session):
+        elif isinstance(state, jumps.Session):  # judged in place too
             session = state.companion(SyntheticState) if flag else state
-            found = session.judge(table.filter(mask), limits, source)
+            rows = pc.indices_nonzero(mask)
+            rows = None if len(rows) == table.num_rows else rows
+            found = session.judge(table, limits, source, rows)
         else:
             store = SyntheticState(state) if flag else state
             found = jumps.judge(table.filter(mask), limits, store, source, now_ms)
@@ -210,28 +220,28 @@ def detect(
     writer, e.g. an ingest's chunks), the windows stay in memory and the caller saves them once
     (`Session.flush`). Every spike carries `detected_at` = `now_ms`.
     """
-    from .schema import SPIKE_SCHEMA
+    from .schema import READING_SCHEMA, SPIKE_SCHEMA
     from .validate import conform
 
-    table = conform(table)
+    if table.schema != READING_SCHEMA or table[SYNTHETIC].null_count:
+        table = conform(table)  # (a table already conformed is taken as it is)
     # A row without a timestamp cannot come from our writers and cannot be placed in a spike
     # partition; judging the rest beats failing the whole file.
-    table = table.filter(pc.is_valid(table["timestamp"]))
+    if table["timestamp"].null_count:
+        table = table.filter(pc.is_valid(table["timestamp"]))
     if table.num_rows == 0:
         return SPIKE_SCHEMA.empty_table()
     pieces: list[tuple[pa.Table, str, str, pa.Array]] = []
 
-    faulty = pc.fill_null(pc.not_equal(table["error_code"], 0), False)
-    rows = table.filter(faulty)
-    pieces.append(
-        (
-            rows,
-            "sensor_error",
-            "error_code",
-            _text("sensor reported error_code ", rows["error_code"]),
-        )
-    )
+    def add(mask, rule: str, metric: str, *text) -> None:
+        """The rows of `mask` as spikes of `rule` (most masks hold none: nothing is copied)."""
+        if any_true(mask):
+            rows = table.filter(mask)
+            parts = [p if isinstance(p, str) else rows[metric] for p in text]
+            pieces.append((rows, rule, metric, _text(*parts)))
 
+    faulty = pc.fill_null(pc.not_equal(table["error_code"], 0), False)
+    add(faulty, "sensor_error", "error_code", "sensor reported error_code ", None)
     healthy = pc.invert(faulty)
     critical = faulty
     for metric in METRICS:
@@ -239,21 +249,13 @@ def detect(
         low, high = rules.impossible[metric]
         impossible = pc.and_(healthy, _outside(table[metric], (low, high)))
         critical = pc.or_(critical, impossible)
-        rows = table.filter(impossible)
-        detail = _text(
-            f"{metric} ", rows[metric], f" {unit} is outside the sensor range {low:g}..{high:g}"
-        )
-        pieces.append((rows, "impossible", metric, detail))
+        where = f" {unit} is outside the sensor range {low:g}..{high:g}"
+        add(impossible, "impossible", metric, f"{metric} ", None, where)
 
         low, high = rules.band[metric]
-        band = pc.and_(
-            pc.and_(healthy, pc.invert(impossible)), _outside(table[metric], (low, high))
-        )
-        rows = table.filter(band)
-        detail = _text(
-            f"{metric} ", rows[metric], f" {unit} is outside the crop band {low:g}..{high:g}"
-        )
-        pieces.append((rows, "out_of_band", metric, detail))
+        band = pc.and_not(pc.and_(healthy, _outside(table[metric], (low, high))), impossible)
+        where = f" {unit} is outside the crop band {low:g}..{high:g}"
+        add(band, "out_of_band", metric, f"{metric} ", None, where)
 
     healthy = pc.invert(critical)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -281,28 +283,46 @@ def _jump_pieces(jump_rows: list[tuple[str, pa.Table]], rules: Rules) -> list:
 
 
 def _spike_table(pieces: list, rules: Rules, source_key: str, now_ms: int) -> pa.Table:
-    from .schema import SPIKE_SCHEMA
+    """One spike table from (reading rows, rule, metric, detail) pieces, most severe first.
 
-    spikes = []
-    for rows, rule, metric, detail in pieces:
-        if rows.num_rows == 0:
-            continue
-        n = rows.num_rows
-        extra = {
-            "rule": pa.repeat(rule, n),
-            "metric": pa.repeat(metric, n),
-            "severity": pa.repeat(rules.severity[rule], n),
-            "detail": detail,
-            "source_key": pa.repeat(source_key, n),
-        }
-        for name, values in extra.items():
-            rows = rows.append_column(name, pc.cast(values, pa.string()))
-        rows = rows.append_column("detected_at", pa.repeat(pa.scalar(now_ms, pa.int64()), n))
-        spikes.append(rows.cast(SPIKE_SCHEMA))
-    if not spikes:
+    The pieces are joined once and their rule, metric and severity spread over the rows by
+    each row's piece, so the cost does not grow with the number of rules that fired.
+    """
+    from .schema import READING_SCHEMA, SPIKE_SCHEMA
+
+    pieces = [piece for piece in pieces if piece[0].num_rows]
+    if not pieces:
         return SPIKE_SCHEMA.empty_table()
-    result = pa.concat_tables(spikes)
-    rank = pc.if_else(pc.equal(result["severity"], "critical"), 0, 1)
-    result = result.append_column("_rank", rank)
-    result = result.sort_by([("_rank", "ascending"), ("timestamp", "ascending")])
-    return result.drop_columns(["_rank"])
+    rows = pa.concat_tables(
+        [p if p.schema == READING_SCHEMA else p.cast(READING_SCHEMA) for p, *_ in pieces]
+    )
+    n = rows.num_rows
+    which = pa.concat_arrays(
+        [pa.repeat(pa.scalar(i, pa.int32()), piece[0].num_rows) for i, piece in enumerate(pieces)]
+    )
+
+    def spread(values: list) -> pa.Array:
+        return pc.take(pa.array(values, pa.string()), which)
+
+    severity = [rules.severity[rule] for _, rule, _, _ in pieces]
+    details = [pc.cast(detail, pa.string()) for *_, detail in pieces]
+    extra = {
+        "rule": spread([rule for _, rule, _, _ in pieces]),
+        "metric": spread([metric for _, _, metric, _ in pieces]),
+        "severity": spread(severity),
+        "detail": pa.chunked_array(
+            [c for d in details for c in (d.chunks if isinstance(d, pa.ChunkedArray) else [d])],
+            pa.string(),
+        ),
+        "source_key": pa.repeat(pa.scalar(source_key, pa.string()), n),
+        "detected_at": pa.repeat(pa.scalar(now_ms, SPIKE_SCHEMA.field("detected_at").type), n),
+    }
+    for name, values in extra.items():
+        rows = rows.append_column(name, values)
+    rank = pc.take(pa.array([SEVERITY_ORDER[s] for s in severity], pa.int8()), which)
+    order = pc.sort_indices(
+        pa.table({"rank": rank, "timestamp": rows["timestamp"]}),
+        sort_keys=[("rank", "ascending"), ("timestamp", "ascending")],
+    )
+    rows = rows.take(order)
+    return rows if rows.schema == SPIKE_SCHEMA else rows.cast(SPIKE_SCHEMA)
