@@ -880,10 +880,11 @@ class LocalTarget:
 
         The rules run here, in order, against the run's device state; each hour file is
         encoded, hashed (lake.backfill_key) and written on a worker thread, so the next day is
-        generated and judged meanwhile. The returned call waits for the day's files (a failed
-        write raises there) and stores the day's spikes in one object (no alerts: history is
-        not news), named after the day's content-addressed files so a re-run rewrites the same
-        object; each spike row still names its hour file in source_key.
+        generated and judged meanwhile. The returned call waits for the day's files and stores
+        the spikes of those written in one object (no alerts: history is not news), named
+        after the files (content-addressed, so the same files give the same object); each
+        spike row still names its hour file in source_key. Then a failed write raises: a
+        re-run writes the missing hours and their spikes, no reading's spikes are lost.
         """
         source = _batch_name(table)
         spikes = detect(table, self.rules, state=self._run.jumps, source=source)
@@ -894,9 +895,14 @@ class LocalTarget:
         ]
 
         def finish() -> DeliveryReport:
-            report, backfilled = DeliveryReport(), [lake.with_source(spikes.slice(0, 0), "")]
+            report, failed = DeliveryReport(), None
+            backfilled = [lake.with_source(spikes.slice(0, 0), "")]
             for hour_ms, rows, written in hours:
-                key = written.result()
+                try:
+                    key = written.result()
+                except Exception as exc:  # the write failed, or was cancelled after a failure
+                    failed = failed or exc
+                    continue
                 report.files.append(key)
                 report.readings += rows
                 if hour_ms in spikes_by_hour:
@@ -905,6 +911,8 @@ class LocalTarget:
                 digest = hashlib.sha256("\n".join(report.files).encode()).hexdigest()[:16]
                 day_spikes = pa.concat_tables(backfilled)
                 report.add(self.store_spikes(f"backfill-{digest}", day_spikes, False, False))
+            if failed is not None:
+                raise failed
             return report
 
         return finish
@@ -1282,31 +1290,39 @@ class LocalTarget:
         """
         end = (end or datetime.now(UTC)).replace(second=0, microsecond=0)
         report, bad = DeliveryReport(), 0
-        pending = None  # the day before: (wait for its files and store its spikes, done, total)
+        pending = None  # the day whose files are being written: (finish it, done, total)
         # The lock keeps deliveries out of the devices' state while the run holds it in memory.
         with (
             self._delivery_lock(wait=True),
             self._state_run("backfill"),
             _worker_pool(BACKFILL_WRITERS, "backfill-write") as pool,
         ):
-            for good, rejected, done, total in generator.history(
-                int(end.timestamp() * 1000),
-                days,
-                interval_s,
-                greenhouses,
-                devices,
-                anomaly_rate,
-                seed,
-            ):
-                bad += rejected
-                fresh = self._unstored(good)
-                written = self._backfill_day(fresh, pool)
-                report.already_stored += good.num_rows - fresh.num_rows
-                if pending:  # its files were written while this day was generated and judged
-                    _finish_day(report, progress, *pending)
-                pending = (written, done, total)
-            if pending:
-                _finish_day(report, progress, *pending)
+            try:
+                for good, rejected, done, total in generator.history(
+                    int(end.timestamp() * 1000),
+                    days,
+                    interval_s,
+                    greenhouses,
+                    devices,
+                    anomaly_rate,
+                    seed,
+                ):
+                    bad += rejected
+                    fresh = self._unstored(good)
+                    written = self._backfill_day(fresh, pool)
+                    report.already_stored += good.num_rows - fresh.num_rows
+                    # The day before: its files were written while this one was judged.
+                    previous, pending = pending, (written, done, total)
+                    if previous:
+                        _finish_day(report, progress, *previous)
+                last, pending = pending, None
+                if last:
+                    _finish_day(report, progress, *last)
+            except BaseException:
+                if pending:  # its files are being written: store their spikes before the error
+                    with contextlib.suppress(Exception):
+                        pending[0]()
+                raise
         return report, bad
 
     # -- queries ----------------------------------------------------------------------------
