@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .arrays import arange, mod
+from .arrays import arange
 from .lake import DAY_MS, HOUR_MS
 from .lazy import pa, pc
 from .validate import check_table
@@ -31,11 +31,28 @@ class Generated:
         return pc.sum(pc.equal(self.injected, kind)).as_py() or 0
 
 
-def _gaussian(n: int, seed: int) -> pa.Array:
-    """Standard normal noise by Box-Muller over two seeded uniform streams."""
-    u1 = pc.subtract(1.0, pc.random(n, initializer=seed))  # (0, 1]: safe for ln
-    u2 = pc.random(n, initializer=seed + 1)
-    return pc.multiply(pc.sqrt(pc.multiply(-2.0, pc.ln(u1))), pc.cos(pc.multiply(2 * math.pi, u2)))
+def _gaussians(n: int, count: int, seed: int) -> list[pa.Array]:
+    """`count` arrays of `n` standard normal draws (Marsaglia's polar method, no trigonometry).
+
+    Points (u, v) drawn uniformly in the square [-1, 1)^2 are kept inside the unit circle
+    (pi/4 of them); each kept point gives two independent normals. Draws continue, with the
+    next seeds, until enough points were kept.
+    """
+    needed = -(-n * count // 2)  # kept points
+    kept: list[pa.Array] = []
+    while needed > 0:
+        draw = needed + needed // 3 + 16  # ~27 % are rejected
+        u = pc.subtract(pc.multiply(pc.random(draw, initializer=seed), 2.0), 1.0)
+        v = pc.subtract(pc.multiply(pc.random(draw, initializer=seed + 1), 2.0), 1.0)
+        square = pc.add(pc.multiply(u, u), pc.multiply(v, v))
+        inside = pc.and_(pc.less(square, 1.0), pc.greater(square, 0.0))
+        u, v, square = u.filter(inside), v.filter(inside), square.filter(inside)
+        scale = pc.sqrt(pc.divide(pc.multiply(-2.0, pc.ln(square)), square))
+        kept += [pc.multiply(u, scale), pc.multiply(v, scale)]
+        needed -= len(square)
+        seed += 2
+    normals = pa.chunked_array(kept)
+    return [normals.slice(i * n, n).combine_chunks() for i in range(count)]
 
 
 def _clip(values, low: float, high: float):
@@ -66,51 +83,58 @@ def generate(
     n = steps * per_step
     if n == 0:
         return Generated(READING_SCHEMA.empty_table(), pa.array([], pa.string()))
+    # What depends on the time step only is computed once per step, then spread to its rows.
     index = arange(n)
     step = pc.divide(index, per_step)  # integer division
-    slot = pc.subtract(index, pc.multiply(step, per_step))
-    gh = pc.divide(slot, devices)
-    dev = pc.subtract(slot, pc.multiply(gh, devices))
-
-    ts_ms = pc.add(
-        start_ms,
-        pc.cast(pc.round(pc.multiply(pc.cast(step, pa.float64()), interval_s * 1000)), pa.int64()),
+    slot = pc.subtract(index, pc.multiply(step, per_step))  # greenhouse * devices + device
+    step_ms = pc.cast(
+        pc.round(pc.multiply(pc.cast(arange(steps), pa.float64()), interval_s * 1000)), pa.int64()
     )
+    ts_ms = pc.add(start_ms, step_ms)
     hours = pc.add(pc.divide(pc.cast(ts_ms, pa.float64()), 3_600_000.0), utc_offset_h)
     day_curve = pc.sin(pc.multiply(pc.subtract(hours, 8.0), 2 * math.pi / 24))  # peak 14:00
-    # Fixed per-greenhouse climate offset in [-2, +2] °C.
-    gh_offset = pc.subtract(pc.cast(mod(pc.multiply(gh, 7), 5), pa.float64()), 2.0)
+    day_curve = day_curve.take(step)
+    # Per slot: the ids, and a fixed per-greenhouse climate offset in [-2, +2] °C.
+    slots = [(gh, dev) for gh in range(greenhouses) for dev in range(devices)]
+    greenhouse_ids = pa.array([f"gh-{gh + 1}" for gh, _ in slots]).take(slot)
+    device_ids = pa.array([f"dev-{dev + 1}" for _, dev in slots]).take(slot)
+    base = pa.array([21.0 + (gh * 7) % 5 - 2.0 for gh, _ in slots]).take(slot)
 
-    temperature = pc.add(pc.add(21.0, gh_offset), pc.multiply(6.0, day_curve))
-    temperature = pc.add(temperature, pc.multiply(0.3, _gaussian(n, seed * 8 + 1)))
+    noise_t, noise_h, noise_c = _gaussians(n, 3, seed * 8 + 1)
+    temperature = pc.add(base, pc.multiply(6.0, day_curve))
+    temperature = pc.add(temperature, pc.multiply(0.3, noise_t))
     humidity = pc.subtract(70.0, pc.multiply(12.0, day_curve))
-    humidity = _clip(pc.add(humidity, pc.multiply(1.5, _gaussian(n, seed * 8 + 3))), 25.0, 93.0)
+    humidity = _clip(pc.add(humidity, pc.multiply(1.5, noise_h)), 25.0, 93.0)
     co2 = pc.subtract(750.0, pc.multiply(250.0, day_curve))
-    co2 = _clip(pc.add(co2, pc.multiply(25.0, _gaussian(n, seed * 8 + 5))), 350.0, 1800.0)
-    error_code = pa.nulls(n, pa.int32()).fill_null(0)
+    co2 = _clip(pc.add(co2, pc.multiply(25.0, noise_c)), 350.0, 1800.0)
+    error_code = pa.repeat(pa.scalar(0, pa.int32()), n)
 
     injected = pa.nulls(n, pa.string())
     if anomaly_rate > 0:
-        odd_step = pc.equal(mod(step, 2), 1)
+        odd_step = pc.equal(pc.bit_wise_and(step, 1), 1)
+        threshold = min(1.0, 2 * anomaly_rate)
         draw = pc.random(n, initializer=seed * 8 + 7)
-        hit = pc.and_(odd_step, pc.less(draw, min(1.0, 2 * anomaly_rate)))
+        hit = pc.and_(odd_step, pc.less(draw, threshold))
         # Reuse the draw to pick the kind: draw / threshold spreads hits evenly over kinds.
         # Capped before the cast: for misses the ratio can exceed int64 at tiny rates.
-        share = pc.multiply(pc.divide(draw, min(1.0, 2 * anomaly_rate)), len(ANOMALY_KINDS))
+        share = pc.multiply(pc.divide(draw, threshold), len(ANOMALY_KINDS))
         which = pc.cast(pc.floor(pc.min_element_wise(share, len(ANOMALY_KINDS))), pa.int64())
-        for number, kind in enumerate(ANOMALY_KINDS):
-            injected = pc.if_else(pc.and_(hit, pc.equal(which, number)), kind, injected)
-        is_kind = {kind: pc.fill_null(pc.equal(injected, kind), False) for kind in ANOMALY_KINDS}
-        error_code = pc.if_else(is_kind["sensor_error"], pa.scalar(1, pa.int32()), error_code)
+        which = pc.if_else(hit, which, pa.scalar(None, pa.int64()))  # null: a healthy reading
+        injected = pa.array(ANOMALY_KINDS).take(which)
+        is_kind = {
+            kind: pc.fill_null(pc.equal(which, number), False)
+            for number, kind in enumerate(ANOMALY_KINDS)
+        }
+        error_code = pc.cast(is_kind["sensor_error"], pa.int32())  # 1 for an error, else 0
         temperature = pc.if_else(is_kind["impossible"], 400.0, temperature)  # the seed's example
         humidity = pc.if_else(is_kind["out_of_band"], 99.0, humidity)
         temperature = pc.if_else(is_kind["jump"], pc.add(temperature, 12.0), temperature)
 
     table = pa.Table.from_arrays(
         [
-            pc.binary_join_element_wise("gh-", pc.cast(pc.add(gh, 1), pa.string()), ""),
-            pc.binary_join_element_wise("dev-", pc.cast(pc.add(dev, 1), pa.string()), ""),
-            pc.cast(ts_ms, pa.timestamp("ms")),
+            greenhouse_ids,
+            device_ids,
+            pc.cast(ts_ms.take(step), pa.timestamp("ms")),
             pc.round(temperature, 2),
             pc.round(humidity, 2),
             pc.round(co2, 1),

@@ -39,14 +39,25 @@ def split_by_time(table: pa.Table, bucket_ms: int) -> Iterator[tuple[int, pa.Tab
     """Yield (bucket start ms, rows in that bucket) in time order, rows sorted by time."""
     if table.num_rows == 0:
         return
-    table = table.sort_by("timestamp")
+    if not in_time_order(table):
+        table = table.sort_by("timestamp")
     buckets = pc.divide(pc.cast(table["timestamp"], pa.int64()), bucket_ms)
     counts = pc.value_counts(buckets)  # first-seen order == ascending on sorted input
     offset = 0
-    for entry in counts:
-        bucket, count = entry["values"].as_py(), entry["counts"].as_py()
+    for bucket, count in zip(
+        counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
+    ):
         yield bucket * bucket_ms, table.slice(offset, count)
         offset += count
+
+
+def in_time_order(table: pa.Table) -> bool:
+    """Whether the rows' timestamps never decrease (a null timestamp counts as out of order)."""
+    stamps = table["timestamp"]
+    if len(stamps) < 2:
+        return stamps.null_count == 0
+    rising = pc.less_equal(stamps.slice(0, len(stamps) - 1), stamps.slice(1))
+    return bool(pc.all(rising, skip_nulls=False).as_py())
 
 
 def log_prefix(hour_ms: int) -> str:

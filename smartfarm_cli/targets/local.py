@@ -69,6 +69,9 @@ MAX_LISTED_REJECTIONS = 1_000
 COMPACT_GRACE_S = 300.0
 COMPACTION_DIR = ".compaction"
 COMPACTED_PREFIX = "compacted-"
+# Worker threads that encode and write a backfill's hour files while the next day is generated
+# and judged (Parquet encoding, hashing and file writes release the GIL).
+BACKFILL_WRITERS = 2
 
 # Sends one source's incident message once: (source key, Discord message, anomaly count).
 AlertHook = Callable[[str, dict, int], object]
@@ -858,7 +861,6 @@ class LocalTarget:
 
     def _write_hours(self, table, name, spikes, alerts, durable, report) -> None:
         spikes_by_hour = dict(lake.split_by_time(spikes, lake.HOUR_MS))
-        backfilled: list[pa.Table] | None = [] if name is None and not alerts else None
         for hour_ms, part in lake.split_by_time(table, lake.HOUR_MS):
             data = lake.parquet_bytes(part)
             key = (
@@ -871,22 +873,70 @@ class LocalTarget:
             report.readings += part.num_rows
             hour_spikes = spikes_by_hour.get(hour_ms, schema.SPIKE_SCHEMA.empty_table())
             hour_spikes = lake.with_source(hour_spikes, key)
-            if backfilled is not None:
-                backfilled.append(hour_spikes)
-                continue
             report.add(self.store_spikes(key, hour_spikes, alerts, durable, readings=part))
-        if backfilled:
-            # Backfilled hours (no alerts: history is not news) keep their spikes in one object
-            # per day, named after the batch's content-addressed files (so a re-run rewrites
-            # the same object); each spike row still names its hour file in source_key.
-            digest = hashlib.sha256("\n".join(report.files).encode()).hexdigest()[:16]
-            spikes = pa.concat_tables(backfilled)
-            report.add(self.store_spikes(f"backfill-{digest}", spikes, False, durable))
+
+    def _backfill_day(self, table: pa.Table, pool) -> Callable[[], DeliveryReport]:
+        """Judge one day of new backfilled readings and start writing its hour files on `pool`.
+
+        The rules run here, in order, against the run's device state; each hour file is
+        encoded, hashed (lake.backfill_key) and written on a worker thread, so the next day is
+        generated and judged meanwhile. The returned call waits for the day's files and stores
+        the spikes of those written in one object (no alerts: history is not news), named
+        after the files (content-addressed, so the same files give the same object); each
+        spike row still names its hour file in source_key. Then a failed write raises: a
+        re-run writes the missing hours and their spikes, no reading's spikes are lost.
+        """
+        source = _batch_name(table)
+        spikes = detect(table, self.rules, state=self._run.jumps, source=source)
+        spikes_by_hour = dict(lake.split_by_time(spikes, lake.HOUR_MS))
+        hours = [
+            (hour_ms, part.num_rows, pool.submit(self._put_backfilled, hour_ms, part))
+            for hour_ms, part in lake.split_by_time(table, lake.HOUR_MS)
+        ]
+
+        def finish() -> DeliveryReport:
+            report, failed = DeliveryReport(), None
+            backfilled = [lake.with_source(spikes.slice(0, 0), "")]
+            for hour_ms, rows, written in hours:
+                try:
+                    key = written.result()
+                except Exception as exc:  # the write failed, or was cancelled after a failure
+                    failed = failed or exc
+                    continue
+                report.files.append(key)
+                report.readings += rows
+                if hour_ms in spikes_by_hour:
+                    backfilled.append(lake.with_source(spikes_by_hour[hour_ms], key))
+            if report.files:
+                digest = hashlib.sha256("\n".join(report.files).encode()).hexdigest()[:16]
+                day_spikes = pa.concat_tables(backfilled)
+                report.add(self.store_spikes(f"backfill-{digest}", day_spikes, False, False))
+            if failed is not None:
+                raise failed
+            return report
+
+        return finish
+
+    def _put_backfilled(self, hour_ms: int, part: pa.Table) -> str:
+        """Write one backfilled hour file under its content-addressed key (a worker's job)."""
+        data = lake.parquet_bytes(part)
+        key = lake.backfill_key(hour_ms, data)
+        self.logs.put(key, data, durable=False)
+        return key
 
     def _unstored(self, readings: pa.Table) -> pa.Table:
         """`readings` minus those the lake already holds (same greenhouse, device, timestamp)."""
         import pyarrow.parquet as pq
 
+        if readings.num_rows == 0:
+            return readings
+        hours = pc.unique(pc.divide(pc.cast(readings["timestamp"], pa.int64()), lake.HOUR_MS))
+        if not any(
+            self.logs.path(lake.log_prefix(hour * lake.HOUR_MS)).is_dir()
+            for hour in hours.to_pylist()
+            if hour is not None
+        ):
+            return readings  # hours the lake has no folder for (a backfill into new hours)
         parts = []
         for hour_ms, part in lake.split_by_time(readings, lake.HOUR_MS):
             keys = self.logs.keys(lake.log_prefix(hour_ms))
@@ -1240,23 +1290,39 @@ class LocalTarget:
         """
         end = (end or datetime.now(UTC)).replace(second=0, microsecond=0)
         report, bad = DeliveryReport(), 0
+        pending = None  # the day whose files are being written: (finish it, done, total)
         # The lock keeps deliveries out of the devices' state while the run holds it in memory.
-        with self._delivery_lock(wait=True), self._state_run("backfill"):
-            for good, rejected, done, total in generator.history(
-                int(end.timestamp() * 1000),
-                days,
-                interval_s,
-                greenhouses,
-                devices,
-                anomaly_rate,
-                seed,
-            ):
-                bad += rejected
-                fresh = self._unstored(good)
-                report.add(self.write_logs(fresh, None, alerts=False, durable=False))
-                report.already_stored += good.num_rows - fresh.num_rows
-                if progress:
-                    progress(done, total)
+        with (
+            self._delivery_lock(wait=True),
+            self._state_run("backfill"),
+            _worker_pool(BACKFILL_WRITERS, "backfill-write") as pool,
+        ):
+            try:
+                for good, rejected, done, total in generator.history(
+                    int(end.timestamp() * 1000),
+                    days,
+                    interval_s,
+                    greenhouses,
+                    devices,
+                    anomaly_rate,
+                    seed,
+                ):
+                    bad += rejected
+                    fresh = self._unstored(good)
+                    written = self._backfill_day(fresh, pool)
+                    report.already_stored += good.num_rows - fresh.num_rows
+                    # The day before: its files were written while this one was judged.
+                    previous, pending = pending, (written, done, total)
+                    if previous:
+                        _finish_day(report, progress, *previous)
+                last, pending = pending, None
+                if last:
+                    _finish_day(report, progress, *last)
+            except BaseException:
+                if pending:  # its files are being written: store their spikes before the error
+                    with contextlib.suppress(Exception):
+                        pending[0]()
+                raise
         return report, bad
 
     # -- queries ----------------------------------------------------------------------------
@@ -1446,6 +1512,27 @@ class LocalTarget:
         from ..core import incidents
 
         return incidents.open_incidents(self.state)
+
+
+def _finish_day(report: DeliveryReport, progress, written, done: int, total: int) -> None:
+    report.add(written())
+    if progress:
+        progress(done, total)
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int, name: str):
+    """A thread pool that, when the block fails, drops queued jobs and waits for running ones:
+    the error surfaces at once and no worker is still writing after it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 @dataclass

@@ -1,0 +1,149 @@
+"""Backfill writes a day's hour files on worker threads while the next day is generated and
+judged. A failure on either side surfaces as the error (no hang, no worker left writing),
+leaves no partial or temporary file, keeps the spikes of every reading written, and a re-run
+completes the lake exactly as one clean run would have."""
+
+import errno
+import os
+import threading
+from datetime import UTC, datetime
+
+import pyarrow.parquet as pq
+import pytest
+
+from smartfarm_cli.core import lake
+from smartfarm_cli.targets import local
+from smartfarm_cli.targets.local import LocalTarget
+
+END = datetime(2026, 11, 28, tzinfo=UTC)
+# 3 UTC days x 144 steps x 3 greenhouses: 1,296 readings in 72 hour files, ~40 spikes.
+KW = dict(greenhouses=3, devices=1, interval_s=600, anomaly_rate=0.02, seed=3, end=END)
+READINGS = 3 * 144 * 3
+
+
+def lake_contents(target: LocalTarget) -> tuple[list, list]:
+    """(every reading, every spike) in the home, sorted, read file by file."""
+    readings, spikes = [], []
+    for bucket, rows, columns in (
+        (target.logs, readings, ["greenhouse_id", "device_id", "timestamp", "temperature"]),
+        (target.spike_store, spikes, ["greenhouse_id", "device_id", "timestamp", "rule"]),
+    ):
+        for key in bucket.keys(""):
+            table = pq.read_table(bucket.path(key), columns=columns)
+            rows += [tuple(r.values()) for r in table.to_pylist()]
+    return sorted(readings), sorted(spikes)
+
+
+def leftovers(target: LocalTarget) -> list[str]:
+    """Temporary files (a put that never finished) anywhere in the home."""
+    return [str(p) for p in target.home.rglob(".tmp-*")]
+
+
+def writers_alive() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("backfill-write")]
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """What one uninterrupted backfill stores."""
+    target = LocalTarget(tmp_path_factory.mktemp("clean") / "home")
+    report, bad = target.backfill(3, **KW)
+    assert (report.readings, bad, len(report.files)) == (READINGS, 0, 72)
+    contents = lake_contents(target)
+    assert len(contents[0]) == READINGS and len(contents[1]) == report.spikes > 10
+    target.close()
+    return contents
+
+
+def test_progress_reports_each_day_once_its_files_are_on_disk(target):
+    seen = []
+
+    def progress(done, total):
+        files = len(target.logs.keys("logs"))
+        seen.append((done, total, files))
+
+    report, _ = target.backfill(3, progress=progress, **KW)
+    assert [(done, total) for done, total, _ in seen] == [(144, 432), (288, 432), (432, 432)]
+    # when a day is reported, its 24 hour files (and maybe some of the next day's) exist
+    assert [files >= 24 * day for day, (*_, files) in enumerate(seen, 1)] == [True] * 3
+    assert len(report.files) == len(set(report.files)) == 72
+    assert report.spike_files == sorted(target.spike_store.keys("spikes"))
+    assert writers_alive() == []
+
+
+def test_a_failed_file_write_surfaces_and_a_rerun_completes_the_lake(target, monkeypatch, clean):
+    real = os.replace
+    renames = []
+
+    def replace(src, dst):  # the 30th hour file (day 2) meets a full disk at its rename
+        renames.append(dst)
+        if len(renames) == 30:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space left on device"):
+        target.backfill(3, **KW)
+    monkeypatch.setattr(os, "replace", real)
+    assert writers_alive() == [] and leftovers(target) == []
+    readings, spikes = lake_contents(target)  # every visible file is whole and readable
+    assert 24 < len(readings) < READINGS
+    # the spikes of every reading written are stored, each naming its file
+    for key in target.spike_store.keys("spikes"):
+        for source in set(pq.read_table(target.spike_store.path(key))["source_key"].to_pylist()):
+            assert target.logs.path(source).exists()
+    stored = {r[:3] for r in readings}
+    assert {s[:3] for s in spikes} <= stored
+    assert set(spikes) == {s for s in clean[1] if s[:3] in stored}
+
+    again, _ = target.backfill(3, **KW)
+    assert again.already_stored == len(readings) and again.readings == READINGS - len(readings)
+    assert lake_contents(target) == clean
+    assert leftovers(target) == []
+
+
+def test_a_failure_while_judging_the_next_day_keeps_the_day_written(target, monkeypatch, clean):
+    real, calls = local.detect, []
+
+    def detect(*args, **kwargs):  # the rules fail on day 3, while day 2's files are written
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("rules failed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(local, "detect", detect)
+    progress = []
+    with pytest.raises(RuntimeError, match="rules failed"):
+        target.backfill(3, progress=lambda done, total: progress.append(done), **KW)
+    monkeypatch.setattr(local, "detect", real)
+    assert progress == [144]  # day 2 was not reported done ...
+    assert writers_alive() == [] and leftovers(target) == []
+    readings, spikes = lake_contents(target)
+    assert len(readings) == 2 * 144 * 3  # ... but its files were finished, with their spikes
+    assert set(spikes) == {s for s in clean[1] if s[2] < datetime(2026, 11, 27)}
+
+    again, _ = target.backfill(3, **KW)
+    assert (again.already_stored, again.readings) == (2 * 144 * 3, 144 * 3)
+    assert lake_contents(target) == clean
+
+
+def test_an_interrupt_stops_the_writers_and_a_rerun_completes_the_lake(target, clean):
+    def progress(done, total):
+        if done == 144:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        target.backfill(3, progress=progress, **KW)
+    assert writers_alive() == [] and leftovers(target) == []
+    readings, _ = lake_contents(target)
+    assert 144 * 3 <= len(readings) <= 2 * 144 * 3
+    target.backfill(3, **KW)
+    assert lake_contents(target) == clean
+
+
+def test_backfill_keys_stay_content_addressed(target):
+    report, _ = target.backfill(1, **KW)
+    for key in report.files:
+        data = target.logs.path(key).read_bytes()
+        hour_ms = local._hour_ms(key.rsplit("/", 1)[0])
+        assert lake.backfill_key(hour_ms, data) == key
