@@ -230,10 +230,16 @@ def ids_ok(ids) -> pa.Array:
     """ID_PATTERN (1-64 of A-Z a-z 0-9 _ -) per string, without a regex.
 
     match_substring_regex compiles its pattern on every call (~80 us), which dominated the
-    validation of a 10-reading send; this is the same set in four plain kernels.
+    validation of a 10-reading send; this is the same set in four plain kernels, run once per
+    distinct id (a batch repeats its few devices: 1.05 -> 0.3 ms for a day of 20 greenhouses)
+    and spread back to the rows.
     """
-    letters = pc.replace_substring(pc.replace_substring(ids, "-", "a"), "_", "a")
-    return pc.and_(pc.ascii_is_alnum(letters), pc.less_equal(pc.binary_length(ids), 64))
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    encoded = pc.dictionary_encode(ids)
+    distinct = encoded.dictionary
+    letters = pc.replace_substring(pc.replace_substring(distinct, "-", "a"), "_", "a")
+    ok = pc.and_(pc.ascii_is_alnum(letters), pc.less_equal(pc.binary_length(distinct), 64))
+    return pc.take(ok, encoded.indices)  # a null id has a null index: null, as before
 
 
 def _reasons(table: pa.Table, now_ms: int) -> pa.Array:
