@@ -94,17 +94,19 @@ def old_path(data: bytes):
     return batch.accepted, [(nonblank[r.index], r.reason, r.raw) for r in batch.rejected]
 
 
-def new_path(data: bytes, chunk_bytes: int):
-    batches = list(ingest.read_batches(io.BytesIO(data), NOW_MS, chunk_bytes=chunk_bytes))
+def new_path(data: bytes, chunk_bytes: int, parsers: int = 1):
+    stream = io.BytesIO(data)
+    batches = list(ingest.read_batches(stream, NOW_MS, chunk_bytes=chunk_bytes, parsers=parsers))
     accepted = pa.concat_tables([b.accepted for b in batches])
     return accepted, [(r.index, r.reason, r.raw) for b in batches for r in b.rejected]
 
 
+@pytest.mark.parametrize("parsers", [1, 3])
 @pytest.mark.parametrize("chunk_bytes", [600, 7_919, 1 << 20])
-def test_mixed_file_gives_the_same_answer_as_the_per_item_path(chunk_bytes):
+def test_mixed_file_gives_the_same_answer_as_the_per_item_path(chunk_bytes, parsers):
     data = "\n".join(mixed_lines(1_500)).encode()
     old_accepted, old_rejected = old_path(data)
-    accepted, rejected = new_path(data, chunk_bytes)
+    accepted, rejected = new_path(data, chunk_bytes, parsers)
     assert accepted.equals(old_accepted)
     assert rejected == old_rejected
     assert len(rejected) > 100 and accepted.num_rows > 1_200  # the file really is mixed
@@ -447,3 +449,15 @@ def test_repeated_keys_are_found_whatever_the_time_span():
     # which the caller then checks with the exact grouping.
     wide = [0, 1 << 61, 7]
     assert _keys_repeat(table([*ids[:2], ("gh-2", "dev-2")], wide))
+
+
+def test_parallel_parsers_stop_when_the_consumer_leaves_early():
+    """Leaving after the first batch cancels the chunks not started and ends the threads."""
+    import threading
+
+    data = ("\n".join(json.dumps(reading(i)) for i in range(2_000)) + "\n").encode()
+    batches = ingest.read_batches(io.BytesIO(data), NOW_MS, chunk_bytes=2_000, parsers=2)
+    first = next(batches)
+    assert first.accepted.num_rows > 0
+    batches.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("ingest-parse")]

@@ -50,9 +50,17 @@ _BLANK_AFTER_NEWLINE = re.compile(rb"\n[\n\r\t ]")
 
 
 def read_batches(
-    stream: BinaryIO, now_ms: int | None = None, chunk_bytes: int | None = None
+    stream: BinaryIO,
+    now_ms: int | None = None,
+    chunk_bytes: int | None = None,
+    parsers: int = 1,
 ) -> Iterator[Batch]:
-    """Validated batches from an NDJSON / JSON-array byte stream, one per bounded chunk."""
+    """Validated batches from an NDJSON / JSON-array byte stream, one per bounded chunk.
+
+    `parsers` > 1 parses that many NDJSON chunks at once on worker threads (pyarrow releases
+    the GIL while it parses), still yielding the batches in input order; memory grows by as
+    many chunks.
+    """
     chunk_bytes = chunk_bytes or CHUNK_BYTES
     head = _read_some(stream, chunk_bytes)
     first = head.lstrip()[:1]
@@ -71,7 +79,34 @@ def read_batches(
     if first == b"[" and not at_eof:
         yield from _array_batches(head, stream, now_ms, chunk_bytes)
         return
-    yield from _ndjson_batches(head, stream, now_ms, chunk_bytes)
+    chunks = _ndjson_chunks(head, stream, chunk_bytes)
+    if parsers <= 1:
+        for chunk, first_line, newlines in chunks:
+            yield ndjson_chunk(chunk, first_line, now_ms, newlines)
+        return
+    yield from _in_order(chunks, lambda item: ndjson_chunk(*item[:2], now_ms, item[2]), parsers)
+
+
+def _in_order(items: Iterator, work, workers: int) -> Iterator:
+    """work(item) for each item on `workers` threads, at most `workers` at once, in order.
+
+    Leaving early (or an error) cancels what has not started and waits for what has.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="ingest-parse") as pool:
+        running: deque = deque()
+        try:
+            for item in items:
+                running.append(pool.submit(work, item))
+                if len(running) >= workers:
+                    yield running.popleft().result()
+            while running:
+                yield running.popleft().result()
+        finally:
+            for future in running:
+                future.cancel()
 
 
 def read_ahead(batches: Iterator[Batch], depth: int = 1) -> Iterator[Batch]:
@@ -134,7 +169,8 @@ def _read_some(stream: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _ndjson_batches(head: bytes, stream, now_ms, chunk_bytes) -> Iterator[Batch]:
+def _ndjson_chunks(head: bytes, stream, chunk_bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(chunk cut at a newline, 0-based number of its first line, its count of newlines)."""
     buf, eof = head, len(head) < chunk_bytes
     line_no = 0  # 0-based number of the first line of the next chunk
     while buf:
@@ -148,7 +184,7 @@ def _ndjson_batches(head: bytes, stream, now_ms, chunk_bytes) -> Iterator[Batch]
         else:
             chunk, buf = buf[: cut + 1], buf[cut + 1 :]
         newlines = chunk.count(b"\n")
-        yield ndjson_chunk(chunk, line_no, now_ms, newlines)
+        yield chunk, line_no, newlines
         line_no += newlines
         if not eof:
             more = _read_some(stream, chunk_bytes)

@@ -464,7 +464,8 @@ class LocalTarget:
 
         self.deliver(force=True)  # the lake holds every earlier reading: dedupe is against it
         # The next chunk is parsed and validated while the current one is written.
-        return self.ingest_batches(read_ahead(read_batches(stream)), source)
+        parsers = min(2, os.cpu_count() or 1)  # chunks parsed side by side, kept in order
+        return self.ingest_batches(read_ahead(read_batches(stream, parsers=parsers)), source)
 
     def ingest_batches(self, batches: Iterable[Batch], source: str = "ingest") -> IngestResult:
         """Write already-validated batches straight into the lake, minus what it already holds."""
