@@ -18,8 +18,6 @@ shim loads pandas again on any call that needs it), so pandas objects convert as
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.util
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -40,19 +38,21 @@ class LazyModule:
         return f"<lazy module {self._lazy_name!r}>"
 
 
-class _HidePandas(importlib.abc.MetaPathFinder):
+class _HidePandas:  # a meta path finder (importlib.abc.MetaPathFinder, which costs an import)
     def find_spec(self, name, path=None, target=None):
         if name == "pandas":
             raise ModuleNotFoundError("hidden from pyarrow's first probe", name=name)
         return None
 
 
-class _TellPyarrowAboutPandas(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+class _TellPyarrowAboutPandas:  # a meta path finder and the loader it hands out
     """Finds pandas as usual; once it has loaded, lets pyarrow's shim import it for real."""
 
     def find_spec(self, name, path=None, target=None):
         if name != "pandas":
             return None
+        import importlib.util
+
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.loader is not None:
@@ -85,6 +85,8 @@ def _ask_without_pandas() -> None:
         pyarrow.array([0])  # the first conversion: pyarrow tries (and fails) to import pandas
     finally:
         sys.meta_path.remove(hide)
+    import importlib.util
+
     if importlib.util.find_spec("pandas") is not None:
         sys.meta_path.insert(0, _TellPyarrowAboutPandas())
 
