@@ -81,6 +81,8 @@ def alertable(
 def _real(table: pa.Table) -> pa.Table:
     if "synthetic" not in table.column_names or table.num_rows == 0:
         return table
+    if not any(chunk.true_count for chunk in table["synthetic"].chunks):
+        return table  # the usual file: nothing synthetic, nothing to copy
     return table.filter(pc.invert(pc.fill_null(table["synthetic"], False)))
 
 
