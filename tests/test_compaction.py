@@ -271,3 +271,34 @@ def test_a_process_that_only_delivers_still_sees_other_processes_appends(tmp_pat
     assert deliverer.deliver().readings == 0  # its first look: nothing yet
     writer.append(readings(datetime.now(UTC) - timedelta(minutes=5), 2))  # 12 rows, not flushed
     assert deliverer.deliver().readings == 12
+
+
+def test_a_query_whose_files_a_compaction_replaces_meanwhile_lists_again(tmp_path):
+    """Another process compacts between the query's listing and DuckDB opening the files:
+    the query runs again on the new listing and gives the same answer, not an error."""
+    home = tmp_path / "h"
+    writer = LocalTarget(home, flush_rows=50)
+    hour = (datetime.now(UTC) - timedelta(hours=5)).replace(minute=0, second=0, microsecond=0)
+    table = readings(hour, 60)
+    for offset in range(0, table.num_rows, 50):
+        writer.append(table.slice(offset, 50))
+        writer._deliver(False, compact=False)
+    writer._deliver(True, compact=False)
+    sql = "SELECT count(*), round(sum(temperature), 2) FROM readings"
+    reader = LocalTarget(home)
+    expected = reader.query(sql).rows
+    listed = reader._create_views
+    calls = []
+
+    def list_then_compact(*args, **kwargs):
+        files = listed(*args, **kwargs)
+        calls.append(len(files))
+        if len(calls) == 1:
+            assert LocalTarget(home).compact() == 1  # the listed files are gone now
+        return files
+
+    reader._create_views = list_then_compact
+    assert reader.query(sql).rows == expected
+    # Listed again (readings and spike files): the hour's files are one compacted file now.
+    assert len(calls) == 2 and calls[1] < calls[0]
+    assert [len(list(f.glob("*.parquet"))) for f in hour_folders(home)] == [1]

@@ -69,6 +69,7 @@ MAX_LISTED_REJECTIONS = 1_000
 COMPACT_GRACE_S = 300.0
 COMPACTION_DIR = ".compaction"
 COMPACTED_PREFIX = "compacted-"
+VANISHED_FILE_RETRIES = 3  # a query's listed file replaced by a compaction: list again
 # Worker threads that encode and write a backfill's hour files while the next day is generated
 # and judged (Parquet encoding, hashing and file writes release the GIL).
 BACKFILL_WRITERS = 2
@@ -1353,11 +1354,18 @@ class LocalTarget:
     def _execute(
         self, statement: str, params: list | None, partitions_from: str | None
     ) -> QueryResult:
-        """One DuckDB statement over the lake views, with the files it may read fixed first."""
+        """One DuckDB statement over the lake views, with the files it may read fixed first.
+
+        A file listed for the views can vanish before DuckDB opens it: a compaction in another
+        process swapped its partition for one file (the new listing then sees that file
+        instead). The statement is then run again on a fresh listing, up to
+        VANISHED_FILE_RETRIES times.
+        """
         import duckdb
 
-        for by_name in (False, True):
-            con = duckdb.connect()
+        by_name, vanished = False, 0
+        while True:
+            con, files = duckdb.connect(), []
             try:
                 con.execute("SET TimeZone = 'UTC'")
                 files = self._create_views(con, partitions_from, by_name)
@@ -1369,11 +1377,15 @@ class LocalTarget:
                 return QueryResult(columns, result.fetchall())
             except duckdb.Error as exc:
                 if not by_name and _missing_column(str(exc)):
-                    continue  # a log file older than a column: read every file by name
+                    by_name = True  # a log file older than a column: read every file by name
+                    continue
+                gone = any(not os.path.exists(f) for f in files)
+                if gone and vanished < VANISHED_FILE_RETRIES:
+                    vanished += 1
+                    continue
                 raise queries.QueryError(str(exc).splitlines()[0]) from None
             finally:
                 con.close()
-        raise AssertionError("unreachable: the by-name read either answers or raises")
 
     def _create_views(self, con, partitions_from: str | None, by_name: bool = False) -> list[str]:
         """Create the `readings` and `spikes` views; returns the files they read.
