@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 
 import pyarrow as pa
+from rich import box
 from rich.table import Table
 
 from .core.rules import Rules, detect
-from .core.schema import METRICS
+from .core.schema import METRIC_UNITS, METRICS
 
 STYLE = {"critical": "bold red", "warning": "yellow"}
+SHORT_NAMES = {"temperature": "temp", "humidity": "humid"}  # headers that fit 80 columns
 
 
 class LatestBoard:
@@ -39,16 +41,29 @@ class LatestBoard:
         self.readings_seen += batch.num_rows
 
     def render(self) -> Table:
+        # The house table style (render.build_table): it fits 80 columns with whole cells.
         table = Table(
             title=f"latest reading per device ({len(self.latest)} devices, "
             f"{self.readings_seen} readings seen)",
             header_style="bold cyan",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            collapse_padding=True,
         )
-        for column in ("greenhouse", "device", "time (UTC)", *METRICS, "error", "anomaly"):
-            table.add_column(column)
+        table.add_column("greenhouse")
+        table.add_column("device")
+        table.add_column("time UTC", no_wrap=True)
+        for metric in METRICS:
+            short = SHORT_NAMES.get(metric, metric)
+            table.add_column(f"{short} {METRIC_UNITS[metric]}", justify="right", no_wrap=True)
+        table.add_column("error", justify="right", no_wrap=True)
+        table.add_column("anomaly")
         for (greenhouse, device), row in sorted(self.latest.items()):
             stamp: datetime = row["timestamp"]
             values = [f"{row[m]:.1f}" if row[m] is not None else "-" for m in METRICS]
+            if row.get("synthetic"):
+                device = f"{device}*"  # one column more would not fit at 80 columns
+                table.caption = "* synthetic readings (simulate, demo, backfill)"
             table.add_row(
                 greenhouse,
                 device,

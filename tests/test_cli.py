@@ -157,6 +157,9 @@ def test_watch_shows_latest_reading_per_device(tmp_path):
     result = farmctl(tmp_path, "watch", "--duration", "0.5")
     assert result.exit_code == 0
     assert "2 devices" in result.output and "gh-2" in result.output
+    # simulate's readings are synthetic, and the board says so
+    assert result.output.count("dev-1*") >= 2
+    assert "* synthetic readings (simulate, demo, backfill)" in result.output
 
 
 @pytest.mark.parametrize(
