@@ -674,7 +674,7 @@ def test_status_reports_stream_freshness_crawler_spikes_and_dlq(stack):
         "logs/year=2026/month=10/day=30/hour=05/c.parquet",
     ):
         s3.put_object(Bucket="sf-logs", Key=key, Body=b"x")
-    inject_athena_result(["spikes"], [(4,)])
+    inject_athena_result(["spikes", "synthetic"], [(4, 1)])
     result = CliRunner().invoke(app, ["status", "-o", "json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
@@ -682,7 +682,7 @@ def test_status_reports_stream_freshness_crawler_spikes_and_dlq(stack):
     assert info["stream"].startswith("sf-readings: ACTIVE")
     assert info["newest_log_object"].startswith("logs/year=2026/month=11/day=28/hour=01/b.parquet")
     assert info["crawler"] == "sf-crawler: READY"
-    assert info["spikes_today_utc"] == 4
+    assert info["spikes_today_utc"] == 4 and info["synthetic_spikes_today"] == 1
     assert info["alerts_waiting_in_dlq"] == 0
     assert SIMULATOR_KEY not in result.output and INGEST_KEY not in result.output
 

@@ -584,3 +584,19 @@ def test_grafana_averages_leave_synthetic_readings_out_and_spikes_mark_them():
     assert len(averages) == 3
     assert all("AND NOT coalesce(synthetic, false)" in s for s in averages)
     assert "coalesce(synthetic, false) AS synthetic" in sql["Spikes (latest 500)"]
+
+
+def test_status_counts_todays_synthetic_spikes_apart(tmp_path):
+    target = LocalTarget(tmp_path / "h")
+    # Both readings are today's unless the test runs in the first 20 s of a UTC day.
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=10)
+    real = [reading(temperature=400.0, timestamp=now.isoformat(), device_id="dev-9")]
+    target.ingest(real)
+    target.deliver(force=True)
+    stamp = int((now - timedelta(seconds=10)).timestamp() * 1000)
+    fake = generator.generate(stamp, 1, 60, 1, 1, 0.0).table  # synthetic, healthy
+    fake = fake.set_column(3, "temperature", pa.array([500.0]))
+    target.append(fake)
+    target.deliver(force=True)
+    info = target.status()
+    assert (info["spikes_today_utc"], info["synthetic_spikes_today"]) == (2, 1)

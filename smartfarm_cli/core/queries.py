@@ -395,5 +395,8 @@ def spikes(
 def spike_count(since: datetime, dialect: str = "athena") -> Query:
     _check_dialect(dialect)
     window = _window(since, with_hour=False, dialect=dialect)
-    sql = f"SELECT count(*) AS spikes FROM {SPIKES_TABLE} WHERE {window}"
+    sql = (
+        f"SELECT count(*) AS spikes, count_if({IS_SYNTHETIC}) AS synthetic "
+        f"FROM {SPIKES_TABLE} WHERE {window}"
+    )
     return Query(sql, [], _partition_floor(since, with_hour=False), dialect=dialect)

@@ -885,6 +885,7 @@ class AwsTarget:
             "newest_log_object": freshness,
             "crawler": f"{out['crawler_name']}: {crawl_text}",
             "spikes_today_utc": spikes_today.rows[0][0] if spikes_today.rows else 0,
+            "synthetic_spikes_today": spikes_today.rows[0][1] if spikes_today.rows else 0,
             "alerts_waiting_in_dlq": int(dlq),
             "open_incidents": self._open_incident_count(),
             "grafana": out.optional("grafana_url"),

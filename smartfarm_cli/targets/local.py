@@ -1503,7 +1503,9 @@ class LocalTarget:
         lake_rows = self._execute(  # our own fixed SQL: no parse needed (see run)
             f'SELECT count(*), max("timestamp") FROM {queries.READINGS_TABLE}', [], None
         ).rows[0]
-        (spikes_today,) = self.run(queries.spike_count(today, dialect="duckdb")).rows[0]
+        spikes_today, synthetic_today = self.run(queries.spike_count(today, dialect="duckdb")).rows[
+            0
+        ]
         lag = 0.0 if oldest_pending_ms is None else time.time() - oldest_pending_ms / 1000
         return {
             "target": "local",
@@ -1517,6 +1519,7 @@ class LocalTarget:
             "lake_readings": lake_rows[0],
             "newest_lake_reading": lake_rows[1],
             "spikes_today_utc": spikes_today,
+            "synthetic_spikes_today": synthetic_today,  # of those (simulate, demo, backfill)
             "rejected_readings": rejected,
             "open_incidents": len(self._open_incidents()),
         }
