@@ -79,12 +79,13 @@ def read_batches(
     if first == b"[" and not at_eof:
         yield from _array_batches(head, stream, now_ms, chunk_bytes)
         return
+
+    def parse(item: tuple[bytes, int, int]) -> Batch:
+        chunk, first_line, newlines = item
+        return ndjson_chunk(chunk, first_line, now_ms, newlines)
+
     chunks = _ndjson_chunks(head, stream, chunk_bytes)
-    if parsers <= 1:
-        for chunk, first_line, newlines in chunks:
-            yield ndjson_chunk(chunk, first_line, now_ms, newlines)
-        return
-    yield from _in_order(chunks, lambda item: ndjson_chunk(*item[:2], now_ms, item[2]), parsers)
+    yield from map(parse, chunks) if parsers <= 1 else _in_order(chunks, parse, parsers)
 
 
 def _in_order(items: Iterator, work, workers: int) -> Iterator:
