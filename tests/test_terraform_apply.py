@@ -637,15 +637,20 @@ def test_sites_and_source_cidrs_are_checked_at_plan_time(emulated):
 
 def test_farmctl_status(emulated):
     # moto's Athena runs no SQL and writes no result file; its documented way is to queue the
-    # result of the next query (status counts today's spikes: one row, 0).
+    # result of the next query (status counts today's spikes and the synthetic ones: 0, 0).
+    names = ("spikes", "synthetic")
     queued = {
         "account_id": emu.ACCOUNT_ID,
         "region": emu.REGION,
         "results": [
             {
-                "rows": [{"Data": [{"VarCharValue": "spikes"}]}, {"Data": [{"VarCharValue": "0"}]}],
+                "rows": [
+                    {"Data": [{"VarCharValue": name} for name in names]},
+                    {"Data": [{"VarCharValue": "0"} for _ in names]},
+                ],
                 "column_info": [
-                    {"Name": "spikes", "Label": "spikes", "Type": "bigint", "Nullable": "UNKNOWN"}
+                    {"Name": name, "Label": name, "Type": "bigint", "Nullable": "UNKNOWN"}
+                    for name in names
                 ],
             }
         ],
@@ -661,6 +666,8 @@ def test_farmctl_status(emulated):
     assert done.returncode == 0, done.stdout + done.stderr
     assert emulated["outputs"]["stream_name"] in done.stdout
     assert "no log objects yet" in done.stdout
+    info = json.loads(done.stdout)
+    assert (info["spikes_today_utc"], info["synthetic_spikes_today"]) == (0, 0)
 
 
 def test_farmctl_simulate_direct_lands_valid_records_in_kinesis(emulated):
