@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import discord
+from .arrays import any_true
 from .lake import ObjectStore, alert_key
 from .lazy import pa, pc
 from .webhook import WebhookURLError, check_webhook_url
@@ -81,7 +82,7 @@ def alertable(
 def _real(table: pa.Table) -> pa.Table:
     if "synthetic" not in table.column_names or table.num_rows == 0:
         return table
-    if not any(chunk.true_count for chunk in table["synthetic"].chunks):
+    if not any_true(table["synthetic"]):
         return table  # the usual file: nothing synthetic, nothing to copy
     return table.filter(pc.invert(pc.fill_null(table["synthetic"], False)))
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..core import generator, lake, queries, schema
-from ..core.arrays import arange
+from ..core.arrays import arange, device_codes
 from ..core.lazy import pa, pc
 from ..core.rules import Rules, detect, load_rules
 from ..core.schema import COLUMN_NAMES, METRICS, READING_PARTITIONS, SPIKE_PARTITIONS
@@ -1587,19 +1587,15 @@ def _keys_repeat(table: pa.Table) -> bool:
     """
     if table.num_rows < 2:
         return False
-    codes = []
-    for name in ("greenhouse_id", "device_id"):
-        encoded = pc.dictionary_encode(table[name]).combine_chunks()
-        codes.append((pc.cast(encoded.indices, pa.int64()), len(encoded.dictionary)))
+    codes, devices = device_codes(table)
     stamps = pc.cast(table["timestamp"], pa.int64())
-    if stamps.null_count:
+    if codes.null_count or stamps.null_count:
         return True  # let the grouping decide
     low, high = (value.as_py() for value in pc.min_max(stamps).values())
-    if codes[0][1] * codes[1][1] * (high - low + 1) >= 1 << 62:
-        return True  # no integer key fits
     span = high - low + 1
-    pair = pc.add(pc.multiply(codes[0][0], codes[1][1]), codes[1][0])
-    key = pc.add(pc.multiply(pair, span), pc.subtract(stamps, low))
+    if len(devices) * span >= 1 << 62:
+        return True  # no integer key fits
+    key = pc.add(pc.multiply(pc.cast(codes, pa.int64()), span), pc.subtract(stamps, low))
     return pc.count_distinct(key).as_py() < table.num_rows
 
 
