@@ -147,3 +147,40 @@ def test_backfill_keys_stay_content_addressed(target):
         data = target.logs.path(key).read_bytes()
         hour_ms = local._hour_ms(key.rsplit("/", 1)[0])
         assert lake.backfill_key(hour_ms, data) == key
+
+
+def test_the_waiting_thread_writes_the_files_no_worker_has_started(target, monkeypatch):
+    """With the one writer stuck on its first file, the day still completes: the thread that
+    waits for the day's files writes the other 23 itself, then the writer is let go."""
+    release, ran_on = threading.Event(), []
+    real = LocalTarget._put_backfilled
+
+    def put(self, hour_ms, part):
+        me = threading.current_thread()
+        ran_on.append(me.name)
+        if me is not threading.main_thread():
+            assert release.wait(10)  # stuck until the main thread has written the rest
+        elif ran_on.count(me.name) == 23:
+            release.set()
+        return real(self, hour_ms, part)
+
+    monkeypatch.setattr(LocalTarget, "_put_backfilled", put)
+    report, _ = target.backfill(1, **KW)
+    assert report.readings == 144 * 3 and len(set(report.files)) == 24
+    main = threading.main_thread().name
+    assert sorted(ran_on) == sorted([main] * 23 + [ran_on[0]]) and ran_on[0] != main
+    assert release.is_set() and writers_alive() == []
+
+
+def test_a_job_the_pool_cancelled_is_not_run_by_the_waiter():
+    from concurrent.futures import CancelledError, ThreadPoolExecutor
+
+    pool, gate, ran = ThreadPoolExecutor(1), threading.Event(), []
+    first = local._Job(pool, gate.wait, 10)
+    queued = local._Job(pool, ran.append, "queued")
+    pool.shutdown(wait=False, cancel_futures=True)
+    queued.take()
+    gate.set()
+    assert first.result() is True and ran == []
+    with pytest.raises(CancelledError):
+        queued.result()

@@ -71,8 +71,10 @@ COMPACTION_DIR = ".compaction"
 COMPACTED_PREFIX = "compacted-"
 VANISHED_FILE_RETRIES = 3  # a query's listed file replaced by a compaction: list again
 # Worker threads that encode and write a backfill's hour files while the next day is generated
-# and judged (Parquet encoding, hashing and file writes release the GIL).
-BACKFILL_WRITERS = 2
+# and judged (Parquet encoding, hashing and file writes release the GIL). The thread that waits
+# for a day's files writes those no worker has started, so two cores stay busy with one worker
+# (a second worker only added GIL hand-offs: bench/run.py P2).
+BACKFILL_WRITERS = 1
 
 # Sends one source's incident message once: (source key, Discord message, anomaly count).
 AlertHook = Callable[[str, dict, int], object]
@@ -882,23 +884,26 @@ class LocalTarget:
 
         The rules run here, in order, against the run's device state; each hour file is
         encoded, hashed (lake.backfill_key) and written on a worker thread, so the next day is
-        generated and judged meanwhile. The returned call waits for the day's files and stores
-        the spikes of those written in one object (no alerts: history is not news), named
-        after the files (content-addressed, so the same files give the same object); each
-        spike row still names its hour file in source_key. Then a failed write raises: a
-        re-run writes the missing hours and their spikes, no reading's spikes are lost.
+        generated and judged meanwhile. The returned call writes the day's files no worker has
+        started (from the last hour back), waits for the others and stores the spikes of those
+        written in one object (no alerts: history is not news), named after the files
+        (content-addressed, so the same files give the same object); each spike row still
+        names its hour file in source_key. Then a failed write raises: a re-run writes the
+        missing hours and their spikes, no reading's spikes are lost.
         """
         source = _batch_name(table)
         spikes = detect(table, self.rules, state=self._run.jumps, source=source)
         spikes_by_hour = dict(lake.split_by_time(spikes, lake.HOUR_MS))
         hours = [
-            (hour_ms, part.num_rows, pool.submit(self._put_backfilled, hour_ms, part))
+            (hour_ms, part.num_rows, _Job(pool, self._put_backfilled, hour_ms, part))
             for hour_ms, part in lake.split_by_time(table, lake.HOUR_MS)
         ]
 
         def finish() -> DeliveryReport:
             report, failed = DeliveryReport(), None
             backfilled = [lake.with_source(spikes.slice(0, 0), "")]
+            for *_, written in reversed(hours):  # the worker goes on from the first
+                written.take()
             for hour_ms, rows, written in hours:
                 try:
                     key = written.result()
@@ -1549,6 +1554,28 @@ def _worker_pool(workers: int, name: str):
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+class _Job:
+    """A call submitted to a thread pool that the thread waiting for it may run itself."""
+
+    def __init__(self, pool, call: Callable, *args):
+        self.call, self.args = call, args
+        self.future = pool.submit(call, *args)
+
+    def take(self) -> None:
+        """Run the call on this thread if no worker has started it."""
+        if not self.future.cancelled() and self.future.cancel():
+            from concurrent.futures import Future
+
+            self.future = Future()
+            try:
+                self.future.set_result(self.call(*self.args))
+            except Exception as exc:
+                self.future.set_exception(exc)
+
+    def result(self):
+        return self.future.result()
 
 
 @dataclass
