@@ -64,7 +64,7 @@ def log_prefix(hour_ms: int) -> str:
     return partition_prefix(hour_ms, LOG_ROOT)
 
 
-def backfill_key(hour_ms: int, data: bytes) -> str:
+def backfill_key(hour_ms: int, data: bytes | pa.Buffer) -> str:
     """Content-addressed key of one backfilled hour file.
 
     The same rows give the same key (a re-run rewrites identical bytes); other rows give a new
@@ -123,9 +123,14 @@ def alert_key(source_key: str) -> str:
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
+    return parquet_buffer(table).to_pybytes()
+
+
+def parquet_buffer(table: pa.Table) -> pa.Buffer:
+    """The Parquet file as an Arrow buffer: hashed and written without a copy to `bytes`."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="snappy")
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
 def spike_parquet_bytes(table: pa.Table) -> bytes:

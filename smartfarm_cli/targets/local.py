@@ -208,7 +208,7 @@ class LocalBucket:
         except FileNotFoundError:
             return None
 
-    def put(self, key: str, data: bytes, durable: bool = True) -> None:
+    def put(self, key: str, data: bytes | pa.Buffer, durable: bool = True) -> None:
         """Write to a temp file, fsync, rename over the key, fsync the folder.
 
         Readers never see a partial object. `durable=False` skips the fsyncs, for bulk writes
@@ -926,7 +926,7 @@ class LocalTarget:
 
     def _put_backfilled(self, hour_ms: int, part: pa.Table) -> str:
         """Write one backfilled hour file under its content-addressed key (a worker's job)."""
-        data = lake.parquet_bytes(part)
+        data = lake.parquet_buffer(part)
         key = lake.backfill_key(hour_ms, data)
         self.logs.put(key, data, durable=False)
         return key
