@@ -64,6 +64,11 @@ def log_prefix(hour_ms: int) -> str:
     return partition_prefix(hour_ms, LOG_ROOT)
 
 
+def day_prefix(day_ms: int, root: str = LOG_ROOT) -> str:
+    """`logs/year=YYYY/month=MM/day=DD/`: the folder of a day's hour partitions."""
+    return partition_prefix(day_ms, root, ("year", "month", "day"))
+
+
 def backfill_key(hour_ms: int, data: bytes | pa.Buffer) -> str:
     """Content-addressed key of one backfilled hour file.
 
@@ -107,7 +112,7 @@ def spike_keys(spikes: pa.Table, source_key: str) -> dict[str, pa.Table]:
     """{spike object key: rows} for one source object's spikes, one object per day."""
     digest = source_digest(source_key)
     return {
-        partition_prefix(day_ms, SPIKE_ROOT, ("year", "month", "day")) + f"{digest}.parquet": rows
+        day_prefix(day_ms, SPIKE_ROOT) + f"{digest}.parquet": rows
         for day_ms, rows in split_by_time(spikes, DAY_MS)
     }
 

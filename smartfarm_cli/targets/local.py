@@ -937,13 +937,12 @@ class LocalTarget:
 
         if readings.num_rows == 0:
             return readings
-        hours = pc.unique(pc.divide(pc.cast(readings["timestamp"], pa.int64()), lake.HOUR_MS))
-        if not any(
-            self.logs.path(lake.log_prefix(hour * lake.HOUR_MS)).is_dir()
-            for hour in hours.to_pylist()
-            if hour is not None
+        span = pc.min_max(pc.cast(readings["timestamp"], pa.int64())).as_py()
+        if span["min"] is None or not any(
+            self.logs.path(lake.day_prefix(day * lake.DAY_MS)).is_dir()
+            for day in range(span["min"] // lake.DAY_MS, span["max"] // lake.DAY_MS + 1)
         ):
-            return readings  # hours the lake has no folder for (a backfill into new hours)
+            return readings  # days the lake has no folder for (a backfill into new days)
         parts = []
         for hour_ms, part in lake.split_by_time(readings, lake.HOUR_MS):
             keys = self.logs.keys(lake.log_prefix(hour_ms))
