@@ -138,6 +138,22 @@ def test_generator_is_seeded_and_plausible():
     assert warm - cold > 8
 
 
+def test_generator_noise_is_standard_normal_and_seeded():
+    from smartfarm_cli.core import generator
+
+    first, second, third = generator._gaussians(200_000, 3, seed=11)
+    again = generator._gaussians(200_000, 3, seed=11)[0]
+    other = generator._gaussians(200_000, 1, seed=12)[0]
+    assert first.equals(again) and not first.equals(other) and not first.equals(second)
+    for values in (first, second, third):
+        assert abs(pc.mean(values).as_py()) < 0.02
+        assert abs(pc.stddev(values).as_py() - 1) < 0.02
+        # the tails a normal has: ~4.6 % beyond 2 sigma, ~0.27 % beyond 3
+        beyond2 = pc.mean(pc.cast(pc.greater(pc.abs(values), 2), "int8")).as_py()
+        beyond3 = pc.mean(pc.cast(pc.greater(pc.abs(values), 3), "int8")).as_py()
+        assert 0.040 < beyond2 < 0.052 and 0.0018 < beyond3 < 0.0037
+
+
 def test_tables_with_no_jump_baseline_do_not_crash():
     # Only a critical reading: the jump baseline is empty (pyarrow used to segfault here).
     assert rules_of(detect(rows_for([400.0]), load_rules())) == [
