@@ -99,12 +99,15 @@ def p1_help(runs: int) -> dict:
 
 
 def p2_backfill(runs: int) -> dict:
-    """Backfill against a raw hive-partitioned write of the same table, and the floor.
+    """Backfill against a raw hive-partitioned write of the same table, and the floor; on the
+    disk the home would be on and in memory (tmpfs), the stricter ratio counting.
 
-    Every run writes into a new folder; the folders are removed after the measure. On ext4 a
-    file created within ~30 s of many deletions costs more (the inode allocator skips recently
-    freed inodes), so removing the previous run's output inside the timed call would add the
-    same growing constant to both sides and flatter the ratio.
+    Every run writes into a new folder; the folders are removed after each place's measure.
+    On ext4 a file created within ~30 s of many deletions costs more (the inode allocator
+    skips recently freed inodes), so removing the previous run's output inside the timed call
+    would add a growing constant to both sides and flatter the ratio. Even so the disk's
+    state moves the raw write by up to 2x between runs (deletions by earlier measures or other
+    programs); in memory file creation is cheap and steady, and the ratio is the work's.
 
     The floor is the raw write running on its own threads while the main thread generates,
     validates and judges the same seven days (no device state, no spikes, no hashing): what
@@ -114,7 +117,6 @@ def p2_backfill(runs: int) -> dict:
     import itertools
     import threading
 
-    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -122,18 +124,9 @@ def p2_backfill(runs: int) -> dict:
     from smartfarm_cli.core.rules import detect, load_rules
     from smartfarm_cli.targets.local import LocalTarget
 
-    scratch = Path(tempfile.mkdtemp(prefix="bench-p2-"))
-    folders = itertools.count()
     readings = 7 * 20 * 1440
     end_ms = int(END.timestamp() * 1000)
     shape = dict(greenhouses=20, devices=1, interval_s=60, anomaly_rate=0.001)
-
-    def backfill():
-        target = LocalTarget(scratch / f"home-{next(folders)}")
-        report, _ = target.backfill(7, end=END, **shape)
-        target.close()
-        assert report.readings == readings
-
     steps = readings // 20
     table = generator.generate(end_ms - steps * 60_000, steps, 60, 20, 1, 0.001).table
     parts = {
@@ -142,33 +135,58 @@ def p2_backfill(runs: int) -> dict:
     }
     for name, values in parts.items():
         table = table.append_column(name, values)
-
-    def raw_write():
-        pq.write_to_dataset(table, scratch / f"raw-{next(folders)}", partition_cols=list(parts))
-
     rules = load_rules(None)
 
-    def floor():
-        writer = threading.Thread(target=raw_write)
-        writer.start()
-        for good, *_ in generator.history(end_ms, 7, 60, 20, 1, 0.001, 0):
-            detect(good, rules)
-        writer.join()
+    def measure(place: str | None) -> tuple[float, float, float, float]:
+        """(ours s, raw s, ratio, floor ratio) with every folder under `place`."""
+        scratch = Path(tempfile.mkdtemp(prefix="bench-p2-", dir=place))
+        folders = itertools.count()
 
-    ours, raw, ratio = paired(backfill, raw_write, runs)
-    floor_s, _, floor_ratio = paired(floor, raw_write, runs)
-    shutil.rmtree(scratch)
-    assert isinstance(table, pa.Table)
-    rate = readings / ours
+        def backfill():
+            target = LocalTarget(scratch / f"home-{next(folders)}")
+            report, _ = target.backfill(7, end=END, **shape)
+            target.close()
+            assert report.readings == readings
+
+        def raw_write():
+            path = scratch / f"raw-{next(folders)}"
+            pq.write_to_dataset(table, path, partition_cols=list(parts))
+
+        def floor():
+            writer = threading.Thread(target=raw_write)
+            writer.start()
+            for good, *_ in generator.history(end_ms, 7, 60, 20, 1, 0.001, 0):
+                detect(good, rules)
+            writer.join()
+
+        try:
+            ours, raw, ratio = paired(backfill, raw_write, runs)
+            floor_ratio = paired(floor, raw_write, runs)[2]
+        finally:
+            shutil.rmtree(scratch)
+        return ours, raw, ratio, floor_ratio
+
+    disk = measure(None)
+    memory = measure("/dev/shm") if Path("/dev/shm").is_dir() else None
+    ratio = max(disk[2], memory[2] if memory else 0)
+    rate = readings / disk[0]
+    value = f"{disk[0]:.3f} s on disk ({rate:,.0f} readings/s)"
+    baseline = (
+        "raw pyarrow `write_to_dataset` of the same table, hive-partitioned: "
+        f"{disk[1]:.3f} s on disk = {disk[2]:.2f}x"
+    )
+    floors = f"{disk[3]:.2f}x on disk"
+    if memory:
+        value += f"; {memory[0]:.3f} s in memory"
+        baseline += f", {memory[1]:.3f} s in memory = {memory[2]:.2f}x"
+        floors += f", {memory[3]:.2f}x in memory"
     return {
         "measure": f"backfill 7 d x 20 greenhouses x 1 min ({readings:,} readings): "
-        "generate, validate, hourly Parquet, rules + spikes",
-        "value": f"{ours:.3f} s ({rate:,.0f} readings/s)",
-        "baseline": "raw pyarrow `write_to_dataset` of the same table, hive-partitioned: "
-        f"{raw:.3f} s; floor (that write beside generate + validate + judge): "
-        f"{floor_s:.3f} s = {floor_ratio:.2f}x",
+        "generate, validate, hourly Parquet, rules + spikes; on disk and in memory (tmpfs)",
+        "value": value,
+        "baseline": f"{baseline}; floor (that write beside generate + validate + judge): {floors}",
         "ratio": round(ratio, 2),
-        "goal": "<= 1.5x, >= 100k readings/s",
+        "goal": "<= 1.5x in both places, >= 100k readings/s",
         "met": ratio <= 1.5 and rate >= 100_000,
     }
 
