@@ -2,7 +2,8 @@
 
 Seeded with a week of history for three greenhouses, the page must load without console
 errors and without fetching anything from another origin, show the seeded greenhouses in the
-latest table and in every trend chart, and show a 400 °C spike within seconds of its POST.
+latest table (marked synthetic: the week is a backfill) and in every trend chart, and show a
+400 °C spike within seconds of its POST (a device's reading: not marked).
 A screenshot is saved under test-artifacts/ ($SMARTFARM_TEST_ARTIFACTS); with
 SMARTFARM_UPDATE_SCREENSHOT=1 it also replaces docs/dashboard.png.
 """
@@ -106,6 +107,13 @@ def _check_page(browser, server, artifacts: Path) -> float:
         return sorted(set(rows)) if rows else None
 
     assert _wait(latest_greenhouses, 20, "the latest table") == GREENHOUSES
+    # the seeded week is a backfill: every device is marked synthetic, with the footnote
+    marks = js(
+        "return [...document.querySelectorAll('#latest tbody tr[data-greenhouse]')]"
+        ".map(r => [r.dataset.device, r.cells[1].textContent])"
+    )
+    assert marks and all(text == device + "*" for device, text in marks), marks
+    assert js("return document.getElementById('latest-synthetic').hidden") is False
     for metric in ("temperature", "humidity", "co2"):
         drawn = _wait(
             lambda m=metric: js(f"return document.getElementById('chart-{m}').dataset.greenhouses"),
@@ -132,10 +140,13 @@ def _check_page(browser, server, artifacts: Path) -> float:
 
     _wait(spike_shown, 15, "the 400 °C spike in the spikes table")
     seen_after = time.monotonic() - posted
-    assert js(
-        "const r = document.querySelector('#latest tr[data-device=\"probe-1\"]');"
-        "return r && r.classList.contains('critical')"
-    )
+    assert (
+        js(
+            "const r = document.querySelector('#latest tr[data-device=\"probe-1\"]');"
+            "return r && r.classList.contains('critical') && r.cells[1].textContent"
+        )
+        == "probe-1"
+    )  # a device's own reading: no synthetic mark
     origin = server.url
     resources = js("return performance.getEntriesByType('resource').map(e => e.name)")
     assert resources and all(name.startswith(origin) for name in resources), resources

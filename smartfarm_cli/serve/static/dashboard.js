@@ -46,6 +46,13 @@ function fill(tableId, rows, build) {
   }
   rows.forEach((row) => fresh.appendChild(build(row)));
   body.replaceWith(fresh);
+  // the footnote of the `*` marks: shown while a synthetic row is listed
+  document.getElementById(tableId + "-synthetic").hidden = !rows.some((r) => r.synthetic);
+}
+
+// A synthetic reading's device (simulate, demo, backfill) carries a `*`, as in `farmctl watch`.
+function marked(row) {
+  return row.synthetic ? row.device_id + "*" : row.device_id;
 }
 
 async function refreshLatest() {
@@ -56,7 +63,8 @@ async function refreshLatest() {
     tr.dataset.device = d.device_id;
     if (d.severity) tr.classList.add(d.severity);
     if (d.live) tr.classList.add("live");
-    [d.greenhouse_id, d.device_id, clock(d.timestamp), num(d.temperature, 1),
+    if (d.synthetic) tr.classList.add("synthetic");
+    [d.greenhouse_id, marked(d), clock(d.timestamp), num(d.temperature, 1),
      num(d.humidity, 1), num(d.co2, 0), d.error_code, d.rule || ""].forEach((v) => cell(tr, v));
     return tr;
   });
@@ -70,7 +78,8 @@ async function refreshSpikes() {
     tr.dataset.greenhouse = s.greenhouse_id;
     tr.dataset.device = s.device_id;
     tr.dataset.rule = s.rule;
-    [clock(s.timestamp), s.greenhouse_id, s.device_id, s.rule, s.metric, s.severity,
+    if (s.synthetic) tr.classList.add("synthetic");
+    [clock(s.timestamp), s.greenhouse_id, marked(s), s.rule, s.metric, s.severity,
      s.detail].forEach((v) => cell(tr, v));
     return tr;
   });
