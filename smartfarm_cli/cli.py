@@ -627,7 +627,7 @@ def print_record(info: dict, output: OutputFormat, title: str) -> None:
 
     Machine output uses snake_case keys; the table shows them as words.
     """
-    from .render import write_csv, write_json_object
+    from .render import RECORD_VIEW, write_csv, write_json_object
 
     info = {re.sub(r"[^a-z0-9]+", "_", key.lower()).strip("_"): v for key, v in info.items()}
     if output is OutputFormat.json:
@@ -636,7 +636,7 @@ def print_record(info: dict, output: OutputFormat, title: str) -> None:
         write_csv(list(info), [list(info.values())])
     else:
         rows = [(key.replace("_", " "), value) for key, value in info.items()]
-        print_result(console, ["item", "value"], rows, output, title=title)
+        print_result(console, ["item", "value"], rows, output, title=title, view=RECORD_VIEW)
 
 
 @command("watch")

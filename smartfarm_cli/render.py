@@ -227,6 +227,10 @@ def build_table(columns: Sequence[str], rows: Sequence[Sequence], shown: Sequenc
     return table, needed
 
 
+# One object (status, stack, crawler) as item / value rows: names whole, values (paths, notes)
+# wrapped rather than cut.
+RECORD_VIEW = [Col("item", whole=True), Col("value", wrap=True)]
+
 # Table columns at 80 characters: what matters first; long ones only with --wide.
 SPIKES_VIEW = [
     Col("timestamp", "time (UTC)"),

@@ -166,6 +166,18 @@ def test_status_json_is_one_object_with_typed_values(home):
     assert "lake readings" in table and "interrupted delivery" in table
 
 
+def test_status_table_shows_a_long_home_whole_at_80_columns(tmp_path, monkeypatch):
+    monkeypatch.setattr(terminal.console.real, "width", 80)
+    home = tmp_path / ("farm-" * 12) / "home"
+    farmctl(home, "backfill", "--days", "0.05", "-g", "1", "-d", "1")
+    table = farmctl(home, "status").stdout
+    assert "…" not in table and max(len(line) for line in table.splitlines()) <= 80
+    assert str(home.resolve()) in "".join(line.strip() for line in table.splitlines())
+    assert "synthetic spikes today" in table
+    info = json.loads(farmctl(home, "status", "-o", "json").stdout)
+    assert info["spikes_today_utc"] == info["synthetic_spikes_today"] == 0  # none: 0, not null
+
+
 def test_a_long_summary_line_is_not_hard_wrapped_when_piped(tmp_path):
     home = tmp_path / ("a-long-home-folder-name-" * 4)
     result = farmctl(home, "backfill", "--days", "0.1", "-g", "1", "-d", "1")

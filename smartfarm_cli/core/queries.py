@@ -396,7 +396,8 @@ def spike_count(since: datetime, dialect: str = "athena") -> Query:
     _check_dialect(dialect)
     window = _window(since, with_hour=False, dialect=dialect)
     sql = (
-        f"SELECT count(*) AS spikes, count_if({IS_SYNTHETIC}) AS synthetic "
+        # coalesce: DuckDB's count_if gives NULL over no rows (Athena's gives 0)
+        f"SELECT count(*) AS spikes, coalesce(count_if({IS_SYNTHETIC}), 0) AS synthetic "
         f"FROM {SPIKES_TABLE} WHERE {window}"
     )
     return Query(sql, [], _partition_floor(since, with_hour=False), dialect=dialect)
