@@ -218,6 +218,36 @@ def test_delivered_readings_leave_the_stream_and_the_window(tmp_path):
     assert len(lake(tmp_path / "h")) == 60 + 30 + 60
 
 
+def test_incident_history_and_sent_messages_leave_after_30_days(tmp_path):
+    from smartfarm_cli.core.state import HISTORY_KEEP_MS
+
+    clock = [datetime.now(UTC).timestamp()]
+    target = LocalTarget(tmp_path / "h", clock=lambda: clock[0])
+    now_ms = int(clock[0] * 1000)
+    old, recent = now_ms - HISTORY_KEEP_MS - 60_000, now_ms - HISTORY_KEEP_MS + 60_000
+    with target._transaction() as db:
+        db.executemany(
+            "INSERT INTO alert_log (at_ms, greenhouse_id, device_id, rule, metric, severity, "
+            "event, anomalies, worst, opened_ms, source) "
+            "VALUES (?, 'gh-1', 'dev-1', 'impossible', 'temperature', 'critical', 'opened', 1, "
+            "400, ?, ?)",
+            [(old, old, "old"), (recent, recent, "recent")],
+        )
+        db.executemany(
+            "INSERT INTO alert_outbox (source, created_ms, message, anomalies, status, "
+            "updated_ms) VALUES (?, ?, '{}', 1, ?, ?)",
+            [
+                ("sent-long-ago", old, "delivered", old),
+                ("never-sent", old, "undelivered", old),  # still owed: kept
+                ("sent-lately", recent, "delivered", recent),
+            ],
+        )
+    target._prune()
+    log = target.db.execute("SELECT source FROM alert_log").fetchall()
+    outbox = target.db.execute("SELECT source FROM alert_outbox ORDER BY source").fetchall()
+    assert log == [("recent",)] and outbox == [("never-sent",), ("sent-lately",)]
+
+
 def test_pruned_pages_go_back_to_the_file_system(tmp_path):
     """Retention frees pages, and stream.db gives them back (auto_vacuum incremental); a
     stream.db made with auto_vacuum off is rewritten once by the first prune."""

@@ -20,6 +20,7 @@ import time
 from typing import Protocol
 
 StateKey = tuple[str, str, str]  # (greenhouse_id, device_id, kind)
+HISTORY_KEEP_MS = 30 * 86_400_000  # incident history (`farmctl alerts`), on both targets
 # (key, new body, version that was read (0 = absent), expiry in epoch ms)
 StateWrite = tuple[StateKey, dict, int, int]
 
@@ -239,7 +240,7 @@ class DynamoEventLog:
 
     PREFIX = "_log/"
 
-    def __init__(self, client, table: str, keep_ms: int = 30 * 86_400_000):
+    def __init__(self, client, table: str, keep_ms: int = HISTORY_KEEP_MS):
         self.client = client
         self.table = table
         self.keep_ms = keep_ms

@@ -44,7 +44,7 @@ from ..core.arrays import arange, device_codes
 from ..core.lazy import pa, pc
 from ..core.rules import Rules, detect, load_rules
 from ..core.schema import COLUMN_NAMES, METRICS, READING_PARTITIONS, SPIKE_PARTITIONS
-from ..core.state import SqliteStateStore
+from ..core.state import HISTORY_KEEP_MS, SqliteStateStore
 from ..core.validate import Batch, Rejected, resent_reason, table_from_rows, validate
 from ..errors import UserError
 from .results import DeliveryReport, IngestResult, NewKey, QueryResult, SimulateReport
@@ -798,7 +798,8 @@ class LocalTarget:
         Delivered rows older than STREAM_KEEP_S (watchers have long read them) leave `stream`
         for `seen`, which keeps only (device, timestamp, arrival minute): ~20 bytes instead of
         ~100, so the home stays small. Keys older than the retention window leave `seen`.
-        Together they keep the duplicate guarantee for `retention_s` after arrival.
+        Together they keep the duplicate guarantee for `retention_s` after arrival. Incident
+        history and delivered alert messages older than HISTORY_KEEP_MS leave too.
         """
         now = self.clock()
         if now - self._last_prune < min(3600.0, self.retention_s / 24):
@@ -824,6 +825,13 @@ class LocalTarget:
             db.execute(f"DELETE FROM stream WHERE {old}", (keep_ms,))
             removed = db.total_changes - before
             db.execute("DELETE FROM seen WHERE received_min < ?", (cutoff_min,))
+            # incident history and sent messages: as long as on AWS (DynamoDB TTL there)
+            horizon_ms = int(now * 1000) - HISTORY_KEEP_MS
+            db.execute("DELETE FROM alert_log WHERE at_ms < ?", (horizon_ms,))
+            db.execute(
+                "DELETE FROM alert_outbox WHERE status = 'delivered' AND updated_ms < ?",
+                (horizon_ms,),
+            )
         self._reclaim()
         return removed
 
