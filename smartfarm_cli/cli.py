@@ -26,6 +26,7 @@ from .render import (
     SPIKES_VIEW,
     TREND_SUMMARY_VIEW,
     OutputFormat,
+    mark_synthetic,
     print_result,
     with_spike_reading,
 )
@@ -519,9 +520,10 @@ def spikes(
     result = target.spikes(since, severity, greenhouse, limit, detected, synthetic=synthetic)
     if not result.rows and output is OutputFormat.table:
         _check_greenhouse(target, greenhouse)
-    columns, rows = result.columns, result.rows
+    columns, rows, footnote = result.columns, result.rows, None
     if output is OutputFormat.table:
         columns, rows = with_spike_reading(columns, rows)
+        rows, footnote = mark_synthetic(columns, rows)
     print_result(
         console,
         columns,
@@ -531,6 +533,7 @@ def spikes(
         view=SPIKES_VIEW,
         wide=wide,
         empty=f"no spikes in the last {since}" + (f" for {greenhouse}" if greenhouse else ""),
+        caption=footnote,
     )
     _note(result)
 

@@ -9,6 +9,7 @@ from .render import (
     SPIKES_VIEW,
     TREND_SUMMARY_VIEW,
     OutputFormat,
+    mark_synthetic,
     print_result,
     trend_chart,
     trend_summary,
@@ -64,6 +65,7 @@ def run_demo(
     console.rule("4/4  spikes in the last 10 minutes")
     spikes = target.spikes("10m", limit=15)
     columns, rows = with_spike_reading(spikes.columns, spikes.rows)
+    rows, footnote = mark_synthetic(columns, rows)
     print_result(
         console,
         columns,
@@ -72,6 +74,7 @@ def run_demo(
         title="newest spikes, most severe first (farmctl spikes --wide shows details)",
         view=SPIKES_VIEW,
         empty="no spikes in the last 10 minutes",
+        caption=footnote,
     )
     by_rule = target.query(
         "SELECT rule, severity, count(*) AS spikes FROM spikes "

@@ -148,12 +148,13 @@ def print_result(
     view: Sequence[Col] | None = None,
     wide: bool = False,
     empty: str | None = None,
+    caption: str | None = None,
 ) -> None:
     """Print rows as a table, JSON or CSV.
 
     `view` picks and names the table's columns (default: every column as it is); `wide` adds
-    the ones marked wide. An empty table prints `empty` on stderr instead of a bare frame;
-    empty JSON and CSV stay valid (`[]`, the header).
+    the ones marked wide; `caption` goes under the table. An empty table prints `empty` on
+    stderr instead of a bare frame; empty JSON and CSV stay valid (`[]`, the header).
     """
     if output is OutputFormat.json:
         write_json(columns, rows)
@@ -172,6 +173,7 @@ def print_result(
         if (wide or not c.wide) and (view is None or c.name in columns)
     ]
     table, needed = build_table(columns, rows, shown, title)
+    table.caption = caption
     # Wider than the terminal even at its narrowest: draw it at that width and let the
     # terminal wrap the lines, rather than cut cells.
     width = console.width
@@ -273,6 +275,21 @@ TREND_SUMMARY_VIEW = [
     Col("last"),
     Col("readings"),
 ]
+
+
+SYNTHETIC_FOOTNOTE = "* synthetic readings (simulate, demo, backfill)"
+
+
+def mark_synthetic(columns: Sequence[str], rows: Sequence[Sequence]):
+    """Rows with a `*` after the device of each synthetic one (a table column more would not
+    fit 80 columns), and the footnote to print under them (None when no row is marked)."""
+    if "synthetic" not in columns:
+        return rows, None
+    flag, device = columns.index("synthetic"), columns.index("device_id")
+    marked = [
+        (*row[:device], f"{row[device]}*", *row[device + 1 :]) if row[flag] else row for row in rows
+    ]
+    return marked, SYNTHETIC_FOOTNOTE if any(row[flag] for row in rows) else None
 
 
 def with_spike_reading(columns: Sequence[str], rows: Sequence[Sequence]):

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from .core.rules import Rules, detect
 from .core.schema import METRIC_UNITS, METRICS
+from .render import SYNTHETIC_FOOTNOTE
 
 STYLE = {"critical": "bold red", "warning": "yellow"}
 SHORT_NAMES = {"temperature": "temp", "humidity": "humid"}  # headers that fit 80 columns
@@ -63,7 +64,7 @@ class LatestBoard:
             values = [f"{row[m]:.1f}" if row[m] is not None else "-" for m in METRICS]
             if row.get("synthetic"):
                 device = f"{device}*"  # one column more would not fit at 80 columns
-                table.caption = "* synthetic readings (simulate, demo, backfill)"
+                table.caption = SYNTHETIC_FOOTNOTE
             table.add_row(
                 greenhouse,
                 device,

@@ -178,6 +178,20 @@ def test_status_table_shows_a_long_home_whole_at_80_columns(tmp_path, monkeypatc
     assert info["spikes_today_utc"] == info["synthetic_spikes_today"] == 0  # none: 0, not null
 
 
+def test_spikes_table_marks_synthetic_devices_with_a_footnote(tmp_path, home, width):
+    generated = tmp_path / "generated"
+    farmctl(generated, "backfill", "--days", "0.5", "-g", "2", "-d", "1", "--anomaly-rate", "0.05")
+    table = farmctl(generated, "spikes", "--since", "2d").stdout
+    rows = [line for line in body_lines(table) if " gh-" in line]
+    assert rows and all("dev-1*" in line for line in rows)
+    assert all(len(line) <= width for line in table.splitlines())
+    assert "* synthetic readings (simulate, demo, backfill)" in table
+    as_json = json.loads(farmctl(generated, "spikes", "--since", "2d", "-o", "json").stdout)
+    assert {row["device_id"] for row in as_json} == {"dev-1"}  # machine output: the real id
+    devices_own = farmctl(home, "spikes", "--since", "2d").stdout  # ingested: not synthetic
+    assert "probe-07" in devices_own and "*" not in devices_own
+
+
 def test_a_long_summary_line_is_not_hard_wrapped_when_piped(tmp_path):
     home = tmp_path / ("a-long-home-folder-name-" * 4)
     result = farmctl(home, "backfill", "--days", "0.1", "-g", "1", "-d", "1")
