@@ -141,6 +141,34 @@ def test_an_interrupt_stops_the_writers_and_a_rerun_completes_the_lake(target, c
     assert lake_contents(target) == clean
 
 
+def test_an_interrupt_while_the_main_thread_writes_keeps_every_written_readings_spikes(
+    target, monkeypatch, clean
+):
+    """Ctrl-C lands inside a file the main thread writes while finishing day 1: the files
+    written by then still get their spikes, and a re-run completes the lake."""
+    real, calls = LocalTarget._put_backfilled, []
+
+    def put(self, hour_ms, part):
+        if threading.current_thread() is threading.main_thread():
+            calls.append(hour_ms)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+        return real(self, hour_ms, part)
+
+    monkeypatch.setattr(LocalTarget, "_put_backfilled", put)
+    monkeypatch.setattr(local, "BACKFILL_WRITERS", 1)
+    with pytest.raises(KeyboardInterrupt):
+        target.backfill(3, **KW)
+    monkeypatch.setattr(LocalTarget, "_put_backfilled", real)
+    assert len(calls) >= 3 and writers_alive() == [] and leftovers(target) == []
+    readings, spikes = lake_contents(target)
+    stored = {r[:3] for r in readings}
+    assert len(stored) > 0 and {s[:3] for s in spikes} <= stored
+    assert set(spikes) == {s for s in clean[1] if s[:3] in stored}
+    target.backfill(3, **KW)
+    assert lake_contents(target) == clean
+
+
 def test_backfill_keys_stay_content_addressed(target):
     report, _ = target.backfill(1, **KW)
     for key in report.files:

@@ -1304,7 +1304,9 @@ class LocalTarget:
         """
         end = (end or datetime.now(UTC)).replace(second=0, microsecond=0)
         report, bad = DeliveryReport(), 0
-        pending = None  # the day whose files are being written: (finish it, done, total)
+        # Days whose files are written or being written and whose spikes are not stored yet:
+        # at most two (a day is finished while the next one's files are being written).
+        unfinished: list[tuple[Callable[[], DeliveryReport], int, int]] = []
         # The lock keeps deliveries out of the devices' state while the run holds it in memory.
         with (
             self._delivery_lock(wait=True),
@@ -1323,19 +1325,20 @@ class LocalTarget:
                 ):
                     bad += rejected
                     fresh = self._unstored(good)
-                    written = self._backfill_day(fresh, pool)
+                    unfinished.append((self._backfill_day(fresh, pool), done, total))
                     report.already_stored += good.num_rows - fresh.num_rows
-                    # The day before: its files were written while this one was judged.
-                    previous, pending = pending, (written, done, total)
-                    if previous:
-                        _finish_day(report, progress, *previous)
-                last, pending = pending, None
-                if last:
-                    _finish_day(report, progress, *last)
+                    if len(unfinished) == 2:  # the day before: written while this one was judged
+                        _finish_day(report, progress, *unfinished[0])
+                        unfinished.pop(0)
+                while unfinished:
+                    _finish_day(report, progress, *unfinished[0])
+                    unfinished.pop(0)
             except BaseException:
-                if pending:  # its files are being written: store their spikes before the error
+                # Store the spikes of every file written before the error, also of a day whose
+                # finishing it interrupted (storing them twice writes the same objects again).
+                for finish, *_ in unfinished:
                     with contextlib.suppress(Exception):
-                        pending[0]()
+                        finish()
                 raise
         return report, bad
 
