@@ -20,6 +20,7 @@ from .discord_cli import discord_app, set_ssm_parameter_source
 from .errors import UserError
 from .keys import keys_app
 from .render import (
+    ALERTS_VIEW,
     INGEST_VIEW,
     LATEST_VIEW,
     REJECTED_VIEW,
@@ -432,7 +433,7 @@ def trend(
 
     target = State.target(reads_only=True)
     result = target.trend(metric, days, every, greenhouse, tz, synthetic=synthetic)
-    window = f"last {days:g} days"
+    window = "last day" if days == 1 else f"last {days:g} days"
     if output is not OutputFormat.table:
         print_result(console, result.columns, result.rows, output)
     elif not result.rows:
@@ -588,15 +589,31 @@ def rejected(
 def alerts_(
     since: str = typer.Option("24h", "--since", help="History window, e.g. 1h, 24h, 7d."),
     state: str = typer.Option(None, "--state", help="open or resolved (default: both)."),
+    wide: bool = WideOption,
     output: OutputFormat = OutputOption,
 ) -> None:
     """Open incidents and recent incident history (opened, still firing, resolved).
+
+    The table shows what is wrong where and since when; --wide (or -o json / csv) adds the
+    severity, each event's time, the anomaly count and the worst value.
 
     Example: farmctl alerts --state open
     """
     target = State.target(reads_only=True)
     result = target.alerts(since, state)
-    print_result(console, result.columns, result.rows, output, title=f"incidents, last {since}")
+    print_result(
+        console,
+        result.columns,
+        result.rows,
+        output,
+        title=f"incidents, last {since}",
+        view=ALERTS_VIEW,
+        wide=wide,
+        empty={
+            "open": "no open incidents",
+            "resolved": f"no incidents resolved in the last {since}",
+        }.get(state or "", f"no open incidents and no incident history in the last {since}"),
+    )
 
 
 @command("check")

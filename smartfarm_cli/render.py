@@ -214,9 +214,11 @@ def build_table(columns: Sequence[str], rows: Sequence[Sequence], shown: Sequenc
             needed += min(widest, 20)
         else:
             shortest = min(widest, 8)  # ids may end in an ellipsis, not shorter than this
+            # Not no_wrap: rich then takes a too-wide table's excess from these columns (an id
+            # has no space to wrap at, so it ends in the ellipsis); with no_wrap it cut every
+            # column evenly, numbers and times too.
             table.add_column(
                 col.title,
-                no_wrap=True,
                 overflow="ellipsis",
                 max_width=max(_TEXT_MAX, len(col.title)),
                 min_width=shortest,
@@ -256,6 +258,18 @@ LATEST_VIEW = [
     Col("co2", "CO2 ppm"),
     Col("error_code", "error"),
     Col("synthetic", "synth"),
+]
+ALERTS_VIEW = [  # 80 columns; the rows still take their severity's colour
+    Col("state"),
+    Col("greenhouse_id", "greenhouse"),
+    Col("device_id", "device"),
+    Col("rule"),
+    Col("metric"),
+    Col("opened", "opened (UTC)"),
+    Col("severity", wide=True),
+    Col("at", "event at (UTC)", wide=True, whole=True),  # null on open rows: not told by value
+    Col("anomalies", wide=True),
+    Col("worst", wide=True),
 ]
 REJECTED_VIEW = [
     Col("id"),

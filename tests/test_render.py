@@ -192,6 +192,25 @@ def test_spikes_table_marks_synthetic_devices_with_a_footnote(tmp_path, home, wi
     assert "probe-07" in devices_own and "*" not in devices_own
 
 
+def test_alerts_fit_the_terminal_and_say_when_there_are_none(home, tmp_path, width):
+    table = farmctl(home, "alerts").stdout
+    assert "…" not in table and all(len(line) <= width for line in table.splitlines())
+    for whole in ("gh-north", "probe-07", "impossible", "temperature", "opened (UTC)"):
+        assert whole in table
+    assert "400" in farmctl(home, "alerts", "--wide").stdout  # the worst value, with --wide
+    empty = tmp_path / "empty"
+    farmctl(empty, "backfill", "--days", "0.05", "-g", "1", "-d", "1")  # history: no alerts
+    none = farmctl(empty, "alerts", "--since", "1h")
+    assert none.stdout == ""
+    assert "no open incidents and no incident history in the last 1h" in none.stderr
+    assert "no open incidents" in farmctl(empty, "alerts", "--state", "open").stderr
+
+
+def test_trend_window_reads_as_words(home):
+    trend = farmctl(home, "trend", "humidity", "--days", "1", "--greenhouse", "gh-south")
+    assert "last day" in trend.stdout and "last 1 days" not in trend.stdout + trend.stderr
+
+
 def test_a_long_summary_line_is_not_hard_wrapped_when_piped(tmp_path):
     home = tmp_path / ("a-long-home-folder-name-" * 4)
     result = farmctl(home, "backfill", "--days", "0.1", "-g", "1", "-d", "1")
