@@ -184,21 +184,28 @@ def print_result(
         console.width = width
 
 
-def build_table(columns: Sequence[str], rows: Sequence[Sequence], shown: Sequence[Col], title):
-    """A rich Table of the `shown` columns, and the narrowest width that cuts no cell."""
+def house_table(title: str | None):
+    """The rich Table every farmctl table starts from: a header rule, no side borders and
+    single spaces between columns, so 80 columns hold whole cells."""
     from rich import box
     from rich.table import Table
-    from rich.text import Text
 
-    index = {name: i for i, name in enumerate(columns)}
-    cells = [[cell(row[index[c.name]]) for c in shown] for row in rows]
-    table = Table(
+    return Table(
         title=title,
         header_style="bold cyan",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
     )
+
+
+def build_table(columns: Sequence[str], rows: Sequence[Sequence], shown: Sequence[Col], title):
+    """A rich Table of the `shown` columns, and the narrowest width that cuts no cell."""
+    from rich.text import Text
+
+    index = {name: i for i, name in enumerate(columns)}
+    cells = [[cell(row[index[c.name]]) for c in shown] for row in rows]
+    table = house_table(title)
     needed = 2 * len(shown)  # the padding around and between columns
     for position, col in enumerate(shown):
         values = [row[index[col.name]] for row in rows]

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 import pyarrow as pa
-from rich import box
 from rich.table import Table
 
 from .core.rules import Rules, detect
 from .core.schema import METRIC_UNITS, METRICS
-from .render import SYNTHETIC_FOOTNOTE
+from .render import SYNTHETIC_FOOTNOTE, house_table
 
 STYLE = {"critical": "bold red", "warning": "yellow"}
 SHORT_NAMES = {"temperature": "temp", "humidity": "humid"}  # headers that fit 80 columns
@@ -42,14 +41,9 @@ class LatestBoard:
         self.readings_seen += batch.num_rows
 
     def render(self) -> Table:
-        # The house table style (render.build_table): it fits 80 columns with whole cells.
-        table = Table(
-            title=f"latest reading per device ({len(self.latest)} devices, "
-            f"{self.readings_seen} readings seen)",
-            header_style="bold cyan",
-            box=box.SIMPLE_HEAD,
-            pad_edge=False,
-            collapse_padding=True,
+        table = house_table(
+            f"latest reading per device ({len(self.latest)} devices, "
+            f"{self.readings_seen} readings seen)"
         )
         table.add_column("greenhouse")
         table.add_column("device")
