@@ -414,3 +414,17 @@ def test_arange_slices_one_cached_range_and_builds_longer_ones(monkeypatch):
     assert len(arrays._RANGE[0]) == 6  # doubled, not grown by one
     assert arrays.arange(12).to_pylist() == list(range(12))  # past the cache: built alone
     assert len(arrays._RANGE[0]) == 6
+
+
+def test_arange_keeps_its_length_when_another_thread_replaces_the_cache(monkeypatch):
+    from smartfarm_cli.core import arrays
+
+    class Racy(list):
+        """A cache that another thread refills with a short range right after each store."""
+
+        def __setitem__(self, index, value):
+            super().__setitem__(index, value)
+            super().__setitem__(slice(None), [arrays._build_range(1)])
+
+    monkeypatch.setattr(arrays, "_RANGE", Racy([arrays._build_range(2)]))
+    assert arrays.arange(6).to_pylist() == list(range(6))

@@ -18,27 +18,18 @@ def arange(n: int) -> pa.Array:
         return pa.array([], pa.int64())
     if n > _RANGE_CACHED:
         return _build_range(n)
-    if not _RANGE or len(_RANGE[0]) < n:
-        _RANGE[:] = [_build_range(min(max(n, 2 * len(_RANGE[0]) if _RANGE else 0), _RANGE_CACHED))]
-    return _RANGE[0].slice(0, n)
+    cached = _RANGE[0] if _RANGE else None  # read once: another thread may replace it
+    if cached is None or len(cached) < n:
+        grown = 2 * len(cached) if cached is not None else 0
+        cached = _build_range(min(max(n, grown), _RANGE_CACHED))
+        _RANGE[:] = [cached]
+    return cached.slice(0, n)
 
 
 def any_true(mask) -> bool:
     """Whether a boolean (chunked) array holds a true (pc.any has a larger fixed cost)."""
     chunks = mask.chunks if isinstance(mask, pa.ChunkedArray) else [mask]
     return any(chunk.true_count for chunk in chunks)
-
-
-def mod(values, divisor: int):
-    """Integer modulo for non-negative integers."""
-    return pc.subtract(values, pc.multiply(pc.divide(values, divisor), divisor))
-
-
-def shift(array, by: int) -> pa.Array:
-    """array[i - by], null where that falls before the start."""
-    array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-    by = min(by, len(array))
-    return pa.concat_arrays([pa.nulls(by, array.type), array.slice(0, len(array) - by)])
 
 
 def _encoded(column) -> tuple[pa.Array, pa.Array]:
