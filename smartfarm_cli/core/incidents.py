@@ -307,16 +307,14 @@ class Session:
 
 def _apply(device, seen: _Device, body: dict, policy: Policy, now_ms: int) -> list[Event]:
     open_ = body["open"]
+    if seen.last_reading_ms is not None:
+        body["last_ms"] = max(body.get("last_ms") or 0, seen.last_reading_ms)  # event time
+        body["heard_ms"] = now_ms  # when its readings last arrived: what silence is about
     if not open_ and not seen.groups:  # the common case: nothing to open, remind or resolve
-        if seen.last_reading_ms is not None:
-            body["last_ms"] = max(body.get("last_ms") or 0, seen.last_reading_ms)
-            body["heard_ms"] = now_ms
         return []
     greenhouse, device_id = device
     events = []
     if seen.last_reading_ms is not None:
-        body["last_ms"] = max(body.get("last_ms") or 0, seen.last_reading_ms)  # event time
-        body["heard_ms"] = now_ms  # when its readings last arrived: what silence is about
         silent = open_.pop(f"{SILENT}/readings", None)
         if silent:
             events.append(

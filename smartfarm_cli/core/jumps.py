@@ -148,7 +148,8 @@ def stateless(
     index = order if rows is None else pc.take(rows, order)
     out = {}
     for metric in METRICS:
-        values = pc.take(_column(table, metric), index)
+        values = pc.take(table[metric], index)  # the rows taken, not the whole column, joined
+        values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
         jumps, _ = scan(device, steps, values, limits[metric])
         if jumps:
             out[metric] = table.take(pc.take(index, pa.array(jumps, pa.int64())))
@@ -648,6 +649,7 @@ def _new_windows(
     # Rows are sorted by device, and every device of `codes` has a run: device i's run ends
     # where the next one's starts.
     ends = [*pc.indices_nonzero(pc.not_equal(*_pairs(device))).to_pylist(), len(device) - 1]
+    assert len(ends) == len(codes), "a device of this table has no merged row"
     base_of, emitted_of = {}, {}
     changed = {local for changes, _ in changes_by_metric.values() for local in changes}
     first = 0
